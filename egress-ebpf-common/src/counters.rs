@@ -1,0 +1,62 @@
+//! Counter ids and the per-CPU counter value.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+crate::assert_size!(Counter, 16);
+
+impl Counter {
+    pub fn add(&mut self, other: &Counter) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// What happened to a packet; the index into the `COUNTERS` map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterId {
+    /// Destination in the blocked set (dropped, or would be in dry-run).
+    MetadataBlocked = 0,
+    /// A TCP connection attempt to a rate-limited port, within the rate.
+    SmtpAllowed = 1,
+    /// A TCP connection attempt to a rate-limited port, over the rate.
+    SmtpLimited = 2,
+    /// No rule matched: passed to the next program untouched.
+    Passed = 3,
+    /// A shape no conforming stack sends that hides what the rules look at
+    /// (see the README's threat model); dropped.
+    Evasive = 4,
+}
+
+impl CounterId {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [CounterId; Self::COUNT as usize] = [
+        CounterId::MetadataBlocked,
+        CounterId::SmtpAllowed,
+        CounterId::SmtpLimited,
+        CounterId::Passed,
+        CounterId::Evasive,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            CounterId::MetadataBlocked => "metadata_blocked",
+            CounterId::SmtpAllowed => "smtp_allowed",
+            CounterId::SmtpLimited => "smtp_limited",
+            CounterId::Passed => "passed",
+            CounterId::Evasive => "evasive_dropped",
+        }
+    }
+
+    /// Whether this outcome drops the packet when not in dry-run.
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            CounterId::MetadataBlocked | CounterId::SmtpLimited | CounterId::Evasive
+        )
+    }
+}

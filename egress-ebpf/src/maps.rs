@@ -1,0 +1,37 @@
+//! The maps, pinned by name so they (and the counters and buckets in them)
+//! outlive the loader. Names must equal the constants in
+//! `egress_ebpf_common::maps` (the loader checks every one exists).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use egress_ebpf_common::{
+    config::PolicyConfig,
+    counters::{Counter, CounterId},
+    maps::{BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY},
+    rules::BlockRule,
+};
+
+#[map]
+pub static BLOCKED_V4: LpmTrie<[u8; 4], BlockRule> = LpmTrie::pinned(BLOCKED_CAPACITY, 0);
+
+#[map]
+pub static BLOCKED_V6: LpmTrie<[u8; 16], BlockRule> = LpmTrie::pinned(BLOCKED_CAPACITY, 0);
+
+#[map]
+pub static POLICY_CONFIG: Array<PolicyConfig> = Array::pinned(CONFIG_SLOTS, 0);
+
+#[map]
+pub static ACTIVE_CONFIG: Array<u32> = Array::pinned(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(CounterId::COUNT, 0);
+
+#[map]
+pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
+
+#[map]
+pub static SMTP_BUCKET: Array<u64> = Array::pinned(SMTP_GLOBAL_SLOTS, 0);
+
+#[map]
+pub static SMTP_SOURCE_BUCKETS: HashMap<[u8; 16], u64> = HashMap::pinned(SMTP_SOURCE_CAPACITY, 0);

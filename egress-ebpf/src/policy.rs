@@ -1,0 +1,93 @@
+//! The per-packet rules, in order: blocked destination, evasive shape,
+//! rate-limited connection attempt, otherwise pass.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::TcContext};
+use egress_ebpf_common::{
+    bucket::Gcra,
+    config::{PolicyConfig, SCOPE_PER_SOURCE},
+    counters::CounterId,
+    packet::Transport,
+    rules::{BlockRule, DestPort},
+};
+
+use crate::{
+    Outcome, bucket,
+    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, POLICY_CONFIG},
+    parse::{self, Parsed},
+};
+
+#[inline(always)]
+pub fn classify(ctx: &TcContext) -> Outcome {
+    let config = active_config();
+    let dry_run = config.is_some_and(|c| c.dry_run != 0);
+    let (counter, rule) = match parse::parse(ctx) {
+        Parsed::Other => (CounterId::Passed, None),
+        Parsed::V4(ip) => {
+            let mut src = [0u8; 16];
+            src[10] = 0xff;
+            src[11] = 0xff;
+            src[12..].copy_from_slice(&ip.src);
+            let blocked = BLOCKED_V4.get(Key::new(32, ip.dst));
+            decide(blocked, &ip.transport, ip.evasive, config, &src)
+        }
+        Parsed::V6(ip) => {
+            let blocked = BLOCKED_V6.get(Key::new(128, ip.dst));
+            decide(blocked, &ip.transport, ip.evasive, config, &ip.src)
+        }
+    };
+    Outcome {
+        counter,
+        rule,
+        dry_run,
+    }
+}
+
+#[inline(always)]
+fn active_config() -> Option<&'static PolicyConfig> {
+    let slot = *ACTIVE_CONFIG.get(0)?;
+    let config = POLICY_CONFIG.get(slot)?;
+    // A slot the loader never wrote limits nothing (blocked destinations still apply).
+    if config.valid == 0 { None } else { Some(config) }
+}
+
+#[inline(always)]
+fn decide(
+    blocked: Option<&BlockRule>,
+    t: &Transport,
+    evasive: bool,
+    config: Option<&PolicyConfig>,
+    src: &[u8; 16],
+) -> (CounterId, Option<u16>) {
+    if let Some(rule) = blocked
+        && let Some(id) = rule.matching_rule(t.proto, t.dport)
+    {
+        return (CounterId::MetadataBlocked, Some(id));
+    }
+    if evasive {
+        return (CounterId::Evasive, None);
+    }
+    let Some(config) = config else {
+        return (CounterId::Passed, None);
+    };
+    let DestPort::Known(port) = t.dport else {
+        return (CounterId::Passed, None);
+    };
+    if !config.is_smtp_port(port) || !t.is_connection_attempt() {
+        return (CounterId::Passed, None);
+    }
+    let gcra = Gcra {
+        emission_ns: config.emission_ns,
+        burst_window_ns: config.burst_window_ns,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let admitted = if config.scope == SCOPE_PER_SOURCE {
+        bucket::admit_per_source(&gcra, src, now)
+    } else {
+        bucket::admit_global(&gcra, now)
+    };
+    if admitted {
+        (CounterId::SmtpAllowed, None)
+    } else {
+        (CounterId::SmtpLimited, None)
+    }
+}

@@ -1,0 +1,30 @@
+use std::path::PathBuf;
+
+use egress_loader::config::{Overrides, Policy, default_config_toml};
+
+use super::Result;
+
+/// Validate a configuration file without touching the kernel; print the
+/// policy it gives. Exit status 2 (with the field named) if it is invalid.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  egress-loader check-config /etc/egress-filter.toml\n  egress-loader check-config --defaults > egress-filter.toml")]
+pub struct Args {
+    /// The TOML file to check.
+    #[arg(required_unless_present = "defaults")]
+    file: Option<PathBuf>,
+    /// Print the default configuration as a TOML file instead.
+    #[arg(long, conflicts_with = "file")]
+    defaults: bool,
+}
+
+pub fn main(a: Args) -> Result {
+    if a.defaults {
+        print!("{}", default_config_toml());
+        return Ok(());
+    }
+    let path = a.file.expect("clap requires it");
+    let policy = Policy::from_file(&path, &Overrides::default())?;
+    println!("{}: valid", path.display());
+    println!("{}", serde_json::to_string_pretty(&policy).expect("serializable"));
+    Ok(())
+}

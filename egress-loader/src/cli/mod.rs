@@ -1,0 +1,84 @@
+//! The command line: one module per subcommand.
+
+mod check_config;
+mod counters;
+mod detach;
+mod run;
+mod status;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use egress_loader::{Error, pins::DEFAULT_PIN_DIR};
+
+#[derive(Parser)]
+#[command(
+    name = "egress-loader",
+    version,
+    about = "eBPF egress filter for container hosts: blocks cloud metadata services, rate-limits outbound SMTP",
+    long_about = "eBPF egress filter for container hosts.\n\n\
+        A tc classifier on the ingress hook of each Docker bridge (where containers' traffic \
+        leaves them) drops traffic to cloud instance metadata services (169.254.169.254 and \
+        friends) and rate-limits new outbound SMTP connections, like the DOCKER-USER iptables \
+        rules it replaces. The filter and its counters are pinned on bpffs, so protection \
+        outlives the loader.\n\n\
+        Exit status: 0 success, 1 runtime failure, 2 invalid configuration or flags (nothing changed).",
+    after_help = "Examples:\n  \
+        egress-loader run                          # docker0 and br-*, default policy\n  \
+        egress-loader run --config /etc/egress-filter.toml\n  \
+        egress-loader run --dry-run --smtp-rate 10/minute\n  \
+        egress-loader counters                     # like iptables -L -v\n  \
+        egress-loader status --json\n  \
+        egress-loader detach                       # remove everything"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::Args),
+    Counters(counters::Args),
+    Status(status::Args),
+    Detach(detach::Args),
+    CheckConfig(check_config::Args),
+}
+
+/// `--pin-dir`, shared by every subcommand.
+#[derive(clap::Args, Clone)]
+pub struct PinDirArg {
+    /// Directory on a bpf filesystem holding the filter's maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR, env = "EGRESS_PIN_DIR")]
+    pub pin_dir: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`counters | head`), like other CLI tools.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(a) => run::main(a),
+        Command::Counters(a) => counters::main(a),
+        Command::Status(a) => status::main(a),
+        Command::Detach(a) => detach::main(a),
+        Command::CheckConfig(a) => check_config::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("egress-loader: error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, Error>;

@@ -1,0 +1,95 @@
+use std::{path::PathBuf, time::Duration};
+
+use egress_loader::{
+    attach::AttachMode,
+    config::{ConfigFile, Overrides, Policy, parse_block_flag, parse_port_list},
+    pins::PinDir,
+    run::{RunOptions, run},
+};
+
+use super::{PinDirArg, Result};
+
+/// Load the filter, attach it to the bridges and keep following them.
+///
+/// Flags override the config file; with neither, the defaults apply
+/// (`egress-loader check-config --defaults` prints them). Invalid input is
+/// refused with exit status 2 before anything in the kernel changes.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    egress-loader run\n  \
+    egress-loader run --config /etc/egress-filter.toml --iface cni0\n  \
+    egress-loader run --block 10.0.0.5/32:tcp/8080 --smtp-rate 2/minute --smtp-burst 2\n  \
+    egress-loader run --dry-run --detach-on-exit")]
+pub struct Args {
+    /// TOML configuration file (see README: "Configuration"). Re-read on SIGHUP.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Interface name or pattern (`*`, `?`) to filter; repeatable; replaces the
+    /// configured list [default: docker0, br-*].
+    #[arg(long = "iface", value_name = "PATTERN")]
+    ifaces: Vec<String>,
+    #[command(flatten)]
+    pin_dir: PinDirArg,
+    /// Also block CIDR[:tcp|udp[/PORT,...]], added to the configured list;
+    /// repeatable. E.g. 10.0.0.0/8, fd00::/8, 168.63.129.16/32:tcp/80,32526.
+    #[arg(long, value_name = "CIDR[:PROTO[/PORTS]]", value_parser = parse_block_flag)]
+    block: Vec<egress_loader::config::BlockEntry>,
+    /// Rate-limited TCP destination ports, comma-separated [default: 25,465,587,2525].
+    #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
+    smtp_ports: Option<Vec<i64>>,
+    /// New connections allowed to those ports, as iptables writes it:
+    /// N/second|minute|hour|day [default: 5/minute].
+    #[arg(long, value_name = "RATE")]
+    smtp_rate: Option<String>,
+    /// Connection attempts allowed at once before the rate applies [default: 5].
+    #[arg(long, value_name = "N")]
+    smtp_burst: Option<i64>,
+    /// `global`: one bucket for the host (iptables -m limit); `per-source`:
+    /// one per container address [default: global].
+    #[arg(long, value_name = "SCOPE")]
+    scope: Option<String>,
+    /// Count every match as it would be, drop nothing (audit mode).
+    #[arg(long)]
+    dry_run: bool,
+    /// On SIGINT/SIGTERM remove links, filters and pins. Without it the filter
+    /// stays attached after the loader exits, so protection outlives it.
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// How to attach: tcx (Linux 6.6+), netlink (legacy clsact filter), or
+    /// auto (tcx where available).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    attach_mode: AttachMode,
+    /// Seconds between interface rescans.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    rescan: f64,
+}
+
+pub fn main(a: Args) -> Result {
+    let overrides = Overrides {
+        interfaces: a.ifaces,
+        extra_blocks: a.block,
+        smtp_ports: a.smtp_ports,
+        smtp_rate: a.smtp_rate,
+        smtp_burst: a.smtp_burst,
+        scope: a.scope,
+        dry_run: a.dry_run,
+    };
+    let policy = match &a.config {
+        Some(path) => Policy::from_file(path, &overrides)?,
+        None => Policy::build(ConfigFile::default(), &overrides)?,
+    };
+    if !(0.05..=3600.0).contains(&a.rescan) {
+        return Err(egress_loader::Error::Invalid(format!("--rescan: {} is not between 0.05 and 3600 seconds", a.rescan)));
+    }
+    let opts = RunOptions {
+        policy,
+        config_path: a.config,
+        overrides,
+        pins: PinDir::new(a.pin_dir.pin_dir),
+        mode: a.attach_mode,
+        detach_on_exit: a.detach_on_exit,
+        rescan: Duration::from_secs_f64(a.rescan),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run(opts))
+}

@@ -1,0 +1,17 @@
+//! The userspace side of the egress filter: configuration, policy, loading,
+//! attaching, and reading counters. The `egress-loader` binary is a thin CLI
+//! over this library; the tests drive it directly too.
+
+pub mod attach;
+pub mod config;
+pub mod counters;
+pub mod error;
+pub mod maps;
+pub mod object;
+pub mod pins;
+pub mod policy;
+pub mod run;
+pub mod status;
+pub mod system;
+
+pub use error::Error;

@@ -1,0 +1,91 @@
+//! Typed handles on the pinned maps, opened by path so any process (the
+//! running loader, `counters`, `status`) sees the same kernel objects.
+
+use aya::maps::{Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
+use egress_ebpf_common::{
+    config::PolicyConfig,
+    counters::{Counter, CounterId},
+    maps::{self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY},
+    rules::BlockRule,
+};
+
+use crate::{error::Error, pins::PinDir};
+
+fn open(pins: &PinDir, name: &'static str) -> Result<Map, Error> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Err(Error::NotLoaded(pins.root().to_path_buf()));
+    }
+    let data = MapData::from_pin(&path).map_err(|e| Error::map(name, e))?;
+    Map::from_map_data(data).map_err(|e| Error::map(name, e))
+}
+
+macro_rules! typed {
+    ($pins:expr, $name:expr) => {
+        open($pins, $name)?.try_into().map_err(|e| Error::map($name, e))?
+    };
+}
+
+/// What `apply` writes.
+pub struct PolicyMaps {
+    pub blocked_v4: LpmTrie<MapData, [u8; 4], BlockRule>,
+    pub blocked_v6: LpmTrie<MapData, [u8; 16], BlockRule>,
+    pub policy_config: Array<MapData, PolicyConfig>,
+    pub active_config: Array<MapData, u32>,
+    pub rule_counters: PerCpuArray<MapData, Counter>,
+}
+
+impl PolicyMaps {
+    pub fn open(pins: &PinDir) -> Result<Self, Error> {
+        Ok(Self {
+            blocked_v4: typed!(pins, names::BLOCKED_V4),
+            blocked_v6: typed!(pins, names::BLOCKED_V6),
+            policy_config: typed!(pins, names::POLICY_CONFIG),
+            active_config: typed!(pins, names::ACTIVE_CONFIG),
+            rule_counters: typed!(pins, names::RULE_COUNTERS),
+        })
+    }
+}
+
+pub fn counters(pins: &PinDir) -> Result<PerCpuArray<MapData, Counter>, Error> {
+    Ok(typed!(pins, names::COUNTERS))
+}
+
+/// The layout this build expects of each pinned map: (name, key size, value
+/// size, max entries). A pin made by a build with another layout would be
+/// misread, so the loader refuses it.
+pub fn expected_layout() -> [(&'static str, u32, u32, u32); 8] {
+    use core::mem::size_of;
+    [
+        (names::BLOCKED_V4, 4 + 4, size_of::<BlockRule>() as u32, BLOCKED_CAPACITY),
+        (names::BLOCKED_V6, 4 + 16, size_of::<BlockRule>() as u32, BLOCKED_CAPACITY),
+        (names::POLICY_CONFIG, 4, size_of::<PolicyConfig>() as u32, CONFIG_SLOTS),
+        (names::ACTIVE_CONFIG, 4, 4, 1),
+        (names::COUNTERS, 4, size_of::<Counter>() as u32, CounterId::COUNT),
+        (names::RULE_COUNTERS, 4, size_of::<Counter>() as u32, MAX_RULES),
+        (names::SMTP_BUCKET, 4, 8, SMTP_GLOBAL_SLOTS),
+        (names::SMTP_SOURCE_BUCKETS, 16, 8, SMTP_SOURCE_CAPACITY),
+    ]
+}
+
+/// Checks the maps already pinned in `pins` against [`expected_layout`].
+pub fn check_pinned_layout(pins: &PinDir) -> Result<(), Error> {
+    for (name, key, value, max) in expected_layout() {
+        let path = pins.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(|e| Error::map(name, e))?;
+        let got = (info.key_size(), info.value_size(), info.max_entries());
+        if got != (key, value, max) {
+            return Err(Error::IncompatiblePins {
+                dir: pins.root().to_path_buf(),
+                detail: format!(
+                    "{name}: key/value/entries {}/{}/{}, this build needs {key}/{value}/{max}",
+                    got.0, got.1, got.2
+                ),
+            });
+        }
+    }
+    Ok(())
+}

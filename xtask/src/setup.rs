@@ -1,0 +1,293 @@
+//! `cargo xtask setup`: install the eBPF toolchain (and optionally the tools
+//! the tests use), skipping every step that is already satisfied.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::util::{self, command};
+
+/// The LLVM major version of rustc nightly; bpf-linker must be built against it.
+const LLVM_MAJOR: u32 = 22;
+
+/// Debian packages needed to build bpf-linker against LLVM 22.
+const TOOLCHAIN_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Programs the tests run, with the Debian package providing each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("bpftool", "bpftool"),
+    ("nsenter", "util-linux"),
+];
+
+/// Install the eBPF toolchain: nightly with rust-src, LLVM 22 and bpf-linker.
+///
+/// Checks, in order: the nightly toolchain and its rust-src component
+/// (rustup), the Debian packages llvm-22-dev libpolly-22-dev libzstd-dev
+/// zlib1g-dev (dpkg-query; apt-get as root), and bpf-linker (on PATH or in
+/// ~/.cargo/bin; built with `cargo install` against LLVM 22). Anything
+/// already present is skipped, so running it again installs nothing.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cargo xtask setup              # toolchain only\n  \
+    cargo xtask setup --test-deps  # also ip, ping, bpftool, nsenter")]
+pub struct Options {
+    /// Also install the tools the tests need (ip, ping, bpftool, nsenter).
+    #[arg(long)]
+    test_deps: bool,
+}
+
+pub fn main(opts: &Options) -> Result<()> {
+    let mut setup = Setup::default();
+    setup.toolchain()?;
+    if opts.test_deps {
+        setup.test_tools()?;
+    }
+    setup.summary();
+    Ok(())
+}
+
+/// Runs setup for the other subcommands: the toolchain, plus the test tools
+/// when `test_deps` is set.
+pub fn ensure(test_deps: bool) -> Result<()> {
+    main(&Options { test_deps })
+}
+
+#[derive(Default)]
+struct Setup {
+    installed: Vec<String>,
+    apt_updated: bool,
+}
+
+impl Setup {
+    fn toolchain(&mut self) -> Result<()> {
+        println!("== setup: eBPF toolchain");
+        self.nightly()?;
+        self.ensure_apt(TOOLCHAIN_PACKAGES)?;
+        self.bpf_linker()
+    }
+
+    fn summary(&self) {
+        if self.installed.is_empty() {
+            println!("== setup: everything already present, nothing installed");
+        } else {
+            println!("== setup: installed {}", self.installed.join(", "));
+        }
+    }
+
+    /// The nightly toolchain with rust-src (aya-build uses `-Z build-std`).
+    fn nightly(&mut self) -> Result<()> {
+        let mut cmd = command("rustup");
+        cmd.args(["toolchain", "list"]);
+        let toolchains = stdout_of(&mut cmd)?
+            .context("rustup not found on PATH: install it from https://rustup.rs")?;
+        let has_nightly = toolchains
+            .lines()
+            .any(|line| line == "nightly" || line.starts_with("nightly-"));
+        if has_nightly {
+            println!("   ok: nightly toolchain installed");
+        } else {
+            println!("   missing: nightly toolchain, installing");
+            util::run(command("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]))?;
+            self.installed.push("nightly toolchain".into());
+        }
+
+        let mut cmd = command("rustup");
+        cmd.args(["component", "list", "--toolchain", "nightly", "--installed"]);
+        let components = stdout_of(&mut cmd)?.context("rustup not found on PATH")?;
+        let has_rust_src = components
+            .lines()
+            .any(|line| line == "rust-src" || line.starts_with("rust-src-"));
+        if has_rust_src {
+            println!("   ok: rust-src installed for nightly");
+        } else {
+            println!("   missing: rust-src for nightly, installing");
+            util::run(command("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))?;
+            self.installed.push("rust-src (nightly)".into());
+        }
+
+        // bpf-linker must use the same LLVM as rustc nightly; warn on drift.
+        let mut cmd = command("rustup");
+        cmd.args(["run", "nightly", "rustc", "-vV"]);
+        let llvm = stdout_of(&mut cmd)?.and_then(|out| {
+            out.lines()
+                .find_map(|line| line.strip_prefix("LLVM version: "))
+                .map(str::to_owned)
+        });
+        match llvm {
+            Some(version) if version.split('.').next() == Some(&LLVM_MAJOR.to_string()) => {
+                println!("   ok: nightly uses LLVM {version}");
+            }
+            Some(version) => println!(
+                "   warning: nightly uses LLVM {version}, but this setup installs LLVM {LLVM_MAJOR} \
+                 for bpf-linker; update LLVM_MAJOR and the package list in xtask/src/setup.rs"
+            ),
+            None => println!("   warning: could not read nightly rustc's LLVM version"),
+        }
+        Ok(())
+    }
+
+    /// bpf-linker, built against LLVM 22 if it is missing or does not run.
+    fn bpf_linker(&mut self) -> Result<()> {
+        if let Some((path, version)) = find_bpf_linker()? {
+            println!("   ok: {version} ({})", path.display());
+            if which::which("bpf-linker").is_err() {
+                println!(
+                    "   note: {} is not on PATH; xtask adds it for the commands it runs",
+                    path.parent()
+                        .map_or_else(String::new, |dir| dir.display().to_string())
+                );
+            }
+            return Ok(());
+        }
+        println!("   missing: bpf-linker, building it against LLVM {LLVM_MAJOR} (about a minute)");
+        let mut cmd = util::cargo();
+        cmd.env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{LLVM_MAJOR}"));
+        util::run(&mut cmd)?;
+        let (path, version) = find_bpf_linker()?
+            .context("bpf-linker was installed but `bpf-linker --version` still fails")?;
+        println!("   ok: {version} ({})", path.display());
+        self.installed.push("bpf-linker".into());
+        Ok(())
+    }
+
+    /// The test tools; their packages are installed when a tool is missing.
+    fn test_tools(&mut self) -> Result<()> {
+        println!("== setup: test tools");
+        let mut missing = Vec::new();
+        for &(tool, package) in TEST_TOOLS {
+            match util::find_program(tool) {
+                Some(path) => println!("   ok: {tool} ({})", path.display()),
+                None => {
+                    println!("   missing: {tool} (Debian package {package})");
+                    missing.push((tool, package));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let packages: Vec<&str> = missing.iter().map(|&(_, package)| package).collect();
+        self.ensure_apt(&packages)?;
+        let still_missing: Vec<&str> = missing
+            .iter()
+            .filter(|(tool, _)| util::find_program(tool).is_none())
+            .map(|&(tool, _)| tool)
+            .collect();
+        if !still_missing.is_empty() {
+            bail!(
+                "still not found after installing their packages: {}",
+                still_missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes sure the Debian `packages` are installed; runs `apt-get update`
+    /// (once per xtask run) and `apt-get install` for the missing ones.
+    fn ensure_apt(&mut self, packages: &[&str]) -> Result<()> {
+        let mut cmd = command("dpkg-query");
+        cmd.args(["-W", "--showformat=${Package}=${db:Status-Status},"])
+            .args(packages);
+        // dpkg-query exits 1 when a package was never installed; the output
+        // still lists the known ones.
+        let Some(listing) = stdout_of(&mut cmd)? else {
+            bail!(
+                "dpkg-query not found: this setup supports Debian-based systems only; \
+                 install the equivalents of {} yourself",
+                packages.join(" ")
+            );
+        };
+        let installed: BTreeSet<&str> = listing
+            .split(',')
+            .filter_map(|entry| entry.split_once('='))
+            .filter(|&(_, status)| status == "installed")
+            .map(|(package, _)| package)
+            .collect();
+        let missing: Vec<&str> = packages
+            .iter()
+            .copied()
+            .filter(|package| !installed.contains(package))
+            .collect();
+        if missing.is_empty() {
+            println!("   ok: {} installed", packages.join(", "));
+            return Ok(());
+        }
+        println!("   missing: Debian packages {}", missing.join(", "));
+        if !util::is_root()? {
+            bail!(
+                "installing Debian packages needs root and this is not root; run as root, or:\n    \
+                 sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+                missing.join(" ")
+            );
+        }
+        if !self.apt_updated {
+            util::run(command("apt-get").arg("update"))?;
+            self.apt_updated = true;
+        }
+        util::run(
+            command("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+        self.installed.extend(missing.iter().map(|&p| p.to_owned()));
+        Ok(())
+    }
+}
+
+/// Prints and runs `cmd`, returning its stdout whatever the exit status
+/// (`None` if the program does not exist).
+fn stdout_of(cmd: &mut std::process::Command) -> Result<Option<String>> {
+    Ok(util::probe(cmd)?.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// bpf-linker's path and `--version` line, if it is on PATH or in
+/// `$CARGO_HOME/bin` and runs.
+fn find_bpf_linker() -> Result<Option<(PathBuf, String)>> {
+    let candidates = which::which("bpf-linker")
+        .ok()
+        .into_iter()
+        .chain(util::cargo_bin_dir().map(|dir| dir.join("bpf-linker")));
+    for path in candidates {
+        if !path.is_file() {
+            continue;
+        }
+        let mut cmd = command(&path);
+        cmd.arg("--version");
+        if let Some(out) = util::probe(&mut cmd)?
+            && out.status.success()
+        {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            return Ok(Some((path, version)));
+        }
+    }
+    println!("   bpf-linker not found on PATH or in ~/.cargo/bin, or it does not run");
+    Ok(None)
+}

@@ -1,0 +1,103 @@
+//! `cargo xtask test`: setup (toolchain and test tools), build the loader,
+//! run the workspace tests against it.
+
+use std::ffi::OsString;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::{setup, util};
+
+/// The eBPF crate only builds for bpfel-unknown-none (nightly, no_std); the
+/// loader's build script builds it, so the host test run leaves it out.
+const EBPF_PACKAGE: &str = "egress-ebpf";
+
+/// Run the test suite (needs root).
+///
+/// Runs `setup --test-deps`, builds egress-loader (debug), then
+/// `cargo test --workspace --exclude egress-ebpf` with EGRESS_LOADER_BIN set
+/// to the absolute path of target/debug/egress-loader. Arguments after `--`
+/// are passed to `cargo test`; if they select packages (-p/--package), the
+/// `--workspace --exclude egress-ebpf` pair is left out. The tests build
+/// network namespaces and load eBPF programs, so they need root: with CI=true
+/// and not root this fails at once.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cargo xtask test                                   # everything\n  \
+    cargo xtask test -- -p egress-tests                # only the namespace tests\n  \
+    cargo xtask test -- -p egress-tests --test demo -- --nocapture\n  \
+    cargo xtask test -- -- --test-threads=1            # args for the test binaries")]
+pub struct Options {
+    /// Arguments for `cargo test` (after `--`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CARGO_TEST_ARGS"
+    )]
+    args: Vec<OsString>,
+}
+
+/// Whether `cargo test` arguments (before any `--`) select packages.
+fn selects_packages(args: &[OsString]) -> bool {
+    args.iter()
+        .map_while(|arg| {
+            arg.to_str()
+                .map(|arg| arg != "--")
+                .unwrap_or(true)
+                .then_some(arg)
+        })
+        .filter_map(|arg| arg.to_str())
+        .any(|arg| {
+            arg == "-p"
+                || arg == "--package"
+                || arg.starts_with("--package=")
+                || (arg.starts_with("-p") && arg.len() > 2)
+        })
+}
+
+/// Fails under CI when not root; warns otherwise.
+pub fn check_root() -> Result<()> {
+    if util::is_root()? {
+        return Ok(());
+    }
+    if util::in_ci() {
+        bail!(
+            "CI=true and not root: the tests create network namespaces and load eBPF programs, run them as root"
+        );
+    }
+    println!("warning: not root; the tests need root (network namespaces, eBPF), expect failures");
+    Ok(())
+}
+
+pub fn main(opts: &Options) -> Result<()> {
+    check_root()?;
+    setup::ensure(true)?;
+    let loader = util::build_loader(false)?;
+
+    let mut cmd = util::cargo();
+    cmd.env("EGRESS_LOADER_BIN", &loader).arg("test");
+    if !selects_packages(&opts.args) {
+        cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
+    }
+    cmd.args(&opts.args);
+    util::run(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn package_selection() {
+        assert!(!selects_packages(&[]));
+        assert!(selects_packages(&strings(&["-p", "egress-tests"])));
+        assert!(selects_packages(&strings(&["-pegress-tests"])));
+        assert!(selects_packages(&strings(&["--package=egress-tests"])));
+        assert!(!selects_packages(&strings(&["--", "-p"])));
+        assert!(!selects_packages(&strings(&["--test", "demo"])));
+    }
+}
