@@ -12,20 +12,34 @@ fn main() -> anyhow::Result<()> {
     if skip || which_bpf_linker().is_none() {
         println!(
             "cargo:warning=building egress-loader WITHOUT the eBPF object ({}); run `cargo xtask setup` for a working binary",
-            if skip { "EGRESS_SKIP_EBPF=1" } else { "bpf-linker not found" }
+            if skip {
+                "EGRESS_SKIP_EBPF=1"
+            } else {
+                "bpf-linker not found"
+            }
         );
         std::fs::write(&out, [])?;
         return Ok(());
     }
-    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
     let pkg = metadata
         .packages
         .into_iter()
         .find(|p| p.name == "egress-ebpf")
         .ok_or_else(|| anyhow!("egress-ebpf package not found"))?;
-    let root = pkg.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", pkg.manifest_path))?;
+    let root = pkg
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", pkg.manifest_path))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "egress-ebpf", root_dir: root.as_str(), ..Default::default() }],
+        [aya_build::Package {
+            name: "egress-ebpf",
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }
@@ -36,5 +50,7 @@ fn which_bpf_linker() -> Option<std::path::PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(std::path::PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("bpf-linker"))
+        .find(|p| p.is_file())
 }

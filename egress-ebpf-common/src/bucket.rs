@@ -23,7 +23,10 @@ impl Gcra {
         }
         let emission_ns = period_ns.div_ceil(rate);
         let burst_window_ns = emission_ns.checked_mul(burst)?;
-        Some(Self { emission_ns, burst_window_ns })
+        Some(Self {
+            emission_ns,
+            burst_window_ns,
+        })
     }
 
     /// Decides one arrival at `now` against a bucket whose TAT is `tat`

@@ -75,7 +75,12 @@ mod tests {
 
     #[test]
     fn first_fragments_count_as_attempts_later_ones_do_not() {
-        let mut t = Transport { proto: PROTO_TCP, dport: DestPort::Known(25), tcp_flags: Some(TCP_ACK), fragment: Fragment::First };
+        let mut t = Transport {
+            proto: PROTO_TCP,
+            dport: DestPort::Known(25),
+            tcp_flags: Some(TCP_ACK),
+            fragment: Fragment::First,
+        };
         assert!(t.is_connection_attempt());
         t.fragment = Fragment::Whole;
         assert!(!t.is_connection_attempt());

@@ -99,8 +99,18 @@ mod tests {
 
     fn azure_wireserver() -> BlockRule {
         let mut r = BlockRule::empty();
-        r.matches[0] = PortMatch { port: 80, proto: PROTO_TCP, _pad: 0, rule_id: 7 };
-        r.matches[1] = PortMatch { port: 32526, proto: PROTO_TCP, _pad: 0, rule_id: 7 };
+        r.matches[0] = PortMatch {
+            port: 80,
+            proto: PROTO_TCP,
+            _pad: 0,
+            rule_id: 7,
+        };
+        r.matches[1] = PortMatch {
+            port: 32526,
+            proto: PROTO_TCP,
+            _pad: 0,
+            rule_id: 7,
+        };
         r.match_count = 2;
         r
     }

@@ -13,7 +13,9 @@ mod maps;
 mod parse;
 mod policy;
 
-use aya_ebpf::{bindings::TC_ACT_SHOT, bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext,
+};
 use egress_ebpf_common::counters::CounterId;
 
 #[classifier]
@@ -21,7 +23,7 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     let outcome = policy::classify(&ctx);
     counters::count(outcome.counter, outcome.rule, ctx.len());
     if outcome.counter.drops() && !outcome.dry_run {
-        TC_ACT_SHOT as i32
+        TC_ACT_SHOT
     } else {
         // TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook (Cilium,
         // Calico...) still runs, and with none left the packet goes on.

@@ -99,10 +99,10 @@ fn ipv4(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
     } else {
         Fragment::Whole
     };
-    let (transport, mut evasive) = transport(ctx, off + ihl, h.proto as u8, fragment);
+    let (transport, mut evasive) = transport(ctx, off + ihl, h.proto, fragment);
     // RFC 1858: a TCP fragment at offset 8 bytes can only serve to overwrite
     // the flags of the first fragment.
-    if h.proto as u8 == PROTO_TCP && frag_offset == 1 {
+    if h.proto == PROTO_TCP && frag_offset == 1 {
         evasive = true;
     }
     Ok(Parsed::V4(Ip {
@@ -162,7 +162,7 @@ fn ipv6(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
     if h.version() != 6 {
         return Ok(Parsed::Other);
     }
-    let mut next = h.next_hdr as u8;
+    let mut next = h.next_hdr;
     let mut off = off + Ipv6Hdr::LEN;
     let mut fragment = Fragment::Whole;
     let mut reached_upper_layer = false;

@@ -47,7 +47,11 @@ fn active_config() -> Option<&'static PolicyConfig> {
     let slot = *ACTIVE_CONFIG.get(0)?;
     let config = POLICY_CONFIG.get(slot)?;
     // A slot the loader never wrote limits nothing (blocked destinations still apply).
-    if config.valid == 0 { None } else { Some(config) }
+    if config.valid == 0 {
+        None
+    } else {
+        Some(config)
+    }
 }
 
 #[inline(always)]

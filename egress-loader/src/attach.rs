@@ -42,7 +42,9 @@ impl FromStr for AttachMode {
             "auto" => Ok(Self::Auto),
             "tcx" => Ok(Self::Tcx),
             "netlink" => Ok(Self::Netlink),
-            _ => Err(format!("{s:?} is not an attach mode: use auto, tcx or netlink")),
+            _ => Err(format!(
+                "{s:?} is not an attach mode: use auto, tcx or netlink"
+            )),
         }
     }
 }
@@ -77,7 +79,12 @@ fn program_err(context: String) -> impl FnOnce(aya::programs::ProgramError) -> E
 
 /// Attaches `prog` to `ifname`'s ingress, or swaps it into the attachment a
 /// previous run left there. Never leaves the interface unfiltered in between.
-pub fn attach(prog: &mut SchedClassifier, pins: &PinDir, ifname: &str, mode: AttachMode) -> Result<AttachOutcome, Error> {
+pub fn attach(
+    prog: &mut SchedClassifier,
+    pins: &PinDir,
+    ifname: &str,
+    mode: AttachMode,
+) -> Result<AttachOutcome, Error> {
     match mode.resolve() {
         AttachMode::Netlink => attach_netlink(prog, ifname),
         _ => attach_tcx(prog, pins, ifname),
@@ -92,21 +99,31 @@ pub fn live_pinned_link(pins: &PinDir, ifname: &str) -> Option<(FdLink, u32)> {
     let link = FdLink::from(pinned);
     let prog_id = link.info().ok()?.program_id();
     let (_, progs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).ok()?;
-    progs.iter().any(|p| p.id() == prog_id).then_some((link, prog_id))
+    progs
+        .iter()
+        .any(|p| p.id() == prog_id)
+        .then_some((link, prog_id))
 }
 
-fn attach_tcx(prog: &mut SchedClassifier, pins: &PinDir, ifname: &str) -> Result<AttachOutcome, Error> {
+fn attach_tcx(
+    prog: &mut SchedClassifier,
+    pins: &PinDir,
+    ifname: &str,
+) -> Result<AttachOutcome, Error> {
     let path = pins.link(ifname);
     if let Some((link, _)) = live_pinned_link(pins, ifname) {
         let link = SchedClassifierLink::try_from(link).map_err(|source| Error::Link {
             context: format!("{ifname}: pinned link"),
             source,
         })?;
-        let id = prog
-            .attach_to_link(link)
-            .map_err(program_err(format!("{ifname}: replacing the program in the pinned link")))?;
+        let id = prog.attach_to_link(link).map_err(program_err(format!(
+            "{ifname}: replacing the program in the pinned link"
+        )))?;
         // The pin still names the same kernel link; drop our handle only.
-        drop(prog.take_link(id).map_err(program_err(format!("{ifname}: link")))?);
+        drop(
+            prog.take_link(id)
+                .map_err(program_err(format!("{ifname}: link")))?,
+        );
         return Ok(AttachOutcome::Adopted);
     }
     if path.exists() {
@@ -116,40 +133,70 @@ fn attach_tcx(prog: &mut SchedClassifier, pins: &PinDir, ifname: &str) -> Result
     // First in the chain: a later program's terminal verdict (TC_ACT_OK) must
     // not let traffic skip the filter.
     let id = prog
-        .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
         .map_err(program_err(format!("{ifname}: TCX attach to ingress")))?;
-    let link = prog.take_link(id).map_err(program_err(format!("{ifname}: link")))?;
+    let link = prog
+        .take_link(id)
+        .map_err(program_err(format!("{ifname}: link")))?;
     let fd_link: FdLink = link.try_into().map_err(|source| Error::Link {
         context: format!("{ifname}: TCX link"),
         source,
     })?;
-    fd_link.pin(&path).map_err(|e| Error::Invalid(format!("{ifname}: pinning the link at {}: {e}", path.display())))?;
+    fd_link.pin(&path).map_err(|e| {
+        Error::Invalid(format!(
+            "{ifname}: pinning the link at {}: {e}",
+            path.display()
+        ))
+    })?;
     Ok(AttachOutcome::Attached)
 }
 
 fn attach_netlink(prog: &mut SchedClassifier, ifname: &str) -> Result<AttachOutcome, Error> {
     if let Err(e) = tc::qdisc_add_clsact(ifname) {
         // EEXIST: the qdisc is there already (ours or someone else's): fine.
-        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+        let exists =
+            matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
         if !exists {
-            return Err(Error::Program { context: format!("{ifname}: adding the clsact qdisc"), source: e.into() });
+            return Err(Error::Program {
+                context: format!("{ifname}: adding the clsact qdisc"),
+                source: e.into(),
+            });
         }
     }
-    let options = || NlOptions { priority: NETLINK_PRIORITY, handle: NETLINK_HANDLE, classid: None };
-    let (id, outcome) = match prog.attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::Netlink(options())) {
+    let options = || NlOptions {
+        priority: NETLINK_PRIORITY,
+        handle: NETLINK_HANDLE,
+        classid: None,
+    };
+    let (id, outcome) = match prog.attach_with_options(
+        ifname,
+        TcAttachType::Ingress,
+        TcAttachOptions::Netlink(options()),
+    ) {
         Ok(id) => (id, AttachOutcome::Attached),
         Err(_) => {
             // Our filter is there from a previous run: replace it in place
             // (one netlink request, so the hook is never empty).
-            let existing =
-                SchedClassifierLink::attached(ifname, TcAttachType::Ingress, NETLINK_PRIORITY, NETLINK_HANDLE, None)?;
-            let id = prog
-                .attach_to_link(existing)
-                .map_err(program_err(format!("{ifname}: replacing the netlink filter")))?;
+            let existing = SchedClassifierLink::attached(
+                ifname,
+                TcAttachType::Ingress,
+                NETLINK_PRIORITY,
+                NETLINK_HANDLE,
+                None,
+            )?;
+            let id = prog.attach_to_link(existing).map_err(program_err(format!(
+                "{ifname}: replacing the netlink filter"
+            )))?;
             (id, AttachOutcome::Adopted)
         }
     };
-    let link = prog.take_link(id).map_err(program_err(format!("{ifname}: link")))?;
+    let link = prog
+        .take_link(id)
+        .map_err(program_err(format!("{ifname}: link")))?;
     // Dropping the link object would delete the filter; it must outlive us.
     std::mem::forget(link);
     Ok(outcome)
@@ -182,7 +229,11 @@ pub fn detach(pins: &PinDir, ifname: &str) -> Result<bool, Error> {
 /// Interface names in this network namespace.
 pub fn interfaces() -> Vec<(String, u32)> {
     let mut v: Vec<(String, u32)> = nix::net::if_::if_nameindex()
-        .map(|list| list.iter().map(|i| (i.name().to_string_lossy().into_owned(), i.index())).collect())
+        .map(|list| {
+            list.iter()
+                .map(|i| (i.name().to_string_lossy().into_owned(), i.index()))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

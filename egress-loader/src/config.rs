@@ -65,12 +65,32 @@ pub struct SmtpSection {
 /// The destinations blocked when the configuration names none: instance
 /// metadata services of the major clouds.
 pub const DEFAULT_BLOCKS: &[(&str, Option<&str>, &[u16], &str)] = &[
-    ("169.254.169.254/32", None, &[], "instance metadata: AWS, Azure, GCP, OCI, DigitalOcean, OpenStack"),
-    ("169.254.170.2/32", None, &[], "ECS task metadata and credentials"),
+    (
+        "169.254.169.254/32",
+        None,
+        &[],
+        "instance metadata: AWS, Azure, GCP, OCI, DigitalOcean, OpenStack",
+    ),
+    (
+        "169.254.170.2/32",
+        None,
+        &[],
+        "ECS task metadata and credentials",
+    ),
     ("100.100.100.200/32", None, &[], "Alibaba Cloud metadata"),
     ("192.0.0.192/32", None, &[], "Oracle Cloud metadata (OCI)"),
-    ("fd00:ec2::254/128", None, &[], "AWS instance metadata over IPv6"),
-    ("168.63.129.16/32", Some("tcp"), &[80, 32526], "Azure WireServer and host agent (its DNS on 53 stays open)"),
+    (
+        "fd00:ec2::254/128",
+        None,
+        &[],
+        "AWS instance metadata over IPv6",
+    ),
+    (
+        "168.63.129.16/32",
+        Some("tcp"),
+        &[80, 32526],
+        "Azure WireServer and host agent (its DNS on 53 stays open)",
+    ),
 ];
 pub const DEFAULT_INTERFACES: &[&str] = &["docker0", "br-*"];
 pub const DEFAULT_SMTP_PORTS: &[u16] = &[25, 465, 587, 2525];
@@ -93,7 +113,9 @@ impl FromStr for Scope {
         match s {
             "global" => Ok(Scope::Global),
             "per-source" => Ok(Scope::PerSource),
-            _ => Err(format!("{s:?} is not a scope: use \"global\" or \"per-source\"")),
+            _ => Err(format!(
+                "{s:?} is not a scope: use \"global\" or \"per-source\""
+            )),
         }
     }
 }
@@ -145,22 +167,25 @@ impl Period {
 impl FromStr for Rate {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) = s
-            .trim()
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a rate: write N/second, N/minute, N/hour or N/day"))?;
+        let (n, unit) = s.trim().split_once('/').ok_or_else(|| {
+            format!("{s:?} is not a rate: write N/second, N/minute, N/hour or N/day")
+        })?;
         let count: u64 = n
             .trim()
             .parse()
             .map_err(|_| format!("{n:?} in {s:?} is not a whole number"))?;
         if count == 0 {
-            return Err(format!("{s:?}: the rate must be at least 1 (to block SMTP entirely, add a block rule)"));
+            return Err(format!(
+                "{s:?}: the rate must be at least 1 (to block SMTP entirely, add a block rule)"
+            ));
         }
         let unit = unit.trim().to_ascii_lowercase();
         let period = [Period::Second, Period::Minute, Period::Hour, Period::Day]
             .into_iter()
             .find(|p| !unit.is_empty() && p.name().starts_with(unit.as_str()))
-            .ok_or_else(|| format!("{unit:?} in {s:?} is not a unit: use second, minute, hour or day"))?;
+            .ok_or_else(|| {
+                format!("{unit:?} in {s:?} is not a unit: use second, minute, hour or day")
+            })?;
         if count > period.nanos() {
             return Err(format!("{s:?} is faster than one per nanosecond"));
         }
@@ -231,7 +256,10 @@ impl FromStr for Cidr {
                     .parse()
                     .map_err(|_| format!("{l:?} is not a prefix length (0-{max})"))?;
                 if n > max {
-                    return Err(format!("/{n} is longer than an {} address (/{max} at most)", if max == 32 { "IPv4" } else { "IPv6" }));
+                    return Err(format!(
+                        "/{n} is longer than an {} address (/{max} at most)",
+                        if max == 32 { "IPv4" } else { "IPv6" }
+                    ));
                 }
                 n
             }
@@ -241,10 +269,16 @@ impl FromStr for Cidr {
         let orig = Self::masked_bytes(&addr, max);
         if masked != orig {
             let net: IpAddr = match addr {
-                IpAddr::V4(_) => <[u8; 4]>::try_from(masked).map(IpAddr::from).unwrap_or(addr),
-                IpAddr::V6(_) => <[u8; 16]>::try_from(masked).map(IpAddr::from).unwrap_or(addr),
+                IpAddr::V4(_) => <[u8; 4]>::try_from(masked)
+                    .map(IpAddr::from)
+                    .unwrap_or(addr),
+                IpAddr::V6(_) => <[u8; 16]>::try_from(masked)
+                    .map(IpAddr::from)
+                    .unwrap_or(addr),
             };
-            return Err(format!("{s:?} has host bits set: did you mean {net}/{prefix_len}?"));
+            return Err(format!(
+                "{s:?} has host bits set: did you mean {net}/{prefix_len}?"
+            ));
         }
         if prefix_len == 0 {
             return Err(format!("{s:?} would block every destination"));
@@ -281,7 +315,9 @@ impl FromStr for Protocol {
         match s {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            _ => Err(format!("{s:?} is not a protocol: use \"tcp\" or \"udp\" (or leave it out to block every protocol)")),
+            _ => Err(format!(
+                "{s:?} is not a protocol: use \"tcp\" or \"udp\" (or leave it out to block every protocol)"
+            )),
         }
     }
 }
@@ -338,7 +374,11 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
             if let Some(l) = port_list {
                 let parsed: Result<Vec<i64>, String> = l
                     .split(',')
-                    .map(|p| p.trim().parse::<i64>().map_err(|_| format!("{p:?} in {s:?} is not a port number")))
+                    .map(|p| {
+                        p.trim()
+                            .parse::<i64>()
+                            .map_err(|_| format!("{p:?} in {s:?} is not a port number"))
+                    })
                     .collect();
                 ports = Some(parsed?);
             }
@@ -355,7 +395,11 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
 /// Comma-separated ports, the `--smtp-ports` syntax.
 pub fn parse_port_list(s: &str) -> Result<Vec<i64>, String> {
     s.split(',')
-        .map(|p| p.trim().parse::<i64>().map_err(|_| format!("{p:?} is not a port number")))
+        .map(|p| {
+            p.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{p:?} is not a port number"))
+        })
         .collect()
 }
 
@@ -400,8 +444,12 @@ impl Policy {
     /// The GCRA parameters the classifier runs with.
     pub fn gcra(&self) -> Gcra {
         // Validation guaranteed these are non-zero and do not overflow.
-        Gcra::new(self.smtp_rate.count, self.smtp_rate.period.nanos(), self.smtp_burst as u64)
-            .expect("validated rate and burst")
+        Gcra::new(
+            self.smtp_rate.count,
+            self.smtp_rate.period.nanos(),
+            self.smtp_burst as u64,
+        )
+        .expect("validated rate and burst")
     }
 
     pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -430,9 +478,16 @@ impl Policy {
 
         let mut entries: Vec<(String, BlockEntry)> = match file.block {
             Some(list) if list.is_empty() => {
-                return Err(bad("block", "empty list: remove the key to keep the default metadata blocks"));
+                return Err(bad(
+                    "block",
+                    "empty list: remove the key to keep the default metadata blocks",
+                ));
             }
-            Some(list) => list.into_iter().enumerate().map(|(i, b)| (format!("block[{i}]"), b)).collect(),
+            Some(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| (format!("block[{i}]"), b))
+                .collect(),
             None => DEFAULT_BLOCKS
                 .iter()
                 .enumerate()
@@ -442,26 +497,41 @@ impl Policy {
                         BlockEntry {
                             cidr: c.to_string(),
                             protocol: p.map(str::to_string),
-                            ports: if ports.is_empty() { None } else { Some(ports.iter().map(|&p| p as i64).collect()) },
+                            ports: if ports.is_empty() {
+                                None
+                            } else {
+                                Some(ports.iter().map(|&p| p as i64).collect())
+                            },
                             comment: Some(comment.to_string()),
                         },
                     )
                 })
                 .collect(),
         };
-        entries.extend(o.extra_blocks.iter().enumerate().map(|(i, b)| (format!("--block[{i}] {:?}", flag_text(b)), b.clone())));
+        entries.extend(
+            o.extra_blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("--block[{i}] {:?}", flag_text(b)), b.clone())),
+        );
         let mut blocks = Vec::with_capacity(entries.len());
         for (field, e) in &entries {
             blocks.push(validate_block(field, e)?);
         }
         if blocks.len() > MAX_RULES as usize {
-            return Err(bad("block", format!("{} rules; at most {MAX_RULES} are supported", blocks.len())));
+            return Err(bad(
+                "block",
+                format!("{} rules; at most {MAX_RULES} are supported", blocks.len()),
+            ));
         }
         let mut seen = std::collections::HashMap::new();
         for (i, b) in blocks.iter().enumerate() {
             let key = (b.cidr, b.protocol, b.ports.clone());
             if let Some(j) = seen.insert(key, i) {
-                return Err(bad(&entries[i].0, format!("duplicates {} ({b})", entries[j].0)));
+                return Err(bad(
+                    &entries[i].0,
+                    format!("duplicates {} ({b})", entries[j].0),
+                ));
             }
         }
 
@@ -469,19 +539,31 @@ impl Policy {
         let (ports_field, ports) = match (&o.smtp_ports, smtp.ports) {
             (Some(p), _) => ("--smtp-ports", p.clone()),
             (None, Some(p)) => ("smtp.ports", p),
-            (None, None) => ("smtp.ports", DEFAULT_SMTP_PORTS.iter().map(|&p| p as i64).collect()),
+            (None, None) => (
+                "smtp.ports",
+                DEFAULT_SMTP_PORTS.iter().map(|&p| p as i64).collect(),
+            ),
         };
         if ports.is_empty() {
-            return Err(bad(ports_field, "empty list: name at least one port (to rate-limit nothing, leave out nothing: use dry_run to observe)"));
+            return Err(bad(
+                ports_field,
+                "empty list: name at least one port (to rate-limit nothing, leave out nothing: use dry_run to observe)",
+            ));
         }
         if ports.len() > MAX_SMTP_PORTS {
-            return Err(bad(ports_field, format!("{} ports; at most {MAX_SMTP_PORTS}", ports.len())));
+            return Err(bad(
+                ports_field,
+                format!("{} ports; at most {MAX_SMTP_PORTS}", ports.len()),
+            ));
         }
         let mut smtp_ports = Vec::new();
         for (i, &p) in ports.iter().enumerate() {
             let p = port(&format!("{ports_field}[{i}]"), p)?;
             if smtp_ports.contains(&p) {
-                return Err(bad(format!("{ports_field}[{i}]"), format!("port {p} is listed twice")));
+                return Err(bad(
+                    format!("{ports_field}[{i}]"),
+                    format!("port {p} is listed twice"),
+                ));
             }
             smtp_ports.push(p);
         }
@@ -499,11 +581,17 @@ impl Policy {
             (None, None) => ("smtp.burst", DEFAULT_SMTP_BURST as i64),
         };
         if !(1..=MAX_BURST as i64).contains(&burst) {
-            return Err(bad(burst_field, format!("{burst} is not a burst: use 1-{MAX_BURST}")));
+            return Err(bad(
+                burst_field,
+                format!("{burst} is not a burst: use 1-{MAX_BURST}"),
+            ));
         }
         let smtp_burst = burst as u32;
         if Gcra::new(smtp_rate.count, smtp_rate.period.nanos(), smtp_burst as u64).is_none() {
-            return Err(bad(burst_field, format!("burst {burst} at {smtp_rate} overflows the bucket's clock")));
+            return Err(bad(
+                burst_field,
+                format!("burst {burst} at {smtp_rate} overflows the bucket's clock"),
+            ));
         }
 
         let (scope_field, scope) = match (&o.scope, smtp.scope) {
@@ -536,30 +624,51 @@ fn flag_text(b: &BlockEntry) -> String {
         s.push_str(p);
         if let Some(ports) = &b.ports {
             s.push('/');
-            s.push_str(&ports.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+            s.push_str(
+                &ports
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
     }
     s
 }
 
 fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError> {
-    let cidr: Cidr = e.cidr.parse().map_err(|p| bad(format!("{field}.cidr"), p))?;
+    let cidr: Cidr = e
+        .cidr
+        .parse()
+        .map_err(|p| bad(format!("{field}.cidr"), p))?;
     let protocol = match &e.protocol {
         None => None,
-        Some(p) => Some(p.parse::<Protocol>().map_err(|m| bad(format!("{field}.protocol"), m))?),
+        Some(p) => Some(
+            p.parse::<Protocol>()
+                .map_err(|m| bad(format!("{field}.protocol"), m))?,
+        ),
     };
     let mut ports = Vec::new();
     if let Some(list) = &e.ports {
         if protocol.is_none() {
-            return Err(bad(format!("{field}.ports"), "ports need a protocol: add protocol = \"tcp\" or \"udp\""));
+            return Err(bad(
+                format!("{field}.ports"),
+                "ports need a protocol: add protocol = \"tcp\" or \"udp\"",
+            ));
         }
         if list.is_empty() {
-            return Err(bad(format!("{field}.ports"), "empty list: leave the key out to block every port"));
+            return Err(bad(
+                format!("{field}.ports"),
+                "empty list: leave the key out to block every port",
+            ));
         }
         for (i, &p) in list.iter().enumerate() {
             let p = port(&format!("{field}.ports[{i}]"), p)?;
             if ports.contains(&p) {
-                return Err(bad(format!("{field}.ports[{i}]"), format!("port {p} is listed twice")));
+                return Err(bad(
+                    format!("{field}.ports[{i}]"),
+                    format!("port {p} is listed twice"),
+                ));
             }
             ports.push(p);
         }
@@ -576,18 +685,29 @@ fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError>
 /// (IFNAMSIZ - 1) without the wildcards.
 fn validate_patterns(field: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
     if list.is_empty() {
-        return Err(bad(field, "empty list: name at least one interface or pattern"));
+        return Err(bad(
+            field,
+            "empty list: name at least one interface or pattern",
+        ));
     }
     for (i, p) in list.iter().enumerate() {
         let f = format!("{field}[{i}]");
         if p.is_empty() {
             return Err(bad(f, "empty interface pattern"));
         }
-        if p.chars().any(|c| c == '/' || c.is_whitespace() || c == ':' || c.is_control()) {
-            return Err(bad(f, format!("{p:?} cannot match an interface name (no '/', ':' or whitespace)")));
+        if p.chars()
+            .any(|c| c == '/' || c.is_whitespace() || c == ':' || c.is_control())
+        {
+            return Err(bad(
+                f,
+                format!("{p:?} cannot match an interface name (no '/', ':' or whitespace)"),
+            ));
         }
         if p.chars().filter(|&c| c != '*').count() > 15 {
-            return Err(bad(f, format!("{p:?} is longer than an interface name can be (15)")));
+            return Err(bad(
+                f,
+                format!("{p:?} is longer than an interface name can be (15)"),
+            ));
         }
         if list[..i].contains(p) {
             return Err(bad(f, format!("{p:?} is listed twice")));
@@ -631,4 +751,3 @@ pub fn default_config_toml() -> String {
     ));
     s
 }
-

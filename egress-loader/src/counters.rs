@@ -51,19 +51,37 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
     let counters = maps::counters(pins)?;
     let mut out = Vec::new();
     for id in CounterId::ALL {
-        let v = counters.get(&(id as u32), 0).map_err(|e| Error::map("COUNTERS", e))?;
+        let v = counters
+            .get(&(id as u32), 0)
+            .map_err(|e| Error::map("COUNTERS", e))?;
         let total = sum(&v);
-        out.push(NamedCounter { name: id.name(), packets: total.packets, bytes: total.bytes });
+        out.push(NamedCounter {
+            name: id.name(),
+            packets: total.packets,
+            bytes: total.bytes,
+        });
     }
     let policy = maps::PolicyMaps::open(pins)?;
     let config = crate::policy::read_config(&policy.active_config, &policy.policy_config)?;
     let mut rules = Vec::new();
     for (rule_id, destination) in rule_descriptions(&policy)? {
-        let v = policy.rule_counters.get(&(rule_id as u32), 0).map_err(|e| Error::map("RULE_COUNTERS", e))?;
+        let v = policy
+            .rule_counters
+            .get(&(rule_id as u32), 0)
+            .map_err(|e| Error::map("RULE_COUNTERS", e))?;
         let total = sum(&v);
-        rules.push(RuleCounter { rule_id, destination, packets: total.packets, bytes: total.bytes });
+        rules.push(RuleCounter {
+            rule_id,
+            destination,
+            packets: total.packets,
+            bytes: total.bytes,
+        });
     }
-    Ok(Snapshot { counters: out, rules, dry_run: config.dry_run != 0 })
+    Ok(Snapshot {
+        counters: out,
+        rules,
+        dry_run: config.dry_run != 0,
+    })
 }
 
 /// Rule id -> "cidr[:proto[/ports]]", reconstructed from the tries: a rule's
@@ -72,27 +90,43 @@ pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, Stri
     let mut entries: Vec<(u32, String, egress_ebpf_common::rules::BlockRule)> = Vec::new();
     for item in policy.blocked_v4.iter() {
         let (k, v) = item.map_err(|e| Error::map("BLOCKED_V4", e))?;
-        entries.push((k.prefix_len(), std::net::Ipv4Addr::from(k.data()).to_string(), v));
+        entries.push((
+            k.prefix_len(),
+            std::net::Ipv4Addr::from(k.data()).to_string(),
+            v,
+        ));
     }
     for item in policy.blocked_v6.iter() {
         let (k, v) = item.map_err(|e| Error::map("BLOCKED_V6", e))?;
-        entries.push((k.prefix_len(), std::net::Ipv6Addr::from(k.data()).to_string(), v));
+        entries.push((
+            k.prefix_len(),
+            std::net::Ipv6Addr::from(k.data()).to_string(),
+            v,
+        ));
     }
     entries.sort_by_key(|e| e.0);
     let mut out = BTreeMap::new();
     for (len, addr, v) in &entries {
         if v.all_rule_id != NO_RULE {
-            out.entry(v.all_rule_id).or_insert_with(|| format!("{addr}/{len}"));
+            out.entry(v.all_rule_id)
+                .or_insert_with(|| format!("{addr}/{len}"));
         }
         let n = (v.match_count as usize).min(v.matches.len());
         let mut by_rule: BTreeMap<u16, Vec<(u8, u16)>> = BTreeMap::new();
         for m in &v.matches[..n] {
-            by_rule.entry(m.rule_id).or_default().push((m.proto, m.port));
+            by_rule
+                .entry(m.rule_id)
+                .or_default()
+                .push((m.proto, m.port));
         }
         for (id, pp) in by_rule {
             out.entry(id).or_insert_with(|| {
                 let proto = if pp[0].0 == 6 { "tcp" } else { "udp" };
-                let ports: Vec<String> = pp.iter().filter(|p| p.1 != ANY_PORT).map(|p| p.1.to_string()).collect();
+                let ports: Vec<String> = pp
+                    .iter()
+                    .filter(|p| p.1 != ANY_PORT)
+                    .map(|p| p.1.to_string())
+                    .collect();
                 if ports.is_empty() {
                     format!("{addr}/{len}:{proto}")
                 } else {
@@ -112,7 +146,11 @@ fn human(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { n.to_string() } else { format!("{v:.1}{}", UNITS[u]) }
+    if u == 0 {
+        n.to_string()
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 fn meaning(id: CounterId) -> &'static str {
@@ -129,9 +167,17 @@ fn meaning(id: CounterId) -> &'static str {
 pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
     use std::fmt::Write;
     let mut t = String::new();
-    let mode = if s.dry_run { "dry-run: nothing is dropped" } else { "enforcing" };
+    let mode = if s.dry_run {
+        "dry-run: nothing is dropped"
+    } else {
+        "enforcing"
+    };
     let _ = writeln!(t, "egress filter at {} ({mode})", pins.root().display());
-    let _ = writeln!(t, "{:>10} {:>8}  {:<17} {:<6} {}", "pkts", "bytes", "verdict", "action", "meaning");
+    let _ = writeln!(
+        t,
+        "{:>10} {:>8}  {:<17} {:<6} meaning",
+        "pkts", "bytes", "verdict", "action"
+    );
     for id in CounterId::ALL {
         let c = s.get(id);
         let action = match (id.drops(), s.dry_run) {
@@ -139,13 +185,32 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
             (true, false) => "DROP",
             (true, true) => "COUNT",
         };
-        let _ = writeln!(t, "{:>10} {:>8}  {:<17} {:<6} {}", human(c.packets), human(c.bytes), c.name, action, meaning(id));
+        let _ = writeln!(
+            t,
+            "{:>10} {:>8}  {:<17} {:<6} {}",
+            human(c.packets),
+            human(c.bytes),
+            c.name,
+            action,
+            meaning(id)
+        );
     }
     if !s.rules.is_empty() {
         let _ = writeln!(t, "\nblocked destinations, per rule:");
-        let _ = writeln!(t, "{:>10} {:>8}  {:<5} {}", "pkts", "bytes", "rule", "destination");
+        let _ = writeln!(
+            t,
+            "{:>10} {:>8}  {:<5} destination",
+            "pkts", "bytes", "rule"
+        );
         for r in &s.rules {
-            let _ = writeln!(t, "{:>10} {:>8}  {:<5} {}", human(r.packets), human(r.bytes), r.rule_id, r.destination);
+            let _ = writeln!(
+                t,
+                "{:>10} {:>8}  {:<5} {}",
+                human(r.packets),
+                human(r.bytes),
+                r.rule_id,
+                r.destination
+            );
         }
     }
     t

@@ -5,7 +5,10 @@ use aya::maps::{Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
 use egress_ebpf_common::{
     config::PolicyConfig,
     counters::{Counter, CounterId},
-    maps::{self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY},
+    maps::{
+        self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS,
+        SMTP_SOURCE_CAPACITY,
+    },
     rules::BlockRule,
 };
 
@@ -22,7 +25,9 @@ fn open(pins: &PinDir, name: &'static str) -> Result<Map, Error> {
 
 macro_rules! typed {
     ($pins:expr, $name:expr) => {
-        open($pins, $name)?.try_into().map_err(|e| Error::map($name, e))?
+        open($pins, $name)?
+            .try_into()
+            .map_err(|e| Error::map($name, e))?
     };
 }
 
@@ -57,12 +62,37 @@ pub fn counters(pins: &PinDir) -> Result<PerCpuArray<MapData, Counter>, Error> {
 pub fn expected_layout() -> [(&'static str, u32, u32, u32); 8] {
     use core::mem::size_of;
     [
-        (names::BLOCKED_V4, 4 + 4, size_of::<BlockRule>() as u32, BLOCKED_CAPACITY),
-        (names::BLOCKED_V6, 4 + 16, size_of::<BlockRule>() as u32, BLOCKED_CAPACITY),
-        (names::POLICY_CONFIG, 4, size_of::<PolicyConfig>() as u32, CONFIG_SLOTS),
+        (
+            names::BLOCKED_V4,
+            4 + 4,
+            size_of::<BlockRule>() as u32,
+            BLOCKED_CAPACITY,
+        ),
+        (
+            names::BLOCKED_V6,
+            4 + 16,
+            size_of::<BlockRule>() as u32,
+            BLOCKED_CAPACITY,
+        ),
+        (
+            names::POLICY_CONFIG,
+            4,
+            size_of::<PolicyConfig>() as u32,
+            CONFIG_SLOTS,
+        ),
         (names::ACTIVE_CONFIG, 4, 4, 1),
-        (names::COUNTERS, 4, size_of::<Counter>() as u32, CounterId::COUNT),
-        (names::RULE_COUNTERS, 4, size_of::<Counter>() as u32, MAX_RULES),
+        (
+            names::COUNTERS,
+            4,
+            size_of::<Counter>() as u32,
+            CounterId::COUNT,
+        ),
+        (
+            names::RULE_COUNTERS,
+            4,
+            size_of::<Counter>() as u32,
+            MAX_RULES,
+        ),
         (names::SMTP_BUCKET, 4, 8, SMTP_GLOBAL_SLOTS),
         (names::SMTP_SOURCE_BUCKETS, 16, 8, SMTP_SOURCE_CAPACITY),
     ]

@@ -23,7 +23,9 @@ pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
     std::fs::create_dir_all(pins.maps())?;
     std::fs::create_dir_all(pins.links())?;
     maps::check_pinned_layout(pins)?;
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(pins.maps()).load(OBJECT)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.maps())
+        .load(OBJECT)?;
     let prog = classifier(&mut ebpf)?;
     prog.load().map_err(|source| Error::Program {
         context: "the kernel refused the classifier (verifier)".into(),

@@ -30,7 +30,10 @@ pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
     let mut lens: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for (id, r) in policy.blocks.iter().enumerate() {
         let v4 = r.cidr.addr.is_ipv4();
-        by_prefix.entry((v4, r.cidr.prefix_len, r.cidr.bytes())).or_default().push(id);
+        by_prefix
+            .entry((v4, r.cidr.prefix_len, r.cidr.bytes()))
+            .or_default()
+            .push(id);
         let l = &mut lens[v4 as usize];
         if !l.contains(&r.cidr.prefix_len) {
             l.push(r.cidr.prefix_len);
@@ -43,7 +46,11 @@ pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
         let is_v4 = p.addr.is_ipv4();
         // Containing rules, most specific first.
         let mut containing: Vec<usize> = Vec::new();
-        let mut plens: Vec<u8> = lens[is_v4 as usize].iter().copied().filter(|&l| l <= p.prefix_len).collect();
+        let mut plens: Vec<u8> = lens[is_v4 as usize]
+            .iter()
+            .copied()
+            .filter(|&l| l <= p.prefix_len)
+            .collect();
         plens.sort_unstable_by(|a, b| b.cmp(a));
         for l in plens {
             if let Some(ids) = by_prefix.get(&(is_v4, l, Cidr::masked_bytes(&p.addr, l))) {
@@ -53,9 +60,15 @@ pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
         let value = merge(policy, &containing).map_err(|e| format!("{p}: {e}"))?;
         let bytes = p.bytes();
         if is_v4 {
-            v4.insert((p.prefix_len as u32, bytes.try_into().expect("4 bytes")), value);
+            v4.insert(
+                (p.prefix_len as u32, bytes.try_into().expect("4 bytes")),
+                value,
+            );
         } else {
-            v6.insert((p.prefix_len as u32, bytes.try_into().expect("16 bytes")), value);
+            v6.insert(
+                (p.prefix_len as u32, bytes.try_into().expect("16 bytes")),
+                value,
+            );
         }
     }
     Ok((v4, v6))
@@ -72,10 +85,22 @@ fn merge(policy: &Policy, rule_ids: &[usize]) -> Result<TrieValue, String> {
             }
             continue;
         };
-        let ports: Vec<u16> = if r.ports.is_empty() { vec![ANY_PORT] } else { r.ports.clone() };
+        let ports: Vec<u16> = if r.ports.is_empty() {
+            vec![ANY_PORT]
+        } else {
+            r.ports.clone()
+        };
         for port in ports {
-            if !matches.iter().any(|m| m.proto == proto.number() && m.port == port) {
-                matches.push(PortMatch { port, proto: proto.number(), _pad: 0, rule_id: id as u16 });
+            if !matches
+                .iter()
+                .any(|m| m.proto == proto.number() && m.port == port)
+            {
+                matches.push(PortMatch {
+                    port,
+                    proto: proto.number(),
+                    _pad: 0,
+                    rule_id: id as u16,
+                });
             }
         }
     }
@@ -121,17 +146,30 @@ pub struct ApplyReport {
 /// here is a kernel error, and the old policy's entries are all still there.
 pub fn apply(maps: &mut PolicyMaps, policy: &Policy) -> Result<ApplyReport, Error> {
     let (v4, v6) = trie_entries(policy).map_err(Error::Invalid)?;
-    let mut report = ApplyReport { trie_entries: v4.len() + v6.len(), ..Default::default() };
+    let mut report = ApplyReport {
+        trie_entries: v4.len() + v6.len(),
+        ..Default::default()
+    };
     report.rules_changed |= sync_trie(&mut maps.blocked_v4, &v4, &mut report.removed)?;
     report.rules_changed |= sync_trie(&mut maps.blocked_v6, &v6, &mut report.removed)?;
 
     let config = policy_config(policy);
-    let active = maps.active_config.get(&0, 0).map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
-    let current = maps.policy_config.get(&active, 0).map_err(|e| Error::map("POLICY_CONFIG", e))?;
+    let active = maps
+        .active_config
+        .get(&0, 0)
+        .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+    let current = maps
+        .policy_config
+        .get(&active, 0)
+        .map_err(|e| Error::map("POLICY_CONFIG", e))?;
     if current != config {
         let next = (active + 1) % egress_ebpf_common::maps::CONFIG_SLOTS;
-        maps.policy_config.set(next, config, 0).map_err(|e| Error::map("POLICY_CONFIG", e))?;
-        maps.active_config.set(0, next, 0).map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+        maps.policy_config
+            .set(next, config, 0)
+            .map_err(|e| Error::map("POLICY_CONFIG", e))?;
+        maps.active_config
+            .set(0, next, 0)
+            .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
     }
     if report.rules_changed {
         // Rule ids are positions in the rule list: once the list changes,
@@ -157,13 +195,15 @@ where
     let mut changed = false;
     for (&(len, addr), value) in want {
         if have.get(&(len, addr)) != Some(value) {
-            trie.insert(&Key::new(len, addr), value, 0).map_err(|e| Error::map("BLOCKED", e))?;
+            trie.insert(&Key::new(len, addr), value, 0)
+                .map_err(|e| Error::map("BLOCKED", e))?;
             changed = true;
         }
     }
     for &(len, addr) in have.keys() {
         if !want.contains_key(&(len, addr)) {
-            trie.remove(&Key::new(len, addr)).map_err(|e| Error::map("BLOCKED", e))?;
+            trie.remove(&Key::new(len, addr))
+                .map_err(|e| Error::map("BLOCKED", e))?;
             *removed += 1;
             changed = true;
         }
@@ -175,15 +215,23 @@ fn reset_rule_counters(map: &mut PerCpuArray<MapData, Counter>) -> Result<(), Er
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Io(e))?;
     for i in 0..map.len() {
         let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(Error::Io)?;
-        map.set(i, zeros, 0).map_err(|e| Error::map("RULE_COUNTERS", e))?;
+        map.set(i, zeros, 0)
+            .map_err(|e| Error::map("RULE_COUNTERS", e))?;
     }
     Ok(())
 }
 
 /// The policy in force, read back from the maps (for `status`).
-pub fn read_config(active: &Array<MapData, u32>, configs: &Array<MapData, PolicyConfig>) -> Result<PolicyConfig, Error> {
-    let slot = active.get(&0, 0).map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
-    configs.get(&slot, 0).map_err(|e| Error::map("POLICY_CONFIG", e))
+pub fn read_config(
+    active: &Array<MapData, u32>,
+    configs: &Array<MapData, PolicyConfig>,
+) -> Result<PolicyConfig, Error> {
+    let slot = active
+        .get(&0, 0)
+        .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+    configs
+        .get(&slot, 0)
+        .map_err(|e| Error::map("POLICY_CONFIG", e))
 }
 
 #[cfg(test)]
@@ -242,14 +290,23 @@ mod tests {
         let (v4, _) = trie_entries(&p).unwrap();
         let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
         assert_eq!(v.match_count, 2);
-        assert_eq!(v.matching_rule(17, egress_ebpf_common::rules::DestPort::Known(53)), Some(0));
-        assert_eq!(v.matching_rule(6, egress_ebpf_common::rules::DestPort::Known(80)), Some(1));
+        assert_eq!(
+            v.matching_rule(17, egress_ebpf_common::rules::DestPort::Known(53)),
+            Some(0)
+        );
+        assert_eq!(
+            v.matching_rule(6, egress_ebpf_common::rules::DestPort::Known(80)),
+            Some(1)
+        );
     }
 
     #[test]
     fn too_many_ports_on_one_prefix_is_a_config_error() {
         let ports: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
-        let toml = format!("[[block]]\ncidr = \"10.0.0.1/32\"\nprotocol = \"tcp\"\nports = [{}]\n", ports.join(","));
+        let toml = format!(
+            "[[block]]\ncidr = \"10.0.0.1/32\"\nprotocol = \"tcp\"\nports = [{}]\n",
+            ports.join(",")
+        );
         let e = Policy::from_toml(&toml, &Overrides::default()).unwrap_err();
         assert_eq!(e.field, "block");
         assert!(e.problem.contains("at most 16"), "{e}");

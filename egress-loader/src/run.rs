@@ -18,7 +18,9 @@ use crate::{
     config::{Overrides, Policy, pattern_matches},
     error::Error,
     maps::PolicyMaps,
-    object, pins::PinDir, policy,
+    object,
+    pins::PinDir,
+    policy,
     system::{self, PinDirLock},
 };
 
@@ -67,7 +69,11 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         opts.policy.smtp_rate,
         opts.policy.smtp_burst,
         opts.policy.scope,
-        if opts.policy.dry_run { ", DRY-RUN: nothing will be dropped" } else { "" },
+        if opts.policy.dry_run {
+            ", DRY-RUN: nothing will be dropped"
+        } else {
+            ""
+        },
     );
     let mut filter = Filter {
         ebpf,
@@ -125,7 +131,10 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
 
 impl Filter {
     fn wants(&self, ifname: &str) -> bool {
-        self.policy.interfaces.iter().any(|p| pattern_matches(p, ifname))
+        self.policy
+            .interfaces
+            .iter()
+            .any(|p| pattern_matches(p, ifname))
     }
 
     /// Attaches to new matching interfaces, forgets vanished ones.
@@ -143,8 +152,13 @@ impl Filter {
                 }
             };
             match attach::attach(prog, &self.pins, name, self.mode) {
-                Ok(AttachOutcome::Attached) => info!("{name} (ifindex {index}): attached to ingress [{:?}]", self.mode.resolve()),
-                Ok(AttachOutcome::Adopted) => info!("{name} (ifindex {index}): adopted the existing attachment, now running this program"),
+                Ok(AttachOutcome::Attached) => info!(
+                    "{name} (ifindex {index}): attached to ingress [{:?}]",
+                    self.mode.resolve()
+                ),
+                Ok(AttachOutcome::Adopted) => info!(
+                    "{name} (ifindex {index}): adopted the existing attachment, now running this program"
+                ),
                 Err(e) => {
                     // Retried on the next scan; the interface may be going away.
                     error!("{name}: {e}");
@@ -178,7 +192,10 @@ impl Filter {
                 continue;
             }
             match attach::detach(&self.pins, &name) {
-                Ok(_) if exists => info!("{name}: no longer matches {:?}; detached", self.policy.interfaces),
+                Ok(_) if exists => info!(
+                    "{name}: no longer matches {:?}; detached",
+                    self.policy.interfaces
+                ),
                 Ok(_) => info!("{name}: interface gone; released its stale link"),
                 Err(e) => error!("{name}: {e}"),
             }
@@ -193,16 +210,25 @@ impl Filter {
         let policy = match Policy::from_file(path, &opts.overrides) {
             Ok(p) => p,
             Err(e) => {
-                error!("SIGHUP: {}: {e}; keeping the policy in force", path.display());
+                error!(
+                    "SIGHUP: {}: {e}; keeping the policy in force",
+                    path.display()
+                );
                 return;
             }
         };
         match policy::apply(&mut self.maps, &policy) {
             Ok(r) => {
-                info!("SIGHUP: applied {}: {} blocked prefixes ({} removed)", path.display(), r.trie_entries, r.removed);
+                info!(
+                    "SIGHUP: applied {}: {} blocked prefixes ({} removed)",
+                    path.display(),
+                    r.trie_entries,
+                    r.removed
+                );
                 self.policy = policy;
                 self.release_unwanted_pins();
-                self.attached.retain(|n, _| self.policy.interfaces.iter().any(|p| pattern_matches(p, n)));
+                self.attached
+                    .retain(|n, _| self.policy.interfaces.iter().any(|p| pattern_matches(p, n)));
                 self.reconcile();
             }
             Err(e) => error!("SIGHUP: applying {}: {e}", path.display()),
@@ -214,8 +240,14 @@ impl Filter {
     /// from filling with containers long gone. One emission interval of margin
     /// keeps a bucket the kernel is updating right now out of reach.
     fn forget_full_source_buckets(&mut self) {
-        let Ok(data) = MapData::from_pin(self.pins.map(SMTP_SOURCE_BUCKETS)) else { return };
-        let Ok(mut map) = BpfHashMap::<MapData, [u8; 16], u64>::try_from(aya::maps::Map::HashMap(data)) else { return };
+        let Ok(data) = MapData::from_pin(self.pins.map(SMTP_SOURCE_BUCKETS)) else {
+            return;
+        };
+        let Ok(mut map) =
+            BpfHashMap::<MapData, [u8; 16], u64>::try_from(aya::maps::Map::HashMap(data))
+        else {
+            return;
+        };
         let now = monotonic_ns();
         let margin = self.policy.gcra().emission_ns;
         let stale: Vec<[u8; 16]> = map
@@ -235,7 +267,8 @@ impl Filter {
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
 pub fn monotonic_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
@@ -263,7 +296,8 @@ pub fn detach_all(pins: &PinDir) -> Result<String, Error> {
     }
     for d in [pins.links(), pins.maps(), pins.root().to_path_buf()] {
         if d.exists() {
-            std::fs::remove_dir(&d).map_err(|e| Error::Invalid(format!("removing {}: {e}", d.display())))?;
+            std::fs::remove_dir(&d)
+                .map_err(|e| Error::Invalid(format!("removing {}: {e}", d.display())))?;
         }
     }
     Ok(format!(

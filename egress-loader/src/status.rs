@@ -5,8 +5,8 @@ use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_SOURCE};
 use serde::Serialize;
 
 use crate::{
-    attach, config::Period, counters::rule_descriptions, error::Error, maps::PolicyMaps, pins::PinDir,
-    system::PinDirLock,
+    attach, config::Period, counters::rule_descriptions, error::Error, maps::PolicyMaps,
+    pins::PinDir, system::PinDirLock,
 };
 
 #[derive(Debug, Serialize)]
@@ -70,14 +70,24 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
     let config = crate::policy::read_config(&maps.active_config, &maps.policy_config)?;
     let blocked = rule_descriptions(&maps)?
         .into_iter()
-        .map(|(rule_id, destination)| BlockedStatus { rule_id, destination })
+        .map(|(rule_id, destination)| BlockedStatus {
+            rule_id,
+            destination,
+        })
         .collect();
     let n = (config.smtp_port_count as usize).min(config.smtp_ports.len());
     let smtp = SmtpStatus {
         ports: config.smtp_ports[..n].to_vec(),
         rate: rate_text(&config),
-        burst: config.burst_window_ns.checked_div(config.emission_ns).unwrap_or(0),
-        scope: if config.scope == SCOPE_PER_SOURCE { "per-source" } else { "global" },
+        burst: config
+            .burst_window_ns
+            .checked_div(config.emission_ns)
+            .unwrap_or(0),
+        scope: if config.scope == SCOPE_PER_SOURCE {
+            "per-source"
+        } else {
+            "global"
+        },
         emission_interval_ms: config.emission_ns as f64 / 1e6,
     };
     let all = attach::interfaces();
@@ -106,16 +116,43 @@ pub fn render(s: &Status) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     let _ = writeln!(t, "pin dir:  {}", s.pin_dir);
-    let _ = writeln!(t, "loader:   {}", if s.loader_running { "running" } else { "not running (the pinned filter keeps enforcing)" });
-    let _ = writeln!(t, "mode:     {}", if s.dry_run { "dry-run (counting, dropping nothing)" } else { "enforcing" });
+    let _ = writeln!(
+        t,
+        "loader:   {}",
+        if s.loader_running {
+            "running"
+        } else {
+            "not running (the pinned filter keeps enforcing)"
+        }
+    );
+    let _ = writeln!(
+        t,
+        "mode:     {}",
+        if s.dry_run {
+            "dry-run (counting, dropping nothing)"
+        } else {
+            "enforcing"
+        }
+    );
     let _ = writeln!(t, "interfaces:");
     if s.interfaces.is_empty() {
         let _ = writeln!(t, "  (none attached)");
     }
     for i in &s.interfaces {
-        let state = if i.attached { "attached" } else { "NOT attached (stale pin)" };
-        let prog = i.program_id.map(|p| format!("prog {p}")).unwrap_or_default();
-        let _ = writeln!(t, "  {:<16} {:<26} {} {}", i.name, state, i.attach_type, prog);
+        let state = if i.attached {
+            "attached"
+        } else {
+            "NOT attached (stale pin)"
+        };
+        let prog = i
+            .program_id
+            .map(|p| format!("prog {p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            t,
+            "  {:<16} {:<26} {} {}",
+            i.name, state, i.attach_type, prog
+        );
     }
     let _ = writeln!(t, "blocked destinations:");
     for b in &s.policy.blocked {

@@ -35,18 +35,22 @@ pub fn check_privileges() -> Result<(), Error> {
         missing.push("CAP_NET_ADMIN (attach to interfaces)");
     }
     if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON (the verifier's pointer-arithmetic checks for a networking program)");
+        missing.push(
+            "CAP_PERFMON (the verifier's pointer-arithmetic checks for a networking program)",
+        );
     }
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::Privileges { missing: missing.join(", ") })
+        Err(Error::Privileges {
+            missing: missing.join(", "),
+        })
     }
 }
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == pins::BPF_FS_MAGIC)
+        .map(|s| s.filesystem_type().0 == pins::BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -65,15 +69,21 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
                 root.display()
             )));
         }
-        nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-            .map_err(|e| {
-                Error::Bpffs(format!(
-                    "no bpf filesystem at {} and mounting one failed ({e}); mount it yourself: \
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::Bpffs(format!(
+                "no bpf filesystem at {} and mounting one failed ({e}); mount it yourself: \
                      mount -t bpf bpf {}",
-                    root.display(),
-                    root.display()
-                ))
-            })?;
+                root.display(),
+                root.display()
+            ))
+        })?;
         log::info!("mounted a bpf filesystem at {}", root.display());
         return Ok(());
     }
@@ -119,9 +129,6 @@ impl PinDirLock {
 
     /// Whether some process holds the lock now (for `status`).
     pub fn is_held(dir: &Path) -> bool {
-        match Self::acquire(dir) {
-            Err(Error::AlreadyRunning(_)) => true,
-            _ => false,
-        }
+        matches!(Self::acquire(dir), Err(Error::AlreadyRunning(_)))
     }
 }

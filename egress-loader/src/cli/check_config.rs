@@ -7,7 +7,9 @@ use super::Result;
 /// Validate a configuration file without touching the kernel; print the
 /// policy it gives. Exit status 2 (with the field named) if it is invalid.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  egress-loader check-config /etc/egress-filter.toml\n  egress-loader check-config --defaults > egress-filter.toml")]
+#[command(
+    after_help = "Examples:\n  egress-loader check-config /etc/egress-filter.toml\n  egress-loader check-config --defaults > egress-filter.toml"
+)]
 pub struct Args {
     /// The TOML file to check.
     #[arg(required_unless_present = "defaults")]
@@ -25,6 +27,9 @@ pub fn main(a: Args) -> Result {
     let path = a.file.expect("clap requires it");
     let policy = Policy::from_file(&path, &Overrides::default())?;
     println!("{}: valid", path.display());
-    println!("{}", serde_json::to_string_pretty(&policy).expect("serializable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&policy).expect("serializable")
+    );
     Ok(())
 }

@@ -15,7 +15,10 @@ pub fn main(a: Args) -> Result {
     system::check_privileges()?;
     let pins = PinDir::new(a.pin_dir.pin_dir);
     if !pins.root().exists() {
-        println!("nothing to detach: {} does not exist", pins.root().display());
+        println!(
+            "nothing to detach: {} does not exist",
+            pins.root().display()
+        );
         return Ok(());
     }
     println!("{}", detach_all(&pins)?);

@@ -79,7 +79,10 @@ pub fn main(a: Args) -> Result {
         None => Policy::build(ConfigFile::default(), &overrides)?,
     };
     if !(0.05..=3600.0).contains(&a.rescan) {
-        return Err(egress_loader::Error::Invalid(format!("--rescan: {} is not between 0.05 and 3600 seconds", a.rescan)));
+        return Err(egress_loader::Error::Invalid(format!(
+            "--rescan: {} is not between 0.05 and 3600 seconds",
+            a.rescan
+        )));
     }
     let opts = RunOptions {
         policy,
@@ -90,6 +93,8 @@ pub fn main(a: Args) -> Result {
         detach_on_exit: a.detach_on_exit,
         rescan: Duration::from_secs_f64(a.rescan),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(opts))
 }

@@ -1,0 +1,122 @@
+//! A loaded classifier on its own bpffs, driven by BPF_PROG_TEST_RUN: build
+//! a frame, set up the maps with a policy, run, check verdict and counters.
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions},
+};
+use egress_ebpf_common::counters::CounterId;
+use egress_loader::{
+    config::{Overrides, Policy},
+    counters::{self, Snapshot},
+    maps::PolicyMaps,
+    object,
+    pins::PinDir,
+    policy,
+};
+
+use crate::bpffs::BpffsMount;
+
+/// tc verdicts as BPF_PROG_TEST_RUN returns them.
+pub const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC, i.e. TCX_NEXT
+pub const DROP: u32 = 2; // TC_ACT_SHOT
+
+pub struct Classifier {
+    ebpf: Ebpf,
+    pub pins: PinDir,
+    maps: PolicyMaps,
+    // Declared last: unmounted after the maps and program are closed.
+    _mount: BpffsMount,
+}
+
+impl Classifier {
+    /// Loads the embedded object with `policy_toml` applied.
+    pub fn with_policy(policy_toml: &str) -> Self {
+        let mount = BpffsMount::new();
+        let pins = PinDir::new(mount.path().join("egress"));
+        let ebpf = object::load(&pins).expect("load the classifier");
+        let mut maps = PolicyMaps::open(&pins).expect("open the pinned maps");
+        let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
+        policy::apply(&mut maps, &p).expect("apply the policy");
+        Self {
+            ebpf,
+            pins,
+            maps,
+            _mount: mount,
+        }
+    }
+
+    pub fn defaults() -> Self {
+        Self::with_policy("")
+    }
+
+    pub fn apply(&mut self, policy_toml: &str) {
+        let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
+        policy::apply(&mut self.maps, &p).expect("apply the policy");
+    }
+
+    /// Runs one frame through the program; returns the verdict.
+    pub fn run(&mut self, frame: &[u8]) -> u32 {
+        self.run_repeat(frame, 1).0
+    }
+
+    /// Runs a frame `repeat` times in the kernel; returns the verdict and the
+    /// kernel's mean duration per run in nanoseconds.
+    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, u64) {
+        let prog = object::classifier(&mut self.ebpf).expect("classifier");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        (r.return_value, r.duration.as_nanos() as u64)
+    }
+
+    pub fn counters(&self) -> Snapshot {
+        counters::read(&self.pins).expect("read counters")
+    }
+
+    pub fn packets(&self, id: CounterId) -> u64 {
+        self.counters().get(id).packets
+    }
+
+    /// Runs `frame` and asserts the verdict and that exactly `counter` moved
+    /// by one packet (and `len` bytes).
+    #[track_caller]
+    pub fn expect(&mut self, what: &str, frame: &[u8], verdict: u32, counter: CounterId) {
+        let before = self.counters();
+        let got = self.run(frame);
+        let after = self.counters();
+        let v = |x: u32| {
+            if x == PASS {
+                "PASS".to_string()
+            } else if x == DROP {
+                "DROP".into()
+            } else {
+                x.to_string()
+            }
+        };
+        assert_eq!(v(got), v(verdict), "{what}: verdict");
+        for id in CounterId::ALL {
+            let (b, a) = (before.get(id), after.get(id));
+            let (dp, db) = (a.packets - b.packets, a.bytes - b.bytes);
+            if id == counter {
+                assert_eq!(
+                    (dp, db),
+                    (1, frame.len() as u64),
+                    "{what}: counter {} should count this frame",
+                    id.name()
+                );
+            } else {
+                assert_eq!(
+                    dp,
+                    0,
+                    "{what}: counter {} moved but {} was expected",
+                    id.name(),
+                    counter.name()
+                );
+            }
+        }
+    }
+}
