@@ -33,6 +33,8 @@ pub const ALL: [&str; 8] = [
 
 /// Name of the classifier program in the object file.
 pub const PROGRAM: &str = "egress_filter";
+/// An empty classifier in the same object, for benchmark baselines.
+pub const NOOP_PROGRAM: &str = "egress_noop";
 
 pub const CONFIG_SLOTS: u32 = 2;
 pub const SMTP_GLOBAL_SLOT: u32 = 0;

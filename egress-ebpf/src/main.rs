@@ -31,11 +31,21 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     }
 }
 
+/// An empty classifier, never attached: `cargo xtask bench` subtracts its
+/// BPF_PROG_TEST_RUN time from the filter's to get the program's own cost.
+#[classifier]
+pub fn egress_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 /// What the program decided for one packet.
 pub struct Outcome {
     pub counter: CounterId,
-    /// Block rule that matched, for the per-rule counters.
-    pub rule: Option<u16>,
+    /// Block rule that matched, for the per-rule counters, or `NO_RULE`.
+    /// Not an `Option`: LLVM may compute with the undefined payload of a
+    /// `None`, and the verifier rejects arithmetic on whatever register
+    /// (here the ctx pointer) held it.
+    pub rule: u16,
     pub dry_run: bool,
 }
 

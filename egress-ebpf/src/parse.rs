@@ -2,9 +2,8 @@
 //! IPv6 (a bounded walk of the extension-header chain), and the first bytes of
 //! TCP/UDP.
 //!
-//! Every read goes through [`load`], i.e. `bpf_skb_load_bytes`, which also
-//! reaches header bytes outside the skb's linear area (a bridge can hand us
-//! such skbs) and needs no packet-pointer bounds proofs for variable offsets.
+//! Every read goes through [`load`]: direct packet access where the linear
+//! area holds the bytes, `bpf_skb_load_bytes` where it does not.
 
 use aya_ebpf::programs::TcContext;
 use egress_ebpf_common::{
@@ -46,8 +45,25 @@ pub struct Ip<A> {
     pub evasive: bool,
 }
 
+/// Offsets below this are read straight from the packet when the linear area
+/// holds them. The bound exists for the verifier: it accepts a packet pointer
+/// plus a variable offset only when the offset's maximum is known and small.
+/// Headers beyond it (long IPv6 chains) go through the helper.
+const DIRECT_READ_LIMIT: usize = 512;
+
+/// The one way to read packet data: straight from the linear area when the
+/// bytes are there, otherwise `bpf_skb_load_bytes`, which also reaches
+/// paged (non-linear) data a bridge can hand us.
 #[inline(always)]
 fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, ()> {
+    if offset < DIRECT_READ_LIMIT {
+        let start = ctx.data();
+        let end = ctx.data_end();
+        if start + offset + core::mem::size_of::<T>() <= end {
+            // SAFETY: bounds checked against data_end just above.
+            return Ok(unsafe { core::ptr::read_unaligned((start + offset) as *const T) });
+        }
+    }
     ctx.load::<T>(offset).map_err(|_| ())
 }
 
@@ -140,7 +156,10 @@ fn transport(ctx: &TcContext, off: usize, proto: u8, fragment: Fragment) -> (Tra
         }
     }
     if proto == PROTO_TCP {
-        t.tcp_flags = load::<u8>(ctx, off + 13).ok();
+        // Data offset and flags (bytes 12-13) in one read: for a 1-byte read
+        // LLVM turns `p + 1 <= end` into `p < end`, which the verifier does
+        // not credit with any readable bytes.
+        t.tcp_flags = load::<[u8; 2]>(ctx, off + 12).ok().map(|b| b[1]);
     }
     (t, false)
 }

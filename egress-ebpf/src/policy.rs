@@ -7,7 +7,7 @@ use egress_ebpf_common::{
     config::{PolicyConfig, SCOPE_PER_SOURCE},
     counters::CounterId,
     packet::Transport,
-    rules::{BlockRule, DestPort},
+    rules::{BlockRule, DestPort, NO_RULE},
 };
 
 use crate::{
@@ -18,23 +18,23 @@ use crate::{
 
 #[inline(always)]
 pub fn classify(ctx: &TcContext) -> Outcome {
-    let config = active_config();
-    let dry_run = config.is_some_and(|c| c.dry_run != 0);
     let (counter, rule) = match parse::parse(ctx) {
-        Parsed::Other => (CounterId::Passed, None),
+        Parsed::Other => (CounterId::Passed, NO_RULE),
         Parsed::V4(ip) => {
             let mut src = [0u8; 16];
             src[10] = 0xff;
             src[11] = 0xff;
             src[12..].copy_from_slice(&ip.src);
             let blocked = BLOCKED_V4.get(Key::new(32, ip.dst));
-            decide(blocked, &ip.transport, ip.evasive, config, &src)
+            decide(blocked, &ip.transport, ip.evasive, &src)
         }
         Parsed::V6(ip) => {
             let blocked = BLOCKED_V6.get(Key::new(128, ip.dst));
-            decide(blocked, &ip.transport, ip.evasive, config, &ip.src)
+            decide(blocked, &ip.transport, ip.evasive, &ip.src)
         }
     };
+    // The config is looked up only where it matters: most packets pass.
+    let dry_run = counter.drops() && active_config().is_some_and(|c| c.dry_run != 0);
     Outcome {
         counter,
         rule,
@@ -59,25 +59,27 @@ fn decide(
     blocked: Option<&BlockRule>,
     t: &Transport,
     evasive: bool,
-    config: Option<&PolicyConfig>,
     src: &[u8; 16],
-) -> (CounterId, Option<u16>) {
+) -> (CounterId, u16) {
     if let Some(rule) = blocked
         && let Some(id) = rule.matching_rule(t.proto, t.dport)
     {
-        return (CounterId::MetadataBlocked, Some(id));
+        return (CounterId::MetadataBlocked, id);
     }
     if evasive {
-        return (CounterId::Evasive, None);
+        return (CounterId::Evasive, NO_RULE);
     }
-    let Some(config) = config else {
-        return (CounterId::Passed, None);
-    };
     let DestPort::Known(port) = t.dport else {
-        return (CounterId::Passed, None);
+        return (CounterId::Passed, NO_RULE);
     };
-    if !config.is_smtp_port(port) || !t.is_connection_attempt() {
-        return (CounterId::Passed, None);
+    if !t.is_connection_attempt() {
+        return (CounterId::Passed, NO_RULE);
+    }
+    let Some(config) = active_config() else {
+        return (CounterId::Passed, NO_RULE);
+    };
+    if !config.is_smtp_port(port) {
+        return (CounterId::Passed, NO_RULE);
     }
     let gcra = Gcra {
         emission_ns: config.emission_ns,
@@ -90,8 +92,8 @@ fn decide(
         bucket::admit_global(&gcra, now)
     };
     if admitted {
-        (CounterId::SmtpAllowed, None)
+        (CounterId::SmtpAllowed, NO_RULE)
     } else {
-        (CounterId::SmtpLimited, None)
+        (CounterId::SmtpLimited, NO_RULE)
     }
 }
