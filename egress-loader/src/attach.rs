@@ -50,6 +50,14 @@ impl FromStr for AttachMode {
 }
 
 impl AttachMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Tcx => "tcx",
+            AttachMode::Netlink => "netlink",
+        }
+    }
+
     pub fn resolve(self) -> AttachMode {
         match self {
             AttachMode::Auto if tcx_supported() => AttachMode::Tcx,

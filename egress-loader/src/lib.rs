@@ -7,6 +7,7 @@ pub mod config;
 pub mod counters;
 pub mod error;
 pub mod maps;
+pub mod netlink;
 pub mod object;
 pub mod pins;
 pub mod policy;

@@ -221,6 +221,23 @@ fn reset_rule_counters(map: &mut PerCpuArray<MapData, Counter>) -> Result<(), Er
     Ok(())
 }
 
+/// Whether the maps hold exactly `policy` (for `reload` to confirm it took).
+pub fn in_force(maps: &PolicyMaps, policy: &Policy) -> Result<bool, Error> {
+    let (v4, v6) = trie_entries(policy).map_err(Error::Invalid)?;
+    let mut have4 = V4Entries::new();
+    for item in maps.blocked_v4.iter() {
+        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V4", e))?;
+        have4.insert((k.prefix_len(), k.data()), v);
+    }
+    let mut have6 = V6Entries::new();
+    for item in maps.blocked_v6.iter() {
+        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V6", e))?;
+        have6.insert((k.prefix_len(), k.data()), v);
+    }
+    let config = read_config(&maps.active_config, &maps.policy_config)?;
+    Ok(have4 == v4 && have6 == v6 && config == policy_config(policy))
+}
+
 /// The policy in force, read back from the maps (for `status`).
 pub fn read_config(
     active: &Array<MapData, u32>,

@@ -10,6 +10,7 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use egress_ebpf_common::maps::SMTP_SOURCE_BUCKETS;
+use futures::{FutureExt, StreamExt};
 use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -96,12 +97,24 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(opts.rescan);
+    let mut link_events = crate::netlink::link_events();
+    if link_events.is_none() {
+        warn!(
+            "no netlink link events; new interfaces are found by the rescan every {:?}",
+            opts.rescan
+        );
+    }
     let mut last_gc = Instant::now();
     let reason = loop {
         tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             _ = sighup.recv() => filter.reload(&opts),
+            Some(()) = next_event(&mut link_events) => {
+                // Drain a burst (a bridge and its veths come together), then look once.
+                while let Some(Some(())) = link_events.as_mut().and_then(|s| s.next().now_or_never()) {}
+                filter.reconcile();
+            }
             _ = tick.tick() => {
                 if !filter.pins.is_loaded() {
                     warn!("the pins at {} were removed (egress-loader detach?); exiting without touching anything", filter.pins.root().display());
@@ -153,8 +166,8 @@ impl Filter {
             };
             match attach::attach(prog, &self.pins, name, self.mode) {
                 Ok(AttachOutcome::Attached) => info!(
-                    "{name} (ifindex {index}): attached to ingress [{:?}]",
-                    self.mode.resolve()
+                    "{name} (ifindex {index}): attached to ingress [{}]",
+                    self.mode.resolve().name()
                 ),
                 Ok(AttachOutcome::Adopted) => info!(
                     "{name} (ifindex {index}): adopted the existing attachment, now running this program"
@@ -262,6 +275,13 @@ impl Filter {
         if !stale.is_empty() {
             log::debug!("forgot {} refilled per-source buckets", stale.len());
         }
+    }
+}
+
+async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>) -> Option<()> {
+    match events {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

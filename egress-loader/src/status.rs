@@ -103,6 +103,27 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
             attach_type: "tcx",
         });
     }
+    // Legacy filters carry no pin: ask netlink about every interface.
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        for (name, index) in &all {
+            let ours = rt
+                .block_on(crate::netlink::legacy_ingress_filters(*index))
+                .into_iter()
+                .find(|f| f.program_name == egress_ebpf_common::maps::PROGRAM);
+            if let Some(f) = ours {
+                interfaces.push(InterfaceStatus {
+                    name: name.clone(),
+                    ifindex: Some(*index),
+                    attached: true,
+                    attach_type: "netlink",
+                    program_id: Some(f.program_id),
+                });
+            }
+        }
+    }
     Ok(Status {
         pin_dir: pins.root().display().to_string(),
         loader_running: PinDirLock::is_held(pins.root()),

@@ -132,3 +132,26 @@ impl PinDirLock {
         matches!(Self::acquire(dir), Err(Error::AlreadyRunning(_)))
     }
 }
+
+/// The pid holding the `run` lock on `dir`, from /proc/locks (same pid namespace only).
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = (major as u64, minor as u64, meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 4242 00:2f:1234 0 EOF": pid, then MAJ:MIN:INODE (hex, hex, decimal).
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let pid: u32 = f.get(4)?.parse().ok()?;
+        let mut id = f.get(5)?.split(':');
+        let maj = u64::from_str_radix(id.next()?, 16).ok()?;
+        let min = u64::from_str_radix(id.next()?, 16).ok()?;
+        let ino: u64 = id.next()?.parse().ok()?;
+        ((maj, min, ino) == want).then_some(pid)
+    })
+}

@@ -3,6 +3,7 @@
 mod check_config;
 mod counters;
 mod detach;
+mod reload;
 mod run;
 mod status;
 
@@ -29,16 +30,18 @@ use egress_loader::{Error, pins::DEFAULT_PIN_DIR};
         egress-loader run --dry-run --smtp-rate 10/minute\n  \
         egress-loader counters                     # like iptables -L -v\n  \
         egress-loader status --json\n  \
+        egress-loader reload                       # re-read the running loader's --config\n  \
         egress-loader detach                       # remove everything"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     Run(run::Args),
+    Reload(reload::Args),
     Counters(counters::Args),
     Status(status::Args),
     Detach(detach::Args),
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(a) => run::main(a),
+        Command::Reload(a) => reload::main(a),
         Command::Counters(a) => counters::main(a),
         Command::Status(a) => status::main(a),
         Command::Detach(a) => detach::main(a),

@@ -64,16 +64,31 @@ pub struct Args {
     rescan: f64,
 }
 
-pub fn main(a: Args) -> Result {
-    let overrides = Overrides {
-        interfaces: a.ifaces,
-        extra_blocks: a.block,
-        smtp_ports: a.smtp_ports,
-        smtp_rate: a.smtp_rate,
-        smtp_burst: a.smtp_burst,
-        scope: a.scope,
-        dry_run: a.dry_run,
+impl Args {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            interfaces: self.ifaces.clone(),
+            extra_blocks: self.block.clone(),
+            smtp_ports: self.smtp_ports.clone(),
+            smtp_rate: self.smtp_rate.clone(),
+            smtp_burst: self.smtp_burst,
+            scope: self.scope.clone(),
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// The policy a running loader started with `a` (in directory `cwd`) will
+/// apply on SIGHUP; `None` without --config.
+pub fn policy_for_reload(a: &Args, cwd: &std::path::Path) -> Result<Option<Policy>> {
+    let Some(path) = &a.config else {
+        return Ok(None);
     };
+    Ok(Some(Policy::from_file(&cwd.join(path), &a.overrides())?))
+}
+
+pub fn main(a: Args) -> Result {
+    let overrides = a.overrides();
     let policy = match &a.config {
         Some(path) => Policy::from_file(path, &overrides)?,
         None => Policy::build(ConfigFile::default(), &overrides)?,

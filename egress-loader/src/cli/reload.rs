@@ -1,0 +1,72 @@
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use egress_loader::{Error, maps::PolicyMaps, pins::PinDir, policy, system};
+
+use super::{Cli, Command, PinDirArg, Result};
+
+/// Make the running loader re-read its --config file, without detaching.
+///
+/// The file is validated first, with the running loader's own flags
+/// applied: an invalid file is refused (exit 2, the field named) and the
+/// loader is not disturbed. Then the loader gets SIGHUP, and `reload` waits
+/// until the maps hold the new policy.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  vi /etc/egress-filter.toml && egress-loader reload")]
+pub struct Args {
+    #[command(flatten)]
+    pin_dir: PinDirArg,
+}
+
+pub fn main(a: Args) -> Result {
+    let pins = PinDir::new(a.pin_dir.pin_dir);
+    let pid = system::lock_holder(pins.root()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "no running loader holds {} (a loader in another container or pid namespace can be sent SIGHUP directly)",
+            pins.root().display()
+        ))
+    })?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"));
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let Ok(Cli {
+        command: Command::Run(run_args),
+    }) = Cli::try_parse_from(&args)
+    else {
+        return Err(Error::Invalid(format!(
+            "pid {pid} holds the pin dir but is not `egress-loader run` ({args:?})"
+        )));
+    };
+    let Some(policy) = super::run::policy_for_reload(&run_args, &cwd)? else {
+        return Err(Error::Invalid(format!(
+            "the loader (pid {pid}) runs without --config: there is no file to re-read"
+        )));
+    };
+    let maps = PolicyMaps::open(&pins)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| Error::Invalid(format!("sending SIGHUP to pid {pid}: {e}")))?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if policy::in_force(&maps, &policy)? {
+            println!(
+                "reloaded: the loader (pid {pid}) applied its configuration in {:?}",
+                start.elapsed()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::Invalid(format!(
+        "pid {pid} got SIGHUP but the maps do not show the new policy after 10 s: see its log"
+    )))
+}
