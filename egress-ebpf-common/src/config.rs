@@ -23,8 +23,11 @@ pub struct PolicyConfig {
     /// 1 once the loader wrote this slot; an unwritten slot filters nothing.
     pub valid: u8,
     pub _pad: u32,
+    /// GCRA parameters of the drop-event budget; 0 disables events.
+    pub event_emission_ns: u64,
+    pub event_burst_window_ns: u64,
 }
-crate::assert_size!(PolicyConfig, 56);
+crate::assert_size!(PolicyConfig, 72);
 
 impl PolicyConfig {
     pub const fn empty() -> Self {
@@ -37,6 +40,8 @@ impl PolicyConfig {
             scope: SCOPE_GLOBAL,
             valid: 0,
             _pad: 0,
+            event_emission_ns: 0,
+            event_burst_window_ns: 0,
         }
     }
 

@@ -60,3 +60,12 @@ impl CounterId {
         )
     }
 }
+
+/// Per-interface counters: one [`Counter`] per [`CounterId`], the value of
+/// `IFACE_COUNTERS` keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceCounters {
+    pub by_verdict: [Counter; CounterId::COUNT as usize],
+}
+crate::assert_size!(IfaceCounters, 80);

@@ -6,6 +6,7 @@
 pub mod bucket;
 pub mod config;
 pub mod counters;
+pub mod events;
 pub mod maps;
 pub mod packet;
 pub mod rules;
@@ -27,4 +28,6 @@ mod pod {
     unsafe impl aya::Pod for crate::counters::Counter {}
     unsafe impl aya::Pod for crate::rules::BlockRule {}
     unsafe impl aya::Pod for crate::rules::PortMatch {}
+    unsafe impl aya::Pod for crate::events::DropEvent {}
+    unsafe impl aya::Pod for crate::counters::IfaceCounters {}
 }

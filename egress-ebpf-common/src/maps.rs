@@ -19,8 +19,23 @@ pub const SMTP_BUCKET: &str = "SMTP_BUCKET";
 /// `HashMap<[u8; 16], u64>`: per-source GCRA buckets (IPv4 as v4-mapped IPv6).
 pub const SMTP_SOURCE_BUCKETS: &str = "SMTP_SOURCE_BUCKETS";
 
+/// `RingBuf` of `events::DropEvent`.
+pub const EVENTS: &str = "EVENTS";
+/// `Array<u64>` with one entry: the GCRA TAT of the event budget.
+pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
+/// `PerCpuArray<u64>`: events lost (ring full) and suppressed (over budget).
+pub const EVENT_STATS: &str = "EVENT_STATS";
+/// `PerCpuHashMap<u32, counters::IfaceCounters>`: counters per ingress ifindex.
+pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
+/// Capacity of `IFACE_COUNTERS`; interfaces beyond it are counted only globally.
+pub const IFACE_CAPACITY: u32 = 4096;
+
 /// Every map the classifier pins, for the loader's checks and for `detach`.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 12] = [
+    EVENTS,
+    EVENT_BUCKET,
+    EVENT_STATS,
+    IFACE_COUNTERS,
     BLOCKED_V4,
     BLOCKED_V6,
     POLICY_CONFIG,

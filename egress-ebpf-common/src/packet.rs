@@ -32,8 +32,12 @@ pub enum Fragment {
 pub struct Transport {
     pub proto: u8,
     pub dport: DestPort,
-    /// TCP flags byte, if the parser could read it.
-    pub tcp_flags: Option<u8>,
+    /// Source port (host order), 0 when not visible; for reports only.
+    pub sport: u16,
+    /// TCP flags byte, valid when `tcp_flags_seen` (not an `Option`: see
+    /// [`DestPort`]).
+    pub tcp_flags: u8,
+    pub tcp_flags_seen: bool,
     pub fragment: Fragment,
 }
 
@@ -50,10 +54,7 @@ impl Transport {
         match self.fragment {
             Fragment::First => true,
             Fragment::Later => false,
-            Fragment::Whole => match self.tcp_flags {
-                Some(f) => is_syn(f),
-                None => false,
-            },
+            Fragment::Whole => self.tcp_flags_seen && is_syn(self.tcp_flags),
         }
     }
 }
@@ -77,14 +78,16 @@ mod tests {
     fn first_fragments_count_as_attempts_later_ones_do_not() {
         let mut t = Transport {
             proto: PROTO_TCP,
-            dport: DestPort::Known(25),
-            tcp_flags: Some(TCP_ACK),
+            dport: DestPort::known(25),
+            sport: 0,
+            tcp_flags: TCP_ACK,
+            tcp_flags_seen: true,
             fragment: Fragment::First,
         };
         assert!(t.is_connection_attempt());
         t.fragment = Fragment::Whole;
         assert!(!t.is_connection_attempt());
-        t.tcp_flags = Some(TCP_SYN);
+        t.tcp_flags = TCP_SYN;
         assert!(t.is_connection_attempt());
         t.fragment = Fragment::Later;
         assert!(!t.is_connection_attempt());

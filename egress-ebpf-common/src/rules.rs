@@ -38,15 +38,37 @@ pub struct BlockRule {
 }
 crate::assert_size!(BlockRule, 104);
 
-/// What the parser could see of the transport header.
+/// What the parser could see of the destination port.
+///
+/// A plain struct, not an enum with a payload: LLVM packs an enum's
+/// undefined payload bits into registers, and the verifier refuses to read
+/// an uninitialized register (`R3 !read_ok`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DestPort {
-    Known(u16),
+pub struct DestPort {
+    kind: u8,
+    port: u16,
+}
+
+impl DestPort {
+    /// The protocol has no ports (ICMP...).
+    pub const NONE: Self = Self { kind: 0, port: 0 };
     /// A non-first fragment, or a header out of reach: a port rule for this
     /// protocol must assume it matches (fail closed).
-    Unknown,
-    /// The protocol has no ports (ICMP...).
-    None,
+    pub const UNKNOWN: Self = Self { kind: 1, port: 0 };
+
+    pub const fn known(port: u16) -> Self {
+        Self { kind: 2, port }
+    }
+    pub const fn is_known(self) -> bool {
+        self.kind == 2
+    }
+    pub const fn is_unknown(self) -> bool {
+        self.kind == 1
+    }
+    /// The port; 0 unless [`is_known`](Self::is_known).
+    pub const fn value(self) -> u16 {
+        self.port
+    }
 }
 
 impl BlockRule {
@@ -78,11 +100,9 @@ impl BlockRule {
             }
             let m = &self.matches[i];
             if m.proto == proto {
-                let hit = match port {
-                    DestPort::Known(p) => m.port == ANY_PORT || m.port == p,
-                    DestPort::Unknown => true,
-                    DestPort::None => m.port == ANY_PORT,
-                };
+                let hit = m.port == ANY_PORT
+                    || port.is_unknown()
+                    || (port.is_known() && m.port == port.value());
                 if hit {
                     return Some(m.rule_id);
                 }
@@ -118,32 +138,32 @@ mod tests {
     #[test]
     fn port_rule_matches_only_its_ports_and_protocol() {
         let r = azure_wireserver();
-        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::Known(80)), Some(7));
-        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::Known(32526)), Some(7));
-        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::Known(53)), None);
-        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::Known(80)), None);
-        assert_eq!(r.matching_rule(1, DestPort::None), None);
+        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::known(80)), Some(7));
+        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::known(32526)), Some(7));
+        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::known(53)), None);
+        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::known(80)), None);
+        assert_eq!(r.matching_rule(1, DestPort::NONE), None);
     }
 
     #[test]
     fn unknown_port_fails_closed_for_that_protocol_only() {
         let r = azure_wireserver();
-        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::Unknown), Some(7));
-        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::Unknown), None);
+        assert_eq!(r.matching_rule(PROTO_TCP, DestPort::UNKNOWN), Some(7));
+        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::UNKNOWN), None);
     }
 
     #[test]
     fn all_protocol_rule_wins() {
         let mut r = azure_wireserver();
         r.all_rule_id = 1;
-        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::Known(53)), Some(1));
-        assert_eq!(r.matching_rule(1, DestPort::None), Some(1));
+        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::known(53)), Some(1));
+        assert_eq!(r.matching_rule(1, DestPort::NONE), Some(1));
     }
 
     #[test]
     fn count_beyond_capacity_is_clamped() {
         let mut r = azure_wireserver();
         r.match_count = u16::MAX;
-        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::Known(1)), None);
+        assert_eq!(r.matching_rule(PROTO_UDP, DestPort::known(1)), None);
     }
 }

@@ -9,7 +9,7 @@ use egress_ebpf_common::{
     maps::{SMTP_GLOBAL_SLOT, SMTP_OVERFLOW_SLOT},
 };
 
-use crate::maps::{SMTP_BUCKET, SMTP_SOURCE_BUCKETS};
+use crate::maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_SOURCE_BUCKETS};
 
 /// CAS attempts before giving up. Each failure means another CPU admitted or
 /// refused an attempt in between; running out refuses this one (fail closed).
@@ -48,6 +48,15 @@ pub fn admit_per_source(g: &Gcra, src: &[u8; 16], now: u64) -> bool {
             Some(tat) => admit(tat, g, now),
             None => false,
         },
+    }
+}
+
+/// The drop-event budget: one global bucket.
+#[inline(always)]
+pub fn admit_event(g: &Gcra, now: u64) -> bool {
+    match EVENT_BUCKET.get_ptr_mut(0) {
+        Some(tat) => admit(tat, g, now),
+        None => false,
     }
 }
 

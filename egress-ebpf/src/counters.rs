@@ -1,23 +1,58 @@
-use egress_ebpf_common::{counters::CounterId, maps::MAX_RULES, rules::NO_RULE};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use egress_ebpf_common::{
+    counters::{Counter, CounterId, IfaceCounters},
+    maps::MAX_RULES,
+    rules::NO_RULE,
+};
 
-use crate::maps::{COUNTERS, RULE_COUNTERS};
+use crate::maps::{COUNTERS, IFACE_COUNTERS, RULE_COUNTERS};
 
 #[inline(always)]
-pub fn count(id: CounterId, rule: u16, bytes: u32) {
+fn add(c: *mut Counter, bytes: u32) {
     // Per-CPU slots: no other CPU writes them, so plain adds are exact.
+    unsafe {
+        (*c).packets += 1;
+        (*c).bytes += bytes as u64;
+    }
+}
+
+#[inline(always)]
+pub fn count(id: CounterId, rule: u16, ifindex: u32, bytes: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(id as u32) {
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes as u64;
-        }
+        add(c, bytes);
     }
     if rule != NO_RULE
         && (rule as u32) < MAX_RULES
         && let Some(c) = RULE_COUNTERS.get_ptr_mut(rule as u32)
     {
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes as u64;
+        add(c, bytes);
+    }
+    count_iface(id, ifindex, bytes);
+}
+
+#[inline(always)]
+fn count_iface(id: CounterId, ifindex: u32, bytes: u32) {
+    if let Some(all) = IFACE_COUNTERS.get_ptr_mut(ifindex) {
+        if let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) } {
+            add(c, bytes);
         }
+        return;
+    }
+    // First packet seen on this interface. A full table (more interfaces
+    // than IFACE_CAPACITY) leaves it to the global counters alone.
+    let mut fresh = IfaceCounters::default();
+    if let Some(c) = fresh.by_verdict.get_mut(id as usize) {
+        c.packets = 1;
+        c.bytes = bytes as u64;
+    }
+    if IFACE_COUNTERS
+        .insert(ifindex, fresh, BPF_NOEXIST as u64)
+        .is_err()
+        && let Some(all) = IFACE_COUNTERS.get_ptr_mut(ifindex)
+        && let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) }
+    {
+        // Lost the race to another CPU's insert... of this CPU's own slot
+        // (per-CPU values): count into it.
+        add(c, bytes);
     }
 }

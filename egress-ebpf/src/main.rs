@@ -9,6 +9,7 @@
 
 mod bucket;
 mod counters;
+mod events;
 mod maps;
 mod parse;
 mod policy;
@@ -21,7 +22,8 @@ use egress_ebpf_common::counters::CounterId;
 #[classifier]
 pub fn egress_filter(ctx: TcContext) -> i32 {
     let outcome = policy::classify(&ctx);
-    counters::count(outcome.counter, outcome.rule, ctx.len());
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    counters::count(outcome.counter, outcome.rule, ifindex, ctx.len());
     if outcome.counter.drops() && !outcome.dry_run {
         TC_ACT_SHOT
     } else {

@@ -3,12 +3,16 @@
 //! `egress_ebpf_common::maps` (the loader checks every one exists).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use egress_ebpf_common::{
     config::PolicyConfig,
-    counters::{Counter, CounterId},
-    maps::{BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY},
+    counters::{Counter, CounterId, IfaceCounters},
+    events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
+    maps::{
+        BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES, SMTP_GLOBAL_SLOTS,
+        SMTP_SOURCE_CAPACITY,
+    },
     rules::BlockRule,
 };
 
@@ -35,3 +39,16 @@ pub static SMTP_BUCKET: Array<u64> = Array::pinned(SMTP_GLOBAL_SLOTS, 0);
 
 #[map]
 pub static SMTP_SOURCE_BUCKETS: HashMap<[u8; 16], u64> = HashMap::pinned(SMTP_SOURCE_CAPACITY, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+#[map]
+pub static EVENT_BUCKET: Array<u64> = Array::pinned(1, 0);
+
+#[map]
+pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVENT_STATS_LEN, 0);
+
+#[map]
+pub static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
+    PerCpuHashMap::pinned(IFACE_CAPACITY, 0);

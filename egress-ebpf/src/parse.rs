@@ -135,21 +135,26 @@ fn ipv4(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
 fn transport(ctx: &TcContext, off: usize, proto: u8, fragment: Fragment) -> (Transport, bool) {
     let mut t = Transport {
         proto,
-        dport: DestPort::None,
-        tcp_flags: None,
+        dport: DestPort::NONE,
+        sport: 0,
+        tcp_flags: 0,
+        tcp_flags_seen: false,
         fragment,
     };
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return (t, false);
     }
     if fragment == Fragment::Later {
-        t.dport = DestPort::Unknown;
+        t.dport = DestPort::UNKNOWN;
         return (t, false);
     }
     match load::<[u8; 4]>(ctx, off) {
-        Ok(ports) => t.dport = DestPort::Known(u16::from_be_bytes([ports[2], ports[3]])),
+        Ok(ports) => {
+            t.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            t.dport = DestPort::known(u16::from_be_bytes([ports[2], ports[3]]));
+        }
         Err(()) => {
-            t.dport = DestPort::Unknown;
+            t.dport = DestPort::UNKNOWN;
             // A whole datagram this short is truncated and discarded by the
             // receiver; a first fragment this short is an evasion attempt.
             return (t, fragment == Fragment::First);
@@ -159,7 +164,10 @@ fn transport(ctx: &TcContext, off: usize, proto: u8, fragment: Fragment) -> (Tra
         // Data offset and flags (bytes 12-13) in one read: for a 1-byte read
         // LLVM turns `p + 1 <= end` into `p < end`, which the verifier does
         // not credit with any readable bytes.
-        t.tcp_flags = load::<[u8; 2]>(ctx, off + 12).ok().map(|b| b[1]);
+        if let Ok(b) = load::<[u8; 2]>(ctx, off + 12) {
+            t.tcp_flags = b[1];
+            t.tcp_flags_seen = true;
+        }
     }
     (t, false)
 }
@@ -235,8 +243,10 @@ fn ipv6(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
     } else {
         let t = Transport {
             proto: PROTO_UNKNOWN,
-            dport: DestPort::Unknown,
-            tcp_flags: None,
+            dport: DestPort::UNKNOWN,
+            sport: 0,
+            tcp_flags: 0,
+            tcp_flags_seen: false,
             fragment,
         };
         // A chain longer than the bound hides the upper layer on purpose; a

@@ -6,18 +6,33 @@ use egress_ebpf_common::{
     bucket::Gcra,
     config::{PolicyConfig, SCOPE_PER_SOURCE},
     counters::CounterId,
+    events::{DropEvent, FAMILY_V4, FAMILY_V6},
     packet::Transport,
-    rules::{BlockRule, DestPort, NO_RULE},
+    rules::{BlockRule, NO_RULE},
 };
 
 use crate::{
-    Outcome, bucket,
+    Outcome, bucket, events,
     maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, POLICY_CONFIG},
     parse::{self, Parsed},
 };
 
 #[inline(always)]
 pub fn classify(ctx: &TcContext) -> Outcome {
+    let mut event = DropEvent {
+        timestamp_ns: 0,
+        ifindex: 0,
+        rule_id: NO_RULE,
+        sport: 0,
+        dport: 0,
+        verdict: 0,
+        family: 0,
+        proto: 0,
+        flags: 0,
+        _pad: [0; 2],
+        src: [0; 16],
+        dst: [0; 16],
+    };
     let (counter, rule) = match parse::parse(ctx) {
         Parsed::Other => (CounterId::Passed, NO_RULE),
         Parsed::V4(ip) => {
@@ -26,20 +41,52 @@ pub fn classify(ctx: &TcContext) -> Outcome {
             src[11] = 0xff;
             src[12..].copy_from_slice(&ip.src);
             let blocked = BLOCKED_V4.get(Key::new(32, ip.dst));
-            decide(blocked, &ip.transport, ip.evasive, &src)
+            let (counter, rule) = decide(blocked, &ip.transport, ip.evasive, &src);
+            if counter.drops() {
+                event.family = FAMILY_V4;
+                event.src = src;
+                event.dst[10] = 0xff;
+                event.dst[11] = 0xff;
+                event.dst[12..].copy_from_slice(&ip.dst);
+                describe(&mut event, &ip.transport);
+            }
+            (counter, rule)
         }
         Parsed::V6(ip) => {
             let blocked = BLOCKED_V6.get(Key::new(128, ip.dst));
-            decide(blocked, &ip.transport, ip.evasive, &ip.src)
+            let (counter, rule) = decide(blocked, &ip.transport, ip.evasive, &ip.src);
+            if counter.drops() {
+                event.family = FAMILY_V6;
+                event.src = ip.src;
+                event.dst = ip.dst;
+                describe(&mut event, &ip.transport);
+            }
+            (counter, rule)
         }
     };
     // The config is looked up only where it matters: most packets pass.
-    let dry_run = counter.drops() && active_config().is_some_and(|c| c.dry_run != 0);
+    let mut dry_run = false;
+    if counter.drops()
+        && let Some(config) = active_config()
+    {
+        dry_run = config.dry_run != 0;
+        event.verdict = counter as u8;
+        event.rule_id = rule;
+        event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        events::report(config, event);
+    }
     Outcome {
         counter,
         rule,
         dry_run,
     }
+}
+
+#[inline(always)]
+fn describe(event: &mut DropEvent, t: &Transport) {
+    event.proto = t.proto;
+    event.sport = t.sport;
+    event.dport = t.dport.value();
 }
 
 #[inline(always)]
@@ -69,9 +116,10 @@ fn decide(
     if evasive {
         return (CounterId::Evasive, NO_RULE);
     }
-    let DestPort::Known(port) = t.dport else {
+    if !t.dport.is_known() {
         return (CounterId::Passed, NO_RULE);
-    };
+    }
+    let port = t.dport.value();
     if !t.is_connection_attempt() {
         return (CounterId::Passed, NO_RULE);
     }

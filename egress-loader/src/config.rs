@@ -7,6 +7,7 @@ use std::{fmt, net::IpAddr, path::Path, str::FromStr};
 use egress_ebpf_common::{
     bucket::Gcra,
     config::MAX_SMTP_PORTS,
+    events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC},
     maps::MAX_RULES,
     rules::{PROTO_TCP, PROTO_UDP},
 };
@@ -35,6 +36,17 @@ pub struct ConfigFile {
     pub attach: Option<AttachSection>,
     pub block: Option<Vec<BlockEntry>>,
     pub smtp: Option<SmtpSection>,
+    pub events: Option<EventsSection>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// Report drops at all (default true).
+    pub enabled: Option<bool>,
+    /// At most this many drop events reach userspace (default 100/second).
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -434,6 +446,20 @@ pub struct Policy {
     pub smtp_rate: Rate,
     pub smtp_burst: u32,
     pub scope: Scope,
+    /// Drop-event budget; `None` when events are disabled.
+    #[serde(serialize_with = "display_opt")]
+    pub event_rate: Option<Rate>,
+    pub event_burst: u32,
+}
+
+fn display_opt<T: fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str("off"),
+    }
 }
 
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -601,6 +627,31 @@ impl Policy {
         };
         let scope: Scope = scope.parse().map_err(|e| bad(scope_field, e))?;
 
+        let events = file.events.unwrap_or_default();
+        let event_rate = if events.enabled.unwrap_or(true) {
+            let r = events
+                .rate
+                .unwrap_or_else(|| format!("{DEFAULT_EVENT_RATE_PER_SEC}/second"));
+            Some(r.parse::<Rate>().map_err(|e| bad("events.rate", e))?)
+        } else {
+            None
+        };
+        let event_burst = events.burst.unwrap_or(DEFAULT_EVENT_BURST as i64);
+        if !(1..=MAX_BURST as i64).contains(&event_burst) {
+            return Err(bad(
+                "events.burst",
+                format!("{event_burst} is not a burst: use 1-{MAX_BURST}"),
+            ));
+        }
+        if let Some(r) = event_rate
+            && Gcra::new(r.count, r.period.nanos(), event_burst as u64).is_none()
+        {
+            return Err(bad(
+                "events.burst",
+                format!("burst {event_burst} at {r} overflows the bucket's clock"),
+            ));
+        }
+
         let policy = Policy {
             dry_run: o.dry_run || file.dry_run.unwrap_or(false),
             interfaces,
@@ -609,6 +660,8 @@ impl Policy {
             smtp_rate,
             smtp_burst,
             scope,
+            event_rate,
+            event_burst: event_burst as u32,
         };
         // The merged trie entries have a capacity per prefix; check it here so
         // the error names the configuration, not a map.
@@ -748,6 +801,9 @@ pub fn default_config_toml() -> String {
     s.push_str(&format!(
         "\n[smtp]\nports = [{}]\nrate = \"{DEFAULT_SMTP_RATE}\"\nburst = {DEFAULT_SMTP_BURST}\nscope = \"global\"\n",
         ports.join(", ")
+    ));
+    s.push_str(&format!(
+        "\n[events]\nenabled = true\nrate = \"{DEFAULT_EVENT_RATE_PER_SEC}/second\"\nburst = {DEFAULT_EVENT_BURST}\n"
     ));
     s
 }

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub counters: Vec<NamedCounter>,
     pub rules: Vec<RuleCounter>,
     pub dry_run: bool,
+    /// Drop events not delivered: ring buffer full (lost) or over the budget (suppressed).
+    pub events: crate::events::EventStats,
 }
 
 impl Snapshot {
@@ -77,10 +79,12 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
             bytes: total.bytes,
         });
     }
+    let events = crate::events::read_stats(pins)?;
     Ok(Snapshot {
         counters: out,
         rules,
         dry_run: config.dry_run != 0,
+        events,
     })
 }
 
@@ -195,6 +199,11 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
             meaning(id)
         );
     }
+    let _ = writeln!(
+        t,
+        "drop events: {} suppressed over the budget, {} lost (ring buffer full)",
+        s.events.suppressed, s.events.lost
+    );
     if !s.rules.is_empty() {
         let _ = writeln!(t, "\nblocked destinations, per rule:");
         let _ = writeln!(

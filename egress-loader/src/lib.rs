@@ -6,6 +6,7 @@ pub mod attach;
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod events;
 pub mod maps;
 pub mod netlink;
 pub mod object;

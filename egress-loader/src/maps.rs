@@ -4,10 +4,11 @@
 use aya::maps::{Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
 use egress_ebpf_common::{
     config::PolicyConfig,
-    counters::{Counter, CounterId},
+    counters::{Counter, CounterId, IfaceCounters},
+    events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
     maps::{
-        self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, MAX_RULES, SMTP_GLOBAL_SLOTS,
-        SMTP_SOURCE_CAPACITY,
+        self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES,
+        SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY,
     },
     rules::BlockRule,
 };
@@ -59,7 +60,7 @@ pub fn counters(pins: &PinDir) -> Result<PerCpuArray<MapData, Counter>, Error> {
 /// The layout this build expects of each pinned map: (name, key size, value
 /// size, max entries). A pin made by a build with another layout would be
 /// misread, so the loader refuses it.
-pub fn expected_layout() -> [(&'static str, u32, u32, u32); 8] {
+pub fn expected_layout() -> [(&'static str, u32, u32, u32); 12] {
     use core::mem::size_of;
     [
         (
@@ -95,6 +96,15 @@ pub fn expected_layout() -> [(&'static str, u32, u32, u32); 8] {
         ),
         (names::SMTP_BUCKET, 4, 8, SMTP_GLOBAL_SLOTS),
         (names::SMTP_SOURCE_BUCKETS, 16, 8, SMTP_SOURCE_CAPACITY),
+        (names::EVENTS, 0, 0, EVENTS_RING_BYTES),
+        (names::EVENT_BUCKET, 4, 8, 1),
+        (names::EVENT_STATS, 4, 8, EVENT_STATS_LEN),
+        (
+            names::IFACE_COUNTERS,
+            4,
+            size_of::<IfaceCounters>() as u32,
+            IFACE_CAPACITY,
+        ),
     ]
 }
 

@@ -130,6 +130,16 @@ pub fn policy_config(policy: &Policy) -> PolicyConfig {
         Scope::Global => SCOPE_GLOBAL,
         Scope::PerSource => SCOPE_PER_SOURCE,
     };
+    if let Some(r) = policy.event_rate
+        && let Some(g) = egress_ebpf_common::bucket::Gcra::new(
+            r.count,
+            r.period.nanos(),
+            policy.event_burst as u64,
+        )
+    {
+        c.event_emission_ns = g.emission_ns;
+        c.event_burst_window_ns = g.burst_window_ns;
+    }
     c.valid = 1;
     c
 }
@@ -308,11 +318,11 @@ mod tests {
         let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
         assert_eq!(v.match_count, 2);
         assert_eq!(
-            v.matching_rule(17, egress_ebpf_common::rules::DestPort::Known(53)),
+            v.matching_rule(17, egress_ebpf_common::rules::DestPort::known(53)),
             Some(0)
         );
         assert_eq!(
-            v.matching_rule(6, egress_ebpf_common::rules::DestPort::Known(80)),
+            v.matching_rule(6, egress_ebpf_common::rules::DestPort::known(80)),
             Some(1)
         );
     }

@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub detach_on_exit: bool,
     /// How often interfaces are re-listed.
     pub rescan: Duration,
+    /// Where `egress-loader events` clients connect; `None`: stdout only.
+    pub events_socket: Option<PathBuf>,
+    /// Names the container behind a source address in drop events.
+    pub identity: std::sync::Arc<dyn crate::events::Identity>,
 }
 
 /// Everything `run` holds while it runs.
@@ -86,6 +90,13 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     filter.release_unwanted_pins();
     filter.reconcile();
+    let mut reader = crate::events::EventReader::open(&opts.pins)?;
+    let publisher = crate::events::Publisher::start(opts.events_socket.as_deref());
+    let mut decoder = crate::events::Decoder {
+        interfaces: HashMap::new(),
+        rules: crate::counters::rule_descriptions(&filter.maps)?,
+        identity: opts.identity.clone(),
+    };
     if filter.attached.is_empty() {
         info!(
             "no interface matches {:?} yet; waiting for one to appear (checking every {:?})",
@@ -109,7 +120,21 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         tokio::select! {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => filter.reload(&opts),
+            _ = sighup.recv() => {
+                filter.reload(&opts);
+                if let Ok(rules) = crate::counters::rule_descriptions(&filter.maps) {
+                    decoder.rules = rules;
+                }
+            }
+            batch = reader.next_batch() => {
+                let batch = batch?;
+                if batch.iter().any(|e| !decoder.interfaces.contains_key(&e.ifindex)) {
+                    decoder.interfaces = attach::interfaces().into_iter().map(|(n, i)| (i, n)).collect();
+                }
+                for e in &batch {
+                    publisher.publish(&decoder.decode(e));
+                }
+            }
             Some(()) = next_event(&mut link_events) => {
                 // Drain a burst (a bridge and its veths come together), then look once.
                 while let Some(Some(())) = link_events.as_mut().and_then(|s| s.next().now_or_never()) {}
@@ -128,8 +153,11 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             }
         }
     };
+    drop(publisher);
+    drop(reader);
     if opts.detach_on_exit {
         info!("{reason}: --detach-on-exit: removing the filter");
+        drop(filter.maps);
         drop(filter.ebpf);
         let report = detach_all(&opts.pins)?;
         info!("{report}");

@@ -73,6 +73,20 @@ impl Classifier {
         (r.return_value, r.duration.as_nanos() as u64)
     }
 
+    /// Every drop event waiting in the ring buffer.
+    pub fn drain_events(&self) -> Vec<egress_ebpf_common::events::DropEvent> {
+        use aya::maps::{Map, MapData, RingBuf};
+        let data =
+            MapData::from_pin(self.pins.map(egress_ebpf_common::maps::EVENTS)).expect("EVENTS pin");
+        let mut ring: RingBuf<MapData> = Map::RingBuf(data).try_into().expect("ring buffer");
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert!(item.len() >= size_of::<egress_ebpf_common::events::DropEvent>());
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
+        out
+    }
+
     pub fn counters(&self) -> Snapshot {
         counters::read(&self.pins).expect("read counters")
     }

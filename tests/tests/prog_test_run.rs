@@ -444,3 +444,41 @@ fn counters_sum_every_verdict() {
     assert_eq!(bytes, frames.iter().map(|f| f.len() as u64).sum::<u64>());
     assert_eq!(s.get(MetadataBlocked).packets, 2);
 }
+
+#[test]
+fn drop_events_are_reported_within_their_budget() {
+    let Some(mut c) = classifier("drop_events") else {
+        return;
+    };
+    c.apply("[events]\nrate = \"1/minute\"\nburst = 10\n");
+    let frame = v4_tcp(IMDS, 80, SYN);
+    let (verdict, _) = c.run_repeat(&frame, 100);
+    assert_eq!(verdict, DROP);
+    let events = c.drain_events();
+    // A burst of 10, then nothing for a minute: exactly 10 reported, 90 counted as suppressed.
+    assert_eq!(events.len(), 10);
+    let s = c.counters();
+    assert_eq!((s.events.suppressed, s.events.lost), (90, 0));
+    assert_eq!(s.get(MetadataBlocked).packets, 100);
+    let e = events[0];
+    assert_eq!(e.verdict, MetadataBlocked as u8);
+    assert_eq!(e.rule_id, 0);
+    assert_eq!((e.sport, e.dport, e.proto), (40000, 80, IPPROTO_TCP));
+    assert_eq!(&e.dst[12..], &IMDS);
+    assert_eq!(&e.src[12..], &[172, 17, 0, 2]);
+    assert_eq!(e.family, egress_ebpf_common::events::FAMILY_V4);
+    // Passing traffic is never reported.
+    c.run(&v4_tcp(ALLOWED, 80, SYN));
+    assert!(c.drain_events().is_empty());
+}
+
+#[test]
+fn disabled_events_report_nothing() {
+    let Some(mut c) = classifier("events_disabled") else {
+        return;
+    };
+    c.apply("[events]\nenabled = false\n");
+    c.run_repeat(&v4_tcp(IMDS, 80, SYN), 5);
+    assert!(c.drain_events().is_empty());
+    assert_eq!(c.counters().events.suppressed, 0);
+}

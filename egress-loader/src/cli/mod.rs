@@ -3,6 +3,7 @@
 mod check_config;
 mod counters;
 mod detach;
+mod events;
 mod reload;
 mod run;
 mod status;
@@ -42,6 +43,7 @@ pub struct Cli {
 pub enum Command {
     Run(run::Args),
     Reload(reload::Args),
+    Events(events::Args),
     Counters(counters::Args),
     Status(status::Args),
     Detach(detach::Args),
@@ -66,6 +68,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run::main(a),
         Command::Reload(a) => reload::main(a),
+        Command::Events(a) => events::main(a),
         Command::Counters(a) => counters::main(a),
         Command::Status(a) => status::main(a),
         Command::Detach(a) => detach::main(a),

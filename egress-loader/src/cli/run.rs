@@ -59,6 +59,10 @@ pub struct Args {
     /// auto (tcx where available).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     attach_mode: AttachMode,
+    /// Unix socket where drop events are published for `egress-loader events`
+    /// (they are also written to stdout as JSON lines); "none" to disable.
+    #[arg(long, value_name = "PATH", default_value = egress_loader::events::DEFAULT_SOCKET)]
+    events_socket: PathBuf,
     /// Seconds between interface rescans.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     rescan: f64,
@@ -107,6 +111,8 @@ pub fn main(a: Args) -> Result {
         mode: a.attach_mode,
         detach_on_exit: a.detach_on_exit,
         rescan: Duration::from_secs_f64(a.rescan),
+        events_socket: (a.events_socket.as_os_str() != "none").then_some(a.events_socket),
+        identity: std::sync::Arc::new(egress_loader::events::AddressesOnly),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

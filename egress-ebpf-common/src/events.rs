@@ -1,0 +1,47 @@
+//! Drop events: what the classifier reports through the `EVENTS` ring buffer
+//! for every packet it drops (or would drop, in dry-run), rate-limited in the
+//! kernel so a flood cannot swamp the reader.
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// `DropEvent::flags` bit: the packet was not dropped (dry-run).
+pub const EVENT_DRY_RUN: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the drop.
+    pub timestamp_ns: u64,
+    /// Interface whose ingress saw the packet (the bridge).
+    pub ifindex: u32,
+    /// Block rule id, or `rules::NO_RULE`.
+    pub rule_id: u16,
+    /// Transport ports, host byte order; 0 when not visible.
+    pub sport: u16,
+    pub dport: u16,
+    /// A `CounterId` as u8.
+    pub verdict: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub proto: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// IPv4 addresses in the last 4 bytes as v4-mapped IPv6.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+crate::assert_size!(DropEvent, 56);
+
+/// Indexes into `EVENT_STATS`.
+pub const EVENTS_LOST: u32 = 0;
+pub const EVENTS_SUPPRESSED: u32 = 1;
+pub const EVENT_STATS_LEN: u32 = 2;
+
+/// Ring buffer size (a power-of-two multiple of the page size): about 4,600
+/// events in flight.
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// Default event budget: 100 per second, bursts of 500.
+pub const DEFAULT_EVENT_RATE_PER_SEC: u64 = 100;
+pub const DEFAULT_EVENT_BURST: u64 = 500;

@@ -1,0 +1,301 @@
+//! Drop events: read from the classifier's ring buffer by `run`, decoded
+//! into JSON lines (time, verdict, rule, addresses, ports, interface and,
+//! where known, the container), written to stdout and published on a unix
+//! socket that `egress-loader events` follows from another process.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{Map, MapData, RingBuf};
+use egress_ebpf_common::{
+    counters::CounterId,
+    events::{
+        DropEvent, EVENT_DRY_RUN, EVENT_STATS_LEN, EVENTS_LOST, EVENTS_SUPPRESSED, FAMILY_V4,
+    },
+    maps::{EVENT_STATS, EVENTS},
+    rules::{NO_RULE, PROTO_TCP, PROTO_UDP},
+};
+use serde::Serialize;
+use tokio::{io::AsyncWriteExt, io::unix::AsyncFd, net::UnixListener, sync::broadcast};
+
+use crate::{error::Error, pins::PinDir};
+
+pub const DEFAULT_SOCKET: &str = "/run/egress-filter/events.sock";
+
+/// Who sent a packet, when a container engine can say.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    pub network: String,
+}
+
+/// Maps a source address to the container that holds it.
+pub trait Identity: Send + Sync {
+    fn lookup(&self, addr: IpAddr) -> Option<Container>;
+}
+
+/// No engine: events carry addresses only.
+pub struct AddressesOnly;
+
+impl Identity for AddressesOnly {
+    fn lookup(&self, _: IpAddr) -> Option<Container> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub time: String,
+    pub verdict: &'static str,
+    /// "drop", or "none (dry-run)" when nothing was dropped.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u16>,
+    pub protocol: String,
+    pub src: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    pub dst: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    pub interface: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+fn addr(family: u8, bytes: [u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    }
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        PROTO_TCP => "tcp".into(),
+        PROTO_UDP => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        255 => "unknown".into(),
+        n => n.to_string(),
+    }
+}
+
+/// What decoding needs besides the raw event.
+pub struct Decoder {
+    pub interfaces: HashMap<u32, String>,
+    pub rules: std::collections::BTreeMap<u16, String>,
+    pub identity: Arc<dyn Identity>,
+}
+
+impl Decoder {
+    pub fn decode(&self, e: &DropEvent) -> EventRecord {
+        let verdict = CounterId::ALL
+            .into_iter()
+            .find(|c| *c as u8 == e.verdict)
+            .map(CounterId::name)
+            .unwrap_or("unknown");
+        let src = addr(e.family, e.src);
+        let ported = e.proto == PROTO_TCP || e.proto == PROTO_UDP;
+        EventRecord {
+            time: humantime::format_rfc3339_millis(wall_clock(e.timestamp_ns)).to_string(),
+            verdict,
+            action: if e.flags & EVENT_DRY_RUN != 0 {
+                "none (dry-run)"
+            } else {
+                "drop"
+            },
+            rule: (e.rule_id != NO_RULE)
+                .then(|| self.rules.get(&e.rule_id).cloned().unwrap_or_default()),
+            rule_id: (e.rule_id != NO_RULE).then_some(e.rule_id),
+            protocol: protocol_name(e.proto),
+            src,
+            sport: (ported && e.sport != 0).then_some(e.sport),
+            dst: addr(e.family, e.dst),
+            dport: (ported && e.dport != 0).then_some(e.dport),
+            interface: self
+                .interfaces
+                .get(&e.ifindex)
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {}", e.ifindex)),
+            container: self.identity.lookup(src),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+fn wall_clock(mono_ns: u64) -> SystemTime {
+    let now_mono = crate::run::monotonic_ns();
+    let now = SystemTime::now();
+    if mono_ns <= now_mono {
+        now - Duration::from_nanos(now_mono - mono_ns)
+    } else {
+        now
+    }
+}
+
+/// Events lost (ring buffer full) and suppressed (over the budget), summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct EventStats {
+    pub lost: u64,
+    pub suppressed: u64,
+}
+
+pub fn read_stats(pins: &PinDir) -> Result<EventStats, Error> {
+    let path = pins.map(EVENT_STATS);
+    if !path.exists() {
+        return Err(Error::NotLoaded(pins.root().to_path_buf()));
+    }
+    let data = MapData::from_pin(&path).map_err(|e| Error::map("EVENT_STATS", e))?;
+    let map: aya::maps::PerCpuArray<MapData, u64> = Map::PerCpuArray(data)
+        .try_into()
+        .map_err(|e| Error::map("EVENT_STATS", e))?;
+    let sum = |i: u32| -> Result<u64, Error> {
+        debug_assert!(i < EVENT_STATS_LEN);
+        Ok(map
+            .get(&i, 0)
+            .map_err(|e| Error::map("EVENT_STATS", e))?
+            .iter()
+            .sum())
+    };
+    Ok(EventStats {
+        lost: sum(EVENTS_LOST)?,
+        suppressed: sum(EVENTS_SUPPRESSED)?,
+    })
+}
+
+/// The ring buffer, readable with tokio.
+pub struct EventReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl EventReader {
+    pub fn open(pins: &PinDir) -> Result<Self, Error> {
+        let data = MapData::from_pin(pins.map(EVENTS)).map_err(|e| Error::map("EVENTS", e))?;
+        let ring: RingBuf<MapData> = Map::RingBuf(data)
+            .try_into()
+            .map_err(|e| Error::map("EVENTS", e))?;
+        // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
+        // owns the ring buffer, and it always reports that same fd.
+        let ring = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        Ok(Self { ring })
+    }
+
+    /// Waits for events, then returns every one available.
+    pub async fn next_batch(&mut self) -> Result<Vec<DropEvent>, Error> {
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            let mut out = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<DropEvent>() {
+                    // SAFETY: the kernel wrote a DropEvent; read_unaligned copes with any alignment.
+                    out.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<DropEvent>())
+                    });
+                }
+            }
+            guard.clear_ready();
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Fans JSON lines out to every `egress-loader events` client.
+pub struct Publisher {
+    tx: broadcast::Sender<Arc<str>>,
+    path: Option<PathBuf>,
+}
+
+impl Publisher {
+    /// Listens on `path` (created with mode 0600; the parent directory is
+    /// created if needed). A path that cannot be used is reported and
+    /// events still go to stdout.
+    pub fn start(path: Option<&Path>) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        let Some(path) = path else {
+            return Self { tx, path: None };
+        };
+        let listener = (|| -> std::io::Result<UnixListener> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _ = std::fs::remove_file(path);
+            let l = UnixListener::bind(path)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Ok(l)
+        })();
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!(
+                    "events socket {}: {e}; drop events go to stdout only",
+                    path.display()
+                );
+                return Self { tx, path: None };
+            }
+        };
+        log::info!(
+            "drop events: JSON lines on stdout and on {}",
+            path.display()
+        );
+        let sender = tx.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut rx = sender.subscribe();
+                tokio::spawn(async move {
+                    loop {
+                        let line = match rx.recv().await {
+                            Ok(l) => l.to_string(),
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                format!(
+                                    "{{\"lagged\":{n},\"note\":\"this reader fell behind; {n} events skipped\"}}"
+                                )
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        };
+                        if stream
+                            .write_all(format!("{line}\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            tx,
+            path: Some(path.to_path_buf()),
+        }
+    }
+
+    pub fn publish(&self, record: &EventRecord) {
+        let line = serde_json::to_string(record).expect("serializable");
+        println!("{line}");
+        let _ = self.tx.send(Arc::from(line));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
