@@ -184,6 +184,23 @@ const IPPROTO_EXPERIMENT1: u8 = 253;
 const IPPROTO_EXPERIMENT2: u8 = 254;
 
 #[inline(always)]
+fn is_extension_header(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS
+            | IPPROTO_ROUTING
+            | IPPROTO_FRAGMENT
+            | IPPROTO_AH
+            | IPPROTO_DSTOPTS
+            | IPPROTO_MH
+            | IPPROTO_HIP
+            | IPPROTO_SHIM6
+            | IPPROTO_EXPERIMENT1
+            | IPPROTO_EXPERIMENT2
+    )
+}
+
+#[inline(always)]
 fn ipv6(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
     let h: Ipv6Hdr = load(ctx, off)?;
     if h.version() != 6 {
@@ -237,6 +254,11 @@ fn ipv6(ctx: &TcContext, off: usize) -> Result<Parsed, ()> {
                 break;
             }
         }
+    }
+    // After MAX_IPV6_EXT_HEADERS headers, `next` may already name the upper
+    // layer: a chain exactly at the bound is complete.
+    if !reached_upper_layer && !truncated && !is_extension_header(next) {
+        reached_upper_layer = true;
     }
     let (transport, evasive) = if reached_upper_layer {
         transport(ctx, off, next, fragment)

@@ -60,6 +60,8 @@ pub struct V4 {
     pub ihl_override: Option<u8>,
     /// Overrides the total length field.
     pub tot_len_override: Option<u16>,
+    /// Identification field (tests use it to recognise their packets).
+    pub id: u16,
 }
 
 impl V4 {
@@ -73,6 +75,7 @@ impl V4 {
             more_fragments: false,
             ihl_override: None,
             tot_len_override: None,
+            id: 0x1234,
         }
     }
 
@@ -84,7 +87,7 @@ impl V4 {
             .tot_len_override
             .unwrap_or((ihl * 4 + payload_len) as u16);
         h[2..4].copy_from_slice(&tot.to_be_bytes());
-        h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        h[4..6].copy_from_slice(&self.id.to_be_bytes());
         let frags = (self.frag_offset & 0x1fff) | if self.more_fragments { 0x2000 } else { 0 };
         h[6..8].copy_from_slice(&frags.to_be_bytes());
         h[8] = 64;
@@ -92,6 +95,9 @@ impl V4 {
         h[12..16].copy_from_slice(&self.src.octets());
         h[16..20].copy_from_slice(&self.dst.octets());
         h.extend_from_slice(&self.options);
+        // A valid header checksum, so frames sent for real survive ip_rcv().
+        let sum = checksum(&h);
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
         h
     }
 }
@@ -234,4 +240,17 @@ pub fn arp() -> Vec<u8> {
     a.extend_from_slice(&[0; 6]);
     a.extend_from_slice(&[172, 17, 0, 1]);
     ethernet(0x0806, &[], &a)
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
