@@ -66,30 +66,8 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
     if !pins.is_loaded() {
         return Err(Error::NotLoaded(pins.root().to_path_buf()));
     }
-    let maps = PolicyMaps::open(pins)?;
-    let config = crate::policy::read_config(&maps.active_config, &maps.policy_config)?;
-    let blocked = rule_descriptions(&maps)?
-        .into_iter()
-        .map(|(rule_id, destination)| BlockedStatus {
-            rule_id,
-            destination,
-        })
-        .collect();
-    let n = (config.smtp_port_count as usize).min(config.smtp_ports.len());
-    let smtp = SmtpStatus {
-        ports: config.smtp_ports[..n].to_vec(),
-        rate: rate_text(&config),
-        burst: config
-            .burst_window_ns
-            .checked_div(config.emission_ns)
-            .unwrap_or(0),
-        scope: if config.scope == SCOPE_PER_SOURCE {
-            "per-source"
-        } else {
-            "global"
-        },
-        emission_interval_ms: config.emission_ns as f64 / 1e6,
-    };
+    // Links first, policy second: the loader writes the policy before it
+    // attaches, so a link seen attached here always comes with its policy.
     let all = attach::interfaces();
     let mut interfaces = Vec::new();
     for name in pins.pinned_links() {
@@ -124,6 +102,30 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
             }
         }
     }
+    let maps = PolicyMaps::open(pins)?;
+    let config = crate::policy::read_config(&maps.active_config, &maps.policy_config)?;
+    let blocked = rule_descriptions(&maps)?
+        .into_iter()
+        .map(|(rule_id, destination)| BlockedStatus {
+            rule_id,
+            destination,
+        })
+        .collect();
+    let n = (config.smtp_port_count as usize).min(config.smtp_ports.len());
+    let smtp = SmtpStatus {
+        ports: config.smtp_ports[..n].to_vec(),
+        rate: rate_text(&config),
+        burst: config
+            .burst_window_ns
+            .checked_div(config.emission_ns)
+            .unwrap_or(0),
+        scope: if config.scope == SCOPE_PER_SOURCE {
+            "per-source"
+        } else {
+            "global"
+        },
+        emission_interval_ms: config.emission_ns as f64 / 1e6,
+    };
     Ok(Status {
         pin_dir: pins.root().display().to_string(),
         loader_running: PinDirLock::is_held(pins.root()),

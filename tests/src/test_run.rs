@@ -26,7 +26,8 @@ pub struct Classifier {
     pub pins: PinDir,
     maps: PolicyMaps,
     // Declared last: unmounted after the maps and program are closed.
-    _mount: BpffsMount,
+    // `None` for a classifier sharing another one's maps.
+    _mount: Option<BpffsMount>,
 }
 
 impl Classifier {
@@ -42,7 +43,22 @@ impl Classifier {
             ebpf,
             pins,
             maps,
-            _mount: mount,
+            _mount: Some(mount),
+        }
+    }
+
+    /// A second program instance on the same pinned maps (same buckets and
+    /// counters), e.g. to run BPF_PROG_TEST_RUN from two CPUs at once. Drop
+    /// it before `other`, which owns the bpffs mount.
+    pub fn sharing(other: &Classifier) -> Self {
+        let pins = other.pins.clone();
+        let ebpf = object::load(&pins).expect("load the classifier again");
+        let maps = PolicyMaps::open(&pins).expect("open the pinned maps");
+        Self {
+            ebpf,
+            pins,
+            maps,
+            _mount: None,
         }
     }
 

@@ -1,0 +1,142 @@
+//! Helpers shared by the real-traffic test files (`filter_netns.rs`,
+//! `demo.rs`): starting the loader the same way everywhere and reading the
+//! fields of its `status --json` and `counters --json` output. The harness
+//! (`egress_tests`) deliberately assumes nothing about that JSON beyond its
+//! validity; the shapes these tests rely on are the ones README.md documents.
+
+// Each test file uses a subset.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use egress_tests::topology::Topology;
+use egress_tests::traffic::{http_get, is_timeout};
+use egress_tests::{BpffsMount, LoaderProcess, NetNs};
+use serde_json::Value;
+
+/// Interface rescan period passed to every loader: a new bridge is picked up
+/// within 0.2 s instead of the default 1 s.
+pub const RESCAN: &str = "0.2";
+
+/// How long a loader gets to load, apply the policy and attach.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect/read timeout for traffic that must get through (everything is
+/// local to the machine: a reply takes well under a millisecond).
+pub const REACHABLE: Duration = Duration::from_secs(3);
+
+/// Connect timeout for traffic that must be dropped. Below Linux's initial
+/// SYN retransmission timeout (1 s, TCP_TIMEOUT_INIT), so one attempt sends
+/// exactly one SYN.
+pub const DROPPED: Duration = Duration::from_millis(700);
+
+/// The pin dir every test uses inside its private bpffs.
+pub fn pin_dir(bpffs: &BpffsMount) -> PathBuf {
+    bpffs.path().join("egress")
+}
+
+/// `egress-loader run --pin-dir <bpffs>/egress --rescan 0.2 ARGS...` in the
+/// topology's host namespace.
+pub fn start_loader(topo: &Topology, bpffs: &BpffsMount, args: &[&str]) -> LoaderProcess {
+    let mut all = vec!["--rescan", RESCAN];
+    all.extend_from_slice(args);
+    LoaderProcess::run_in_ns(topo.host(), &pin_dir(bpffs), &all)
+        .unwrap_or_else(|e| panic!("starting egress-loader: {e:#}"))
+}
+
+/// The `interfaces[]` entry of `status --json` named `iface`.
+pub fn interface<'a>(status: &'a Value, iface: &str) -> Option<&'a Value> {
+    status["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == iface)
+}
+
+/// Whether `status --json` lists `iface` with `attached: true`.
+pub fn is_attached(status: &Value, iface: &str) -> bool {
+    interface(status, iface).is_some_and(|i| i["attached"] == true)
+}
+
+/// Waits until `status --json` shows `iface` attached; returns a status read
+/// after that.
+///
+/// The fresh read matters: one `status` run reads the policy maps first and
+/// the links last, so a run that overlaps the loader's start can report the
+/// link attached next to the still-empty policy of the freshly created maps
+/// (`dry_run: false`, `blocked: []`). The loader applies the policy before
+/// it attaches, so a run started after the link was seen has both.
+pub fn wait_attached(loader: &mut LoaderProcess, iface: &str, timeout: Duration) -> Value {
+    loader
+        .wait_ready_until(timeout, |s| is_attached(s, iface))
+        .unwrap_or_else(|e| panic!("waiting for {iface} to be attached: {e:#}"));
+    let st = status(loader);
+    assert!(is_attached(&st, iface), "{iface} no longer attached: {st}");
+    st
+}
+
+/// `status --json`.
+pub fn status(loader: &LoaderProcess) -> Value {
+    loader
+        .cli_json("status", &[])
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `counters --json`.
+pub fn counters(loader: &LoaderProcess) -> Value {
+    loader
+        .cli_json("counters", &[])
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Packets of the verdict counter `name` (`metadata_blocked`, `passed`...)
+/// in `counters --json` output.
+pub fn packets(counters: &Value, name: &str) -> u64 {
+    counters["counters"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name:?} in {counters}"))
+}
+
+/// Packets of the per-rule counter whose destination is `destination`
+/// (`"169.254.169.254/32"`).
+pub fn rule_packets(counters: &Value, destination: &str) -> u64 {
+    counters["rules"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["destination"] == destination))
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no rule for {destination:?} in {counters}"))
+}
+
+/// An HTTP GET from `ns` that must fail because its packets were silently
+/// dropped (a timeout, not a refusal or an ICMP error). One SYN is sent.
+pub fn assert_http_dropped(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) {
+    let addr = addr.into();
+    match http_get(ns, addr, port, "/", DROPPED) {
+        Ok(body) => panic!(
+            "GET {addr} port {port} from {} got through: {body:?}",
+            ns.name()
+        ),
+        Err(e) => assert!(
+            is_timeout(&e),
+            "GET {addr} port {port} from {} failed, but not by a timeout \
+             (so not a silent drop): {e:#}",
+            ns.name()
+        ),
+    }
+}
+
+/// An HTTP GET from `ns` that must succeed; returns the body.
+pub fn assert_http_ok(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> String {
+    let addr = addr.into();
+    let body = http_get(ns, addr, port, "/", REACHABLE).unwrap_or_else(|e| {
+        panic!(
+            "GET {addr} port {port} from {} should work: {e:#}",
+            ns.name()
+        )
+    });
+    assert!(body.starts_with("ok"), "unexpected body {body:?}");
+    body
+}
