@@ -404,15 +404,20 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
     })
 }
 
-/// Comma-separated ports, the `--smtp-ports` syntax.
-pub fn parse_port_list(s: &str) -> Result<Vec<i64>, String> {
+/// Comma-separated ports, the `--smtp-ports` syntax. A newtype, because clap
+/// takes a bare `Vec` field for a repeated argument, not for one list value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortList(pub Vec<i64>);
+
+pub fn parse_port_list(s: &str) -> Result<PortList, String> {
     s.split(',')
         .map(|p| {
             p.trim()
                 .parse::<i64>()
                 .map_err(|_| format!("{p:?} is not a port number"))
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(PortList)
 }
 
 fn port(field: &str, p: i64) -> Result<u16, ConfigError> {

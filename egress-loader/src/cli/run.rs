@@ -1,8 +1,9 @@
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use egress_loader::{
     attach::AttachMode,
     config::{ConfigFile, Overrides, Policy, parse_block_flag, parse_port_list},
+    identity::DockerEndpoint,
     pins::PinDir,
     run::{RunOptions, run},
 };
@@ -19,7 +20,8 @@ use super::{PinDirArg, Result};
     egress-loader run\n  \
     egress-loader run --config /etc/egress-filter.toml --iface cni0\n  \
     egress-loader run --block 10.0.0.5/32:tcp/8080 --smtp-rate 2/minute --smtp-burst 2\n  \
-    egress-loader run --dry-run --detach-on-exit")]
+    egress-loader run --dry-run --detach-on-exit\n  \
+    egress-loader run --metrics-addr 127.0.0.1:9184 --docker-host unix:///run/docker.sock")]
 pub struct Args {
     /// TOML configuration file (see README: "Configuration"). Re-read on SIGHUP.
     #[arg(long, short, value_name = "FILE")]
@@ -36,7 +38,7 @@ pub struct Args {
     block: Vec<egress_loader::config::BlockEntry>,
     /// Rate-limited TCP destination ports, comma-separated [default: 25,465,587,2525].
     #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
-    smtp_ports: Option<Vec<i64>>,
+    smtp_ports: Option<egress_loader::config::PortList>,
     /// New connections allowed to those ports, as iptables writes it:
     /// N/second|minute|hour|day [default: 5/minute].
     #[arg(long, value_name = "RATE")]
@@ -63,6 +65,19 @@ pub struct Args {
     /// (they are also written to stdout as JSON lines); "none" to disable.
     #[arg(long, value_name = "PATH", default_value = egress_loader::events::DEFAULT_SOCKET)]
     events_socket: PathBuf,
+    /// Docker engine that names the container behind each drop event's
+    /// source address: unix:///PATH [default: $DOCKER_HOST if it is a unix://
+    /// URL, else unix:///var/run/docker.sock]. Without a reachable engine,
+    /// events carry addresses only (said once in the log).
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
+    /// Do not ask a Docker engine: events carry addresses only.
+    #[arg(long, conflicts_with = "docker_host")]
+    no_docker: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9184)
+    /// [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Seconds between interface rescans.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     rescan: f64,
@@ -73,7 +88,7 @@ impl Args {
         Overrides {
             interfaces: self.ifaces.clone(),
             extra_blocks: self.block.clone(),
-            smtp_ports: self.smtp_ports.clone(),
+            smtp_ports: self.smtp_ports.clone().map(|p| p.0),
             smtp_rate: self.smtp_rate.clone(),
             smtp_burst: self.smtp_burst,
             scope: self.scope.clone(),
@@ -103,6 +118,13 @@ pub fn main(a: Args) -> Result {
             a.rescan
         )));
     }
+    let docker = if a.no_docker {
+        None
+    } else {
+        let env = std::env::var("DOCKER_HOST").ok();
+        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())
+            .map_err(egress_loader::Error::Invalid)?
+    };
     let opts = RunOptions {
         policy,
         config_path: a.config,
@@ -112,7 +134,8 @@ pub fn main(a: Args) -> Result {
         detach_on_exit: a.detach_on_exit,
         rescan: Duration::from_secs_f64(a.rescan),
         events_socket: (a.events_socket.as_os_str() != "none").then_some(a.events_socket),
-        identity: std::sync::Arc::new(egress_loader::events::AddressesOnly),
+        docker,
+        metrics_addr: a.metrics_addr,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -60,13 +60,8 @@ pub fn is_attached(status: &Value, iface: &str) -> bool {
 }
 
 /// Waits until `status --json` shows `iface` attached; returns a status read
-/// after that.
-///
-/// The fresh read matters: one `status` run reads the policy maps first and
-/// the links last, so a run that overlaps the loader's start can report the
-/// link attached next to the still-empty policy of the freshly created maps
-/// (`dry_run: false`, `blocked: []`). The loader applies the policy before
-/// it attaches, so a run started after the link was seen has both.
+/// after that (`status` reads the links before the policy, and the loader
+/// writes the policy before it attaches, so that read has both).
 pub fn wait_attached(loader: &mut LoaderProcess, iface: &str, timeout: Duration) -> Value {
     loader
         .wait_ready_until(timeout, |s| is_attached(s, iface))

@@ -1,0 +1,459 @@
+//! The loader's life: bad input refused without touching the kernel,
+//! missing privileges and bpffs explained, the legacy netlink attach path,
+//! restarts with a changed config, reload and SIGHUP.
+
+mod common;
+
+use std::{
+    process::Output,
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use egress_tests::{
+    BpffsMount, NetNs, addrs, loader_bin, skip_unless_privileged, topology::Topology, traffic,
+};
+use serde_json::Value;
+
+fn topology(test: &str) -> Topology {
+    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+}
+
+/// One `egress-loader ARGS` in `ns`, with a time limit.
+fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
+    let mut all = vec![
+        "10".to_owned(),
+        loader_bin().unwrap().to_str().unwrap().to_owned(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut cmd = ns.command("timeout");
+    cmd.args(&all);
+    cmd.output().expect("run egress-loader")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// status without the fields that legitimately differ between reads.
+fn policy_snapshot(s: &Value) -> Value {
+    let mut s = s.clone();
+    s.as_object_mut().unwrap().remove("loader_running");
+    s
+}
+
+/// Runs `during` while a probe GETs the metadata service from `ns` every
+/// 50 ms; returns what `during` returned, the attempts and the successes.
+fn with_probe<R>(ns: &NetNs, during: impl FnOnce() -> R) -> (R, u32, u32) {
+    let stop = AtomicBool::new(false);
+    let successes = AtomicU32::new(0);
+    let attempts = AtomicU32::new(0);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if traffic::http_get(ns, addrs::IMDS_V4, 80, "/", Duration::from_millis(250))
+                    .is_ok()
+                {
+                    successes.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = during();
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    (r, attempts.into_inner(), successes.into_inner())
+}
+
+const BAD_FILES: &[(&str, &str)] = &[
+    ("[[block]]\ncidr = \"10.0.0.0/33\"\n", "block[0].cidr"),
+    ("[[block]]\ncidr = \"10.0.0.1/8\"\n", "block[0].cidr"),
+    ("[[block]]\ncidr = \"not-an-address\"\n", "block[0].cidr"),
+    ("[[block]]\ncidr = \"fd00::/129\"\n", "block[0].cidr"),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"icmp\"\n",
+        "block[0].protocol",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nports = [80]\n",
+        "block[0].ports",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [0]\n",
+        "block[0].ports[0]",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [70000]\n",
+        "block[0].ports[0]",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = []\n",
+        "block[0].ports",
+    ),
+    ("block = []\n", "block"),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\n[[block]]\ncidr = \"10.0.0.0/8\"\n",
+        "block[1]",
+    ),
+    ("[smtp]\nports = []\n", "smtp.ports"),
+    ("[smtp]\nports = [0]\n", "smtp.ports[0]"),
+    ("[smtp]\nports = [70000]\n", "smtp.ports[0]"),
+    ("[smtp]\nports = [25, 25]\n", "smtp.ports[1]"),
+    ("[smtp]\nrate = \"0/minute\"\n", "smtp.rate"),
+    ("[smtp]\nrate = \"5/fortnight\"\n", "smtp.rate"),
+    ("[smtp]\nrate = \"five/minute\"\n", "smtp.rate"),
+    ("[smtp]\nrate = \"5\"\n", "smtp.rate"),
+    ("[smtp]\nburst = 0\n", "smtp.burst"),
+    ("[smtp]\nburst = -3\n", "smtp.burst"),
+    ("[smtp]\nscope = \"everyone\"\n", "smtp.scope"),
+    ("[attach]\ninterfaces = []\n", "attach.interfaces"),
+    ("[attach]\ninterfaces = [\"\"]\n", "attach.interfaces[0]"),
+    (
+        "[attach]\ninterfaces = [\"docker0\", \"docker0\"]\n",
+        "attach.interfaces[1]",
+    ),
+    ("[events]\nburst = 0\n", "events.burst"),
+    ("foo = 1\n", "unknown field `foo`"),
+    ("[smtp]\nrat = \"5/minute\"\n", "unknown field `rat`"),
+    ("dry_run = \"yes\"\n", "dry_run"),
+    ("[smtp\n", "config"),
+];
+
+const BAD_FLAGS: &[(&[&str], &str)] = &[
+    (&["--smtp-rate", "0/minute"], "--smtp-rate"),
+    (&["--smtp-rate", "5/lightyear"], "--smtp-rate"),
+    (&["--smtp-burst", "0"], "--smtp-burst"),
+    (&["--smtp-ports", "0"], "--smtp-ports[0]"),
+    (&["--smtp-ports", "70000"], "--smtp-ports[0]"),
+    (&["--smtp-ports", "25,x"], "--smtp-ports"),
+    (&["--block", "10.0.0.0/33"], "--block"),
+    (&["--block", "10.0.0.0/8:tcp/0"], "--block"),
+    (&["--scope", "x"], "--scope"),
+    (&["--iface", ""], "--iface[0]"),
+    (&["--attach-mode", "bogus"], "--attach-mode"),
+    (&["--rescan", "0"], "--rescan"),
+];
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    if !skip_unless_privileged("bad_input") {
+        return;
+    }
+    let topo = topology("badin");
+    let bpffs = BpffsMount::new();
+    let dir = tempdir("badin");
+    let config = dir.join("egress.toml");
+    std::fs::write(
+        &config,
+        "[[block]]\ncidr = \"169.254.169.254/32\"\n[smtp]\nburst = 4\n",
+    )
+    .unwrap();
+    let mut loader = start_loader(&topo, &bpffs, &["--config", config.to_str().unwrap()]);
+    let before = policy_snapshot(&wait_attached(&mut loader, "docker0", READY_TIMEOUT));
+    let pins = pin_dir(&bpffs);
+    let pins = pins.to_str().unwrap();
+
+    for (content, field) in BAD_FILES {
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, content).unwrap();
+        let check = loader_once(topo.host(), &["check-config", bad.to_str().unwrap()]);
+        assert_eq!(
+            check.status.code(),
+            Some(2),
+            "check-config {content:?}: {}",
+            stderr(&check)
+        );
+        assert!(
+            stderr(&check).contains(field),
+            "check-config {content:?} must name {field:?}: {}",
+            stderr(&check)
+        );
+        let run = loader_once(
+            topo.host(),
+            &["run", "--pin-dir", pins, "--config", bad.to_str().unwrap()],
+        );
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "run with {content:?}: {}",
+            stderr(&run)
+        );
+        assert!(
+            stderr(&run).contains(field),
+            "run with {content:?} must name {field:?}: {}",
+            stderr(&run)
+        );
+        // The running loader's own file turned bad: reload refuses, the loader stays.
+        std::fs::write(&config, content).unwrap();
+        let reload = loader_once(topo.host(), &["reload", "--pin-dir", pins]);
+        assert_eq!(
+            reload.status.code(),
+            Some(2),
+            "reload of {content:?}: {}",
+            stderr(&reload)
+        );
+        assert!(
+            loader.is_running(),
+            "a refused reload must leave the loader running"
+        );
+    }
+    for (flags, field) in BAD_FLAGS {
+        let mut args = vec!["run", "--pin-dir", pins];
+        args.extend_from_slice(flags);
+        let run = loader_once(topo.host(), &args);
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "run {flags:?}: {}",
+            stderr(&run)
+        );
+        assert!(
+            stderr(&run).contains(field),
+            "run {flags:?} must name {field:?}: {}",
+            stderr(&run)
+        );
+    }
+    // SIGHUP with the bad file in place: refused inside the loader too.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(loader.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        loader.log().contains("keeping the policy in force"),
+        "{}",
+        loader.log()
+    );
+    let after = policy_snapshot(&status(&loader));
+    assert_eq!(
+        before, after,
+        "the kernel state changed after refused input"
+    );
+    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn missing_privileges_and_bpffs_are_explained() {
+    if !skip_unless_privileged("privileges") {
+        return;
+    }
+    let ns = NetNs::new("nopriv").unwrap();
+    let bpffs = BpffsMount::new();
+    let pins = pin_dir(&bpffs);
+    let bin = loader_bin().unwrap();
+    let out = ns
+        .command("setpriv")
+        .args([
+            "--bounding-set",
+            "-bpf,-net_admin,-sys_admin,-perfmon",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["run", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "--cap-add"] {
+        assert!(err.contains(cap), "the message must name {cap}: {err}");
+    }
+    assert!(!pins.exists(), "nothing may be created without privileges");
+    // Privileged, but the pin dir is on an ordinary filesystem.
+    let plain = tempdir("nobpffs");
+    let out = loader_once(
+        &ns,
+        &["run", "--pin-dir", plain.join("egress").to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not on a bpf filesystem") && err.contains("mount -t bpf bpf"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(plain);
+}
+
+fn tc_filters(ns: &NetNs, iface: &str) -> String {
+    ns.exec_stdout(&["tc", "filter", "show", "dev", iface, "ingress"])
+        .unwrap_or_default()
+}
+
+#[test]
+fn netlink_attach_path_filters_adopts_and_detaches() {
+    if !skip_unless_privileged("netlink_path") {
+        return;
+    }
+    let topo = topology("nlpath");
+    let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let _ok = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
+    let bpffs = BpffsMount::new();
+    let mut first = start_loader(&topo, &bpffs, &["--attach-mode", "netlink"]);
+    let st = wait_attached(&mut first, "docker0", READY_TIMEOUT);
+    assert_eq!(
+        interface(&st, "docker0").unwrap()["attach_type"],
+        "netlink",
+        "{st}"
+    );
+    assert!(tc_filters(topo.host(), "docker0").contains("egress_filter"));
+    assert!(
+        !pin_dir(&bpffs).join("links/docker0").exists(),
+        "netlink attachments carry no pin"
+    );
+    let c0 = topo.container(0).ns();
+    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_ok(c0, addrs::SMTP_V4, 8080);
+
+    let (second, attempts, successes) = with_probe(c0, || {
+        first.kill().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let mut second = start_loader(&topo, &bpffs, &["--attach-mode", "netlink"]);
+        wait_attached(&mut second, "docker0", READY_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(500));
+        second
+    });
+    assert!(attempts >= 3, "the probe ran ({attempts} attempts)");
+    assert_eq!(successes, 0, "metadata was reachable during the restart");
+    assert!(
+        second.log().contains("adopted the existing attachment"),
+        "{}",
+        second.log()
+    );
+    let filters = tc_filters(topo.host(), "docker0");
+    // One line per filter; ours names egress_filter twice (filter and program).
+    let ours = filters
+        .lines()
+        .filter(|l| l.contains("handle") && l.contains("egress_filter"))
+        .count();
+    assert_eq!(ours, 1, "exactly one filter, replaced in place: {filters}");
+
+    let out = second.cli("detach", &[] as &[&str]).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!tc_filters(topo.host(), "docker0").contains("egress_filter"));
+    assert_http_ok(c0, addrs::IMDS_V4, 80);
+}
+
+#[test]
+fn restart_with_a_changed_config_never_opens_a_gap() {
+    if !skip_unless_privileged("restart_changed") {
+        return;
+    }
+    let topo = topology("rstcfg");
+    let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
+    let bpffs = BpffsMount::new();
+    let c0 = topo.container(0).ns();
+    let mut first = start_loader(&topo, &bpffs, &[]);
+    wait_attached(&mut first, "docker0", READY_TIMEOUT);
+    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_ok(c0, addrs::SMTP_V4, 8080);
+    let blocked_before = packets(&counters(&first), "metadata_blocked");
+
+    let dir = tempdir("rstcfg");
+    let config = dir.join("egress.toml");
+    std::fs::write(
+        &config,
+        "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"198.51.100.25/32\"\nprotocol = \"tcp\"\nports = [8080]\n",
+    )
+    .unwrap();
+    let ((second, st), attempts, successes) = with_probe(c0, || {
+        std::thread::sleep(Duration::from_millis(300));
+        first.kill().unwrap();
+        let second = start_loader(&topo, &bpffs, &["--config", config.to_str().unwrap()]);
+        // The killed loader's link stays attached (that is the point), so
+        // wait for the new loader to have taken it over, not just "attached".
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !second.log().contains("adopted the existing attachment") {
+            assert!(
+                Instant::now() < deadline,
+                "second loader never adopted: {}",
+                second.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = status(&second);
+        std::thread::sleep(Duration::from_millis(300));
+        (second, st)
+    });
+    assert!(attempts >= 3);
+    assert_eq!(
+        successes, 0,
+        "metadata was reachable while the policy changed"
+    );
+    let blocked: Vec<&str> = st["policy"]["blocked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        blocked,
+        ["169.254.169.254/32", "198.51.100.25/32:tcp/8080"],
+        "{st}"
+    );
+    assert_http_dropped(c0, addrs::SMTP_V4, 8080);
+    assert!(
+        packets(&counters(&second), "metadata_blocked") > blocked_before,
+        "counters continue across the restart"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reload_and_sighup_apply_a_new_file_without_detaching() {
+    if !skip_unless_privileged("reload") {
+        return;
+    }
+    let topo = topology("reload");
+    let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
+    let bpffs = BpffsMount::new();
+    let dir = tempdir("reload");
+    let config = dir.join("egress.toml");
+    std::fs::write(&config, "[[block]]\ncidr = \"169.254.169.254/32\"\n").unwrap();
+    let c0 = topo.container(0).ns();
+    let mut loader = start_loader(&topo, &bpffs, &["--config", config.to_str().unwrap()]);
+    let st = wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    let program = interface(&st, "docker0").unwrap()["program_id"].clone();
+    assert_http_ok(c0, addrs::SMTP_V4, 8080);
+
+    std::fs::write(
+        &config,
+        "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"198.51.100.25/32\"\n",
+    )
+    .unwrap();
+    let out = loader.cli("reload", &[] as &[&str]).unwrap();
+    assert!(out.status.success(), "reload: {}", stderr(&out));
+    assert_http_dropped(c0, addrs::SMTP_V4, 8080);
+    let st = status(&loader);
+    assert_eq!(
+        interface(&st, "docker0").unwrap()["program_id"],
+        program,
+        "reload must not re-attach"
+    );
+
+    // Plain SIGHUP does the same.
+    std::fs::write(&config, "[[block]]\ncidr = \"169.254.169.254/32\"\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(loader.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while traffic::http_get(c0, addrs::SMTP_V4, 8080, "/", Duration::from_millis(500)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply the file: {}",
+            loader.log()
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
