@@ -155,6 +155,8 @@ impl Ext {
 pub struct V6 {
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
+    /// Flow label (20 bits); tests use it to recognise their packets.
+    pub flow: u32,
     pub exts: Vec<Ext>,
     pub proto: u8,
 }
@@ -164,6 +166,7 @@ impl V6 {
         Self {
             src: "fd00:dead::2".parse().unwrap(),
             dst,
+            flow: 0,
             exts: Vec::new(),
             proto,
         }
@@ -177,7 +180,7 @@ impl V6 {
         }
         let first = self.exts.first().map(Ext::number).unwrap_or(self.proto);
         let mut h = vec![0u8; 40];
-        h[0] = 0x60;
+        h[0..4].copy_from_slice(&(0x6000_0000u32 | (self.flow & 0xf_ffff)).to_be_bytes());
         h[4..6].copy_from_slice(&((chain.len() + payload_len) as u16).to_be_bytes());
         h[6] = first;
         h[7] = 64;

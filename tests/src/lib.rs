@@ -32,6 +32,7 @@ pub mod netns;
 pub mod test_run;
 pub mod topology;
 pub mod traffic;
+pub mod wire;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
