@@ -1,10 +1,12 @@
 //! Reading the per-CPU counters from the pins (no daemon needed) and
 //! presenting them like `iptables -L -v`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
+use aya::maps::{Map, MapData, PerCpuHashMap};
 use egress_ebpf_common::{
-    counters::{Counter, CounterId},
+    counters::{Counter, CounterId, IfaceCounters},
+    maps::IFACE_COUNTERS,
     rules::{ANY_PORT, NO_RULE},
 };
 use serde::Serialize;
@@ -33,6 +35,26 @@ pub struct Snapshot {
     pub dry_run: bool,
     /// Drop events not delivered: ring buffer full (lost) or over the budget (suppressed).
     pub events: crate::events::EventStats,
+    /// The same counters per interface whose ingress saw the packets.
+    pub interfaces: Vec<InterfaceCounters>,
+}
+
+/// One interface's counters (`IFACE_COUNTERS`), in [`CounterId`] order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// Its name now, or `ifindex N` once the interface is gone (the kernel
+    /// keeps its counts).
+    pub interface: String,
+    pub ifindex: u32,
+    /// Whether an interface with this index exists now.
+    pub present: bool,
+    pub counters: Vec<NamedCounter>,
+}
+
+impl InterfaceCounters {
+    pub fn get(&self, id: CounterId) -> &NamedCounter {
+        &self.counters[id as usize]
+    }
 }
 
 impl Snapshot {
@@ -85,7 +107,105 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         rules,
         dry_run: config.dry_run != 0,
         events,
+        interfaces: read_interfaces(pins)?,
     })
+}
+
+fn iface_map(pins: &PinDir) -> Result<PerCpuHashMap<MapData, u32, IfaceCounters>, Error> {
+    let path = pins.map(IFACE_COUNTERS);
+    if !path.exists() {
+        return Err(Error::NotLoaded(pins.root().to_path_buf()));
+    }
+    let data = MapData::from_pin(&path).map_err(|e| Error::map("IFACE_COUNTERS", e))?;
+    Map::PerCpuHashMap(data)
+        .try_into()
+        .map_err(|e| Error::map("IFACE_COUNTERS", e))
+}
+
+fn sum_iface(values: &aya::maps::PerCpuValues<IfaceCounters>) -> IfaceCounters {
+    let mut total = IfaceCounters::default();
+    for v in values.iter() {
+        for (t, c) in total.by_verdict.iter_mut().zip(&v.by_verdict) {
+            t.add(c);
+        }
+    }
+    total
+}
+
+fn named(by_verdict: &IfaceCounters) -> Vec<NamedCounter> {
+    CounterId::ALL
+        .into_iter()
+        .map(|id| {
+            let c = by_verdict.by_verdict[id as usize];
+            NamedCounter {
+                name: id.name(),
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect()
+}
+
+/// Counters of every interface the classifier has seen a packet on
+/// (interfaces that are gone included), sorted by name; names are those of
+/// this network namespace.
+pub fn read_interfaces(pins: &PinDir) -> Result<Vec<InterfaceCounters>, Error> {
+    let map = iface_map(pins)?;
+    let names: BTreeMap<u32, String> = crate::attach::interfaces()
+        .into_iter()
+        .map(|(n, i)| (i, n))
+        .collect();
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (ifindex, values) = item.map_err(|e| Error::map("IFACE_COUNTERS", e))?;
+        let present = names.get(&ifindex);
+        out.push(InterfaceCounters {
+            interface: present
+                .cloned()
+                .unwrap_or_else(|| format!("ifindex {ifindex}")),
+            ifindex,
+            present: present.is_some(),
+            counters: named(&sum_iface(&values)),
+        });
+    }
+    out.sort_by(|a, b| (!a.present, &a.interface).cmp(&(!b.present, &b.interface)));
+    Ok(out)
+}
+
+/// One interface's counters; zeros if it has not seen a packet yet.
+pub fn read_interface(pins: &PinDir, ifindex: u32) -> Result<IfaceCounters, Error> {
+    let map = iface_map(pins)?;
+    match map.get(&ifindex, 0) {
+        Ok(v) => Ok(sum_iface(&v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(IfaceCounters::default()),
+        Err(e) => Err(Error::map("IFACE_COUNTERS", e)),
+    }
+}
+
+/// Packets and bytes per second of each verdict between two snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rates {
+    /// (packets/s, bytes/s), in [`CounterId`] order.
+    pub per_verdict: Vec<(f64, f64)>,
+}
+
+impl Rates {
+    /// A counter that went backwards (the pins were recreated) counts as 0.
+    pub fn between(before: &Snapshot, after: &Snapshot, elapsed: Duration) -> Self {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let per_verdict = before
+            .counters
+            .iter()
+            .zip(&after.counters)
+            .map(|(b, a)| {
+                (
+                    a.packets.saturating_sub(b.packets) as f64 / secs,
+                    a.bytes.saturating_sub(b.bytes) as f64 / secs,
+                )
+            })
+            .collect();
+        Self { per_verdict }
+    }
 }
 
 /// Rule id -> "cidr[:proto[/ports]]", reconstructed from the tries: a rule's
@@ -169,6 +289,27 @@ fn meaning(id: CounterId) -> &'static str {
 
 /// The table `counters` prints.
 pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
+    render(s, pins, None)
+}
+
+/// The table `counters --watch` redraws: [`render_table`] with packets and
+/// bytes per second of each verdict (`-` until there are two readings).
+pub fn render_watch(s: &Snapshot, pins: &PinDir, rates: Option<&Rates>) -> String {
+    render(s, pins, Some(rates))
+}
+
+fn human_rate(r: f64) -> String {
+    if r < 0.05 {
+        "0".into()
+    } else if r < 10.0 {
+        format!("{r:.1}")
+    } else {
+        human(r.round() as u64)
+    }
+}
+
+/// `rates`: `None` without the rate columns, `Some(None)` with them empty.
+fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     let mode = if s.dry_run {
@@ -177,9 +318,14 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
         "enforcing"
     };
     let _ = writeln!(t, "egress filter at {} ({mode})", pins.root().display());
+    let rate_header = if rates.is_some() {
+        format!("{:>8} {:>8}  ", "pkts/s", "bytes/s")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         t,
-        "{:>10} {:>8}  {:<17} {:<6} meaning",
+        "{:>10} {:>8}  {rate_header}{:<17} {:<6} meaning",
         "pkts", "bytes", "verdict", "action"
     );
     for id in CounterId::ALL {
@@ -189,9 +335,17 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
             (true, false) => "DROP",
             (true, true) => "COUNT",
         };
+        let rate = match rates {
+            None => String::new(),
+            Some(None) => format!("{:>8} {:>8}  ", "-", "-"),
+            Some(Some(r)) => {
+                let (p, b) = r.per_verdict[id as usize];
+                format!("{:>8} {:>8}  ", human_rate(p), human_rate(b))
+            }
+        };
         let _ = writeln!(
             t,
-            "{:>10} {:>8}  {:<17} {:<6} {}",
+            "{:>10} {:>8}  {rate}{:<17} {:<6} {}",
             human(c.packets),
             human(c.bytes),
             c.name,
@@ -204,6 +358,21 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
         "drop events: {} suppressed over the budget, {} lost (ring buffer full)",
         s.events.suppressed, s.events.lost
     );
+    if !s.interfaces.is_empty() {
+        let _ = writeln!(t, "\nper interface (packets):");
+        let _ = write!(t, "  {:<16}", "interface");
+        for id in CounterId::ALL {
+            let _ = write!(t, " {:>16}", id.name());
+        }
+        let _ = writeln!(t);
+        for i in &s.interfaces {
+            let _ = write!(t, "  {:<16}", i.interface);
+            for c in &i.counters {
+                let _ = write!(t, " {:>16}", human(c.packets));
+            }
+            let _ = writeln!(t);
+        }
+    }
     if !s.rules.is_empty() {
         let _ = writeln!(t, "\nblocked destinations, per rule:");
         let _ = writeln!(
@@ -227,12 +396,53 @@ pub fn render_table(s: &Snapshot, pins: &PinDir) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::*;
 
     #[test]
     fn human_sizes() {
         assert_eq!(human(999), "999");
         assert_eq!(human(1_500), "1.5K");
         assert_eq!(human(2_000_000), "2.0M");
+    }
+
+    fn snapshot(packets: u64) -> Snapshot {
+        Snapshot {
+            counters: CounterId::ALL
+                .into_iter()
+                .map(|id| NamedCounter {
+                    name: id.name(),
+                    packets,
+                    bytes: packets * 100,
+                })
+                .collect(),
+            rules: Vec::new(),
+            dry_run: false,
+            events: Default::default(),
+            interfaces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rates_per_second() {
+        let r = Rates::between(&snapshot(10), &snapshot(30), Duration::from_secs(2));
+        assert_eq!(r.per_verdict[0], (10.0, 1000.0));
+        // Recreated pins: counters went backwards, no negative rate.
+        let r = Rates::between(&snapshot(30), &snapshot(10), Duration::from_secs(2));
+        assert_eq!(r.per_verdict[0], (0.0, 0.0));
+        assert_eq!(human_rate(0.0), "0");
+        assert_eq!(human_rate(2.54), "2.5");
+        assert_eq!(human_rate(1234.0), "1.2K");
+    }
+
+    #[test]
+    fn watch_table_has_rate_columns() {
+        let pins = PinDir::new("/sys/fs/bpf/egress");
+        let s = snapshot(5);
+        let first = render_watch(&s, &pins, None);
+        assert!(first.contains("pkts/s"), "{first}");
+        let r = Rates::between(&snapshot(0), &s, Duration::from_secs(1));
+        let next = render_watch(&s, &pins, Some(&r));
+        assert!(next.contains("     5.0"), "{next}");
+        assert!(!render_table(&s, &pins).contains("pkts/s"));
     }
 }

@@ -7,7 +7,9 @@ pub mod config;
 pub mod counters;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod maps;
+pub mod metrics;
 pub mod netlink;
 pub mod object;
 pub mod pins;
@@ -15,5 +17,6 @@ pub mod policy;
 pub mod run;
 pub mod status;
 pub mod system;
+pub mod verify;
 
 pub use error::Error;

@@ -4,8 +4,10 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     path::PathBuf,
-    time::{Duration, Instant},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -37,8 +39,11 @@ pub struct RunOptions {
     pub rescan: Duration,
     /// Where `egress-loader events` clients connect; `None`: stdout only.
     pub events_socket: Option<PathBuf>,
-    /// Names the container behind a source address in drop events.
-    pub identity: std::sync::Arc<dyn crate::events::Identity>,
+    /// The Docker engine that names the container behind a source address
+    /// in drop events; `None`: addresses only.
+    pub docker: Option<crate::identity::DockerEndpoint>,
+    /// Where `/metrics` is served; `None`: no metrics server.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Everything `run` holds while it runs.
@@ -50,6 +55,8 @@ struct Filter {
     policy: Policy,
     /// Interfaces we attached to, with the ifindex we attached to.
     attached: HashMap<String, u32>,
+    /// The same, for the metrics server.
+    published: crate::metrics::Attached,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
@@ -57,6 +64,11 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     system::ensure_bpffs(opts.pins.root())?;
     std::fs::create_dir_all(opts.pins.root())?;
     let _lock = PinDirLock::acquire(opts.pins.root())?;
+    // Before anything in the kernel changes: a busy port refuses the start.
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let adopting = opts.pins.is_loaded();
     let mut ebpf = object::load(&opts.pins)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
@@ -87,15 +99,38 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         mode: opts.mode,
         policy: opts.policy.clone(),
         attached: HashMap::new(),
+        published: Default::default(),
     };
     filter.release_unwanted_pins();
     filter.reconcile();
     let mut reader = crate::events::EventReader::open(&opts.pins)?;
     let publisher = crate::events::Publisher::start(opts.events_socket.as_deref());
+    let docker = opts.docker.clone().map(|endpoint| {
+        let identity = crate::identity::DockerIdentity::new(endpoint);
+        identity.spawn();
+        identity
+    });
+    let identity: Arc<dyn crate::events::Identity> = match &docker {
+        Some(d) => d.clone(),
+        None => {
+            info!("no Docker engine to ask: drop events carry addresses only");
+            Arc::new(crate::events::AddressesOnly)
+        }
+    };
+    if let Some(listener) = metrics_listener {
+        let registry = crate::metrics::registry(Arc::new(crate::metrics::MetricsSource {
+            pins: opts.pins.clone(),
+            mode: opts.mode,
+            attached: filter.published.clone(),
+            docker: docker.clone(),
+            started: SystemTime::now(),
+        }));
+        tokio::spawn(crate::metrics::serve(listener, Arc::new(registry)));
+    }
     let mut decoder = crate::events::Decoder {
         interfaces: HashMap::new(),
         rules: crate::counters::rule_descriptions(&filter.maps)?,
-        identity: opts.identity.clone(),
+        identity,
     };
     if filter.attached.is_empty() {
         info!(
@@ -222,6 +257,9 @@ impl Filter {
             }
             info!("{name}: interface gone; forgot its link");
         }
+        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+        published.clear();
+        published.extend(self.attached.iter().map(|(n, i)| (n.clone(), *i)));
     }
 
     /// Pinned links of interfaces that no longer exist or no longer match.

@@ -7,6 +7,7 @@ mod events;
 mod reload;
 mod run;
 mod status;
+mod verify;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -31,6 +32,8 @@ use egress_loader::{Error, pins::DEFAULT_PIN_DIR};
         egress-loader run --dry-run --smtp-rate 10/minute\n  \
         egress-loader counters                     # like iptables -L -v\n  \
         egress-loader status --json\n  \
+        egress-loader verify                       # prove each attached bridge drops metadata traffic\n  \
+        egress-loader run --metrics-addr 127.0.0.1:9184   # Prometheus /metrics\n  \
         egress-loader reload                       # re-read the running loader's --config\n  \
         egress-loader detach                       # remove everything"
 )]
@@ -41,11 +44,12 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    Run(run::Args),
+    Run(Box<run::Args>),
     Reload(reload::Args),
     Events(events::Args),
     Counters(counters::Args),
     Status(status::Args),
+    Verify(verify::Args),
     Detach(detach::Args),
     CheckConfig(check_config::Args),
 }
@@ -66,11 +70,17 @@ pub fn main() -> ExitCode {
         .format_target(false)
         .init();
     let result = match cli.command {
-        Command::Run(a) => run::main(a),
+        Command::Run(a) => run::main(*a),
         Command::Reload(a) => reload::main(a),
         Command::Events(a) => events::main(a),
         Command::Counters(a) => counters::main(a),
         Command::Status(a) => status::main(a),
+        Command::Verify(a) => match verify::main(a) {
+            Ok(true) => Ok(()),
+            // The report says which bridge failed and why.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Detach(a) => detach::main(a),
         Command::CheckConfig(a) => check_config::main(a),
     };

@@ -1,0 +1,445 @@
+//! Container identity from the Docker Engine API: which container holds a
+//! source address, so a drop event can name it.
+//!
+//! A background task keeps an address -> container map current: the
+//! container list when it connects, then the engine's event stream
+//! (container start/die/destroy/rename, network connect/disconnect). The
+//! event path only takes a read lock on that map, never waits for the
+//! engine. With no engine reachable, lookups find nothing (events carry
+//! addresses only), which is said once in the log, and the task keeps
+//! trying with a backoff.
+//!
+//! A source address is what the container put in the packet: one with
+//! CAP_NET_RAW can use another container's address (README, threat model),
+//! so the name is the owner of that address, not proof of the sender.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bollard::{
+    API_DEFAULT_VERSION, Docker,
+    models::{ContainerStateStatusEnum, EndpointSettings, EventMessage, EventMessageTypeEnum},
+    query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder},
+};
+use futures::StreamExt;
+use log::{debug, info, warn};
+
+use crate::events::{Container, Identity};
+
+/// Where Docker listens unless `DOCKER_HOST` or `--docker-host` says otherwise.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Bound on one Engine API request (not on the event stream).
+const REQUEST_TIMEOUT_SECS: u64 = 10;
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Docker's short container id, as `docker ps` shows it.
+const SHORT_ID: usize = 12;
+
+/// A Docker engine's unix socket, and where its path came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerEndpoint {
+    pub socket: PathBuf,
+    /// `--docker-host`, `DOCKER_HOST` or `default`, for messages.
+    pub source: &'static str,
+}
+
+impl DockerEndpoint {
+    /// `unix:///path/docker.sock` (or a plain absolute path). Other schemes
+    /// (tcp://, ssh://) are refused: only the local engine's socket is used.
+    pub fn parse(url: &str, source: &'static str) -> Result<Self, String> {
+        let path = match url.split_once("://") {
+            Some(("unix", path)) => path,
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "{url:?}: only unix:// Docker hosts are supported (the engine's local socket), not {scheme}://"
+                ));
+            }
+            None => url,
+        };
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{url:?}: expected unix:///absolute/path/to/docker.sock"
+            ));
+        }
+        Ok(Self {
+            socket: PathBuf::from(path),
+            source,
+        })
+    }
+
+    /// The engine `run` uses: `--docker-host` (an error if invalid), else
+    /// `DOCKER_HOST` (ignored with a warning if it is not a unix socket),
+    /// else [`DEFAULT_DOCKER_SOCKET`].
+    pub fn resolve(flag: Option<&str>, env: Option<&str>) -> Result<Option<Self>, String> {
+        if let Some(url) = flag {
+            return Self::parse(url, "--docker-host")
+                .map(Some)
+                .map_err(|e| format!("--docker-host: {e}"));
+        }
+        match env.filter(|v| !v.is_empty()) {
+            Some(url) => match Self::parse(url, "DOCKER_HOST") {
+                Ok(e) => Ok(Some(e)),
+                Err(e) => {
+                    warn!("DOCKER_HOST: {e}; drop events will carry addresses only");
+                    Ok(None)
+                }
+            },
+            None => Ok(Some(Self {
+                socket: PathBuf::from(DEFAULT_DOCKER_SOCKET),
+                source: "default",
+            })),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+/// Containers by address, kept current from a Docker engine.
+#[derive(Debug)]
+pub struct DockerIdentity {
+    endpoint: DockerEndpoint,
+    by_address: RwLock<HashMap<IpAddr, Container>>,
+    connected: AtomicBool,
+}
+
+impl Identity for DockerIdentity {
+    fn lookup(&self, addr: IpAddr) -> Option<Container> {
+        let map = self.by_address.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&addr).cloned()
+    }
+}
+
+impl DockerIdentity {
+    pub fn new(endpoint: DockerEndpoint) -> Arc<Self> {
+        Arc::new(Self {
+            endpoint,
+            by_address: RwLock::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    pub fn endpoint(&self) -> &DockerEndpoint {
+        &self.endpoint
+    }
+
+    /// Whether the engine answered and its event stream is being followed.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Addresses currently mapped to a container.
+    pub fn known_addresses(&self) -> usize {
+        self.by_address
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Follows the engine for as long as the runtime runs (call from
+    /// inside a tokio runtime).
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().watch())
+    }
+
+    async fn watch(self: Arc<Self>) {
+        let mut backoff = MIN_BACKOFF;
+        let mut said_unreachable = false;
+        loop {
+            let (was_connected, error) = self.session().await;
+            self.connected.store(false, Ordering::Relaxed);
+            if was_connected {
+                // Addresses stay mapped while we reconnect; the next session
+                // replaces the map with the engine's list.
+                warn!(
+                    "Docker engine at {}: {error}; reconnecting (events keep the last known containers meanwhile)",
+                    self.endpoint.url()
+                );
+                backoff = MIN_BACKOFF;
+                said_unreachable = true;
+            } else if !said_unreachable {
+                warn!(
+                    "no Docker engine at {} ({}): {error}; drop events carry addresses only until one answers (retrying in the background)",
+                    self.endpoint.url(),
+                    self.endpoint.source
+                );
+                said_unreachable = true;
+            } else {
+                debug!("Docker engine at {}: {error}", self.endpoint.url());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One connection: list, then follow events until something fails.
+    /// Returns whether the engine had answered, and what ended it.
+    async fn session(&self) -> (bool, String) {
+        let docker = match self.connect().await {
+            Ok(d) => d,
+            Err(e) => return (false, e),
+        };
+        // Events since just before the list are replayed, so nothing that
+        // happens between the list and the subscription is missed; applying
+        // one twice is harmless (each re-reads the container).
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(1))
+            .unwrap_or(0)
+            .to_string();
+        let list = match docker
+            .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => return (false, format!("listing containers: {e}")),
+        };
+        let mut map = HashMap::new();
+        for c in &list {
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default();
+            let id = c.id.as_deref().unwrap_or_default();
+            let image = c.image.clone().unwrap_or_default();
+            if let Some(networks) = c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+            {
+                insert_endpoints(&mut map, &name, id, &image, networks);
+            }
+        }
+        let (containers, addresses) = (list.len(), map.len());
+        *self.by_address.write().unwrap_or_else(|e| e.into_inner()) = map;
+        self.connected.store(true, Ordering::Relaxed);
+        info!(
+            "Docker engine at {}: drop events name the container ({containers} running, {addresses} addresses)",
+            self.endpoint.url()
+        );
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([
+            ("type", vec!["container", "network"]),
+            (
+                "event",
+                vec!["start", "die", "destroy", "rename", "connect", "disconnect"],
+            ),
+        ]);
+        let mut events = docker.events(Some(
+            EventsOptionsBuilder::new()
+                .since(&since)
+                .filters(&filters)
+                .build(),
+        ));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => self.apply(&docker, &e).await,
+                Err(e) => return (true, format!("event stream: {e}")),
+            }
+        }
+        (true, "the engine closed the event stream".into())
+    }
+
+    async fn connect(&self) -> Result<Docker, String> {
+        if !self.endpoint.socket.exists() {
+            return Err(format!("{} does not exist", self.endpoint.socket.display()));
+        }
+        let path = self.endpoint.socket.to_string_lossy();
+        let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())?;
+        // Older engines refuse a newer API version than theirs.
+        docker.negotiate_version().await.map_err(|e| e.to_string())
+    }
+
+    async fn apply(&self, docker: &Docker, e: &EventMessage) {
+        let Some(actor) = &e.actor else { return };
+        let action = e.action.as_deref().unwrap_or_default();
+        // Container events name the container; network events name the
+        // network and carry the container in their attributes.
+        let container = match e.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => actor.id.clone(),
+            Some(EventMessageTypeEnum::NETWORK) => actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("container").cloned()),
+            _ => None,
+        };
+        let Some(id) = container else { return };
+        debug!("Docker event: {action} {}", short(&id));
+        match action {
+            "die" | "destroy" => self.forget(&id),
+            _ => self.refresh(docker, &id).await,
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let id = short(id);
+        self.by_address
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, c| c.id != id);
+    }
+
+    /// Re-reads one container: its addresses replace what was known of it.
+    async fn refresh(&self, docker: &Docker, id: &str) {
+        let inspect = match docker.inspect_container(id, None).await {
+            Ok(i) => i,
+            Err(e) => {
+                debug!("inspecting container {}: {e}", short(id));
+                self.forget(id);
+                return;
+            }
+        };
+        let mut fresh = HashMap::new();
+        // A container holds its addresses from its network connect (which
+        // comes just before its start event) until it stops.
+        let stopped = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.status)
+            .is_some_and(|s| {
+                matches!(
+                    s,
+                    ContainerStateStatusEnum::EXITED
+                        | ContainerStateStatusEnum::DEAD
+                        | ContainerStateStatusEnum::REMOVING
+                )
+            });
+        if !stopped {
+            let name = inspect
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('/');
+            let image = inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            if let Some(networks) = inspect
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+            {
+                insert_endpoints(&mut fresh, name, id, &image, networks);
+            }
+        }
+        let sid = short(id);
+        let mut map = self.by_address.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, c| c.id != sid);
+        map.extend(fresh);
+    }
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(SHORT_ID).collect()
+}
+
+/// One entry per address of each network the container is on.
+fn insert_endpoints(
+    map: &mut HashMap<IpAddr, Container>,
+    name: &str,
+    id: &str,
+    image: &str,
+    networks: &HashMap<String, EndpointSettings>,
+) {
+    for (network, ep) in networks {
+        for addr in [&ep.ip_address, &ep.global_ipv6_address]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+        {
+            map.insert(
+                addr,
+                Container {
+                    name: name.to_owned(),
+                    id: short(id),
+                    image: image.to_owned(),
+                    network: network.clone(),
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = DockerEndpoint::parse("unix:///run/d.sock", "DOCKER_HOST").unwrap();
+        assert_eq!(e.socket, PathBuf::from("/run/d.sock"));
+        assert_eq!(e.url(), "unix:///run/d.sock");
+        assert_eq!(
+            DockerEndpoint::parse("/run/d.sock", "--docker-host")
+                .unwrap()
+                .socket,
+            PathBuf::from("/run/d.sock")
+        );
+        assert!(DockerEndpoint::parse("tcp://127.0.0.1:2375", "x").is_err());
+        assert!(DockerEndpoint::parse("unix://relative.sock", "x").is_err());
+    }
+
+    #[test]
+    fn resolution_order() {
+        let flag = DockerEndpoint::resolve(Some("unix:///a.sock"), Some("unix:///b.sock"));
+        assert_eq!(flag.unwrap().unwrap().socket, PathBuf::from("/a.sock"));
+        let env = DockerEndpoint::resolve(None, Some("unix:///b.sock"));
+        assert_eq!(env.unwrap().unwrap().source, "DOCKER_HOST");
+        // A remote DOCKER_HOST does not stop the filter: addresses only.
+        assert_eq!(
+            DockerEndpoint::resolve(None, Some("tcp://h:2375")).unwrap(),
+            None
+        );
+        // A bad flag is refused.
+        assert!(DockerEndpoint::resolve(Some("tcp://h:2375"), None).is_err());
+        let default = DockerEndpoint::resolve(None, Some("")).unwrap().unwrap();
+        assert_eq!(default.socket, PathBuf::from(DEFAULT_DOCKER_SOCKET));
+    }
+
+    #[test]
+    fn endpoints_map_every_address() {
+        let mut networks = HashMap::new();
+        networks.insert(
+            "bridge".to_owned(),
+            EndpointSettings {
+                ip_address: Some("172.17.0.2".into()),
+                global_ipv6_address: Some("fd00:dead::2".into()),
+                ..Default::default()
+            },
+        );
+        networks.insert(
+            "host".to_owned(),
+            EndpointSettings {
+                ip_address: Some(String::new()),
+                ..Default::default()
+            },
+        );
+        let mut map = HashMap::new();
+        insert_endpoints(
+            &mut map,
+            "web",
+            "0123456789abcdef0123",
+            "busybox:latest",
+            &networks,
+        );
+        assert_eq!(map.len(), 2);
+        let c = &map[&"172.17.0.2".parse::<IpAddr>().unwrap()];
+        assert_eq!(c.id, "0123456789ab");
+        assert_eq!(c.network, "bridge");
+        assert_eq!(c.name, "web");
+        assert!(map.contains_key(&"fd00:dead::2".parse::<IpAddr>().unwrap()));
+    }
+}

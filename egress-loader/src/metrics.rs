@@ -1,0 +1,417 @@
+//! Prometheus metrics: `run --metrics-addr ADDR` serves `/metrics` (the
+//! OpenMetrics text format) read from the pinned maps on every scrape, so
+//! the numbers are always the kernel's, the same ones `counters` prints.
+//!
+//! ```text
+//! egress_packets_total{verdict,interface}    per bridge (IFACE_COUNTERS); a gone
+//! egress_bytes_total{verdict,interface}      interface keeps its counts as "ifindex N"
+//! egress_host_packets_total{verdict}         every interface together (COUNTERS):
+//! egress_host_bytes_total{verdict}           what `counters --json` prints
+//! egress_rule_packets_total{rule}            drops per blocked destination
+//! egress_rule_bytes_total{rule}
+//! egress_events_lost_total                   drop events lost (ring buffer full)
+//! egress_events_suppressed_total             ... and over the in-kernel budget
+//! egress_attached_interfaces                 interfaces the filter runs on
+//! egress_interface_attached{interface}       1 per interface `run` attached (0: link gone)
+//! egress_dry_run                             1 in dry-run (nothing dropped)
+//! egress_loader_healthy                      1 while every pinned map reads back
+//! egress_loader_start_time_seconds
+//! egress_loader_build_info{version}
+//! egress_docker_engine_connected             with container identity (not --no-docker)
+//! egress_docker_known_addresses
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, info, warn};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    attach::{self, AttachMode},
+    error::Error,
+    identity::DockerIdentity,
+    pins::PinDir,
+};
+
+/// `Content-Type` of the OpenMetrics text format (Prometheus 2.5+ asks for it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Interfaces `run` has attached to (name -> ifindex), shared with the scrapes.
+pub type Attached = Arc<RwLock<BTreeMap<String, u32>>>;
+
+/// What a scrape reads besides the pins.
+#[derive(Debug)]
+pub struct MetricsSource {
+    pub pins: PinDir,
+    pub mode: AttachMode,
+    pub attached: Attached,
+    pub docker: Option<Arc<DockerIdentity>>,
+    pub started: SystemTime,
+}
+
+#[derive(Debug)]
+struct FilterCollector(Arc<MetricsSource>);
+
+impl MetricsSource {
+    /// (interface, attached now) for every interface `run` attached to.
+    fn attached_now(&self) -> Vec<(String, bool)> {
+        let names: Vec<String> = self
+            .attached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .map(|name| {
+                // A TCX link is checked in the kernel; a legacy filter leaves
+                // no pin to check, so the loader's word stands.
+                let live = match self.mode.resolve() {
+                    AttachMode::Netlink => true,
+                    _ => attach::live_pinned_link(&self.pins, &name).is_some(),
+                };
+                (name, live)
+            })
+            .collect()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, String)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<N: EncodeGaugeValue + Copy>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Vec<(&str, String)>, N)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn single<T>(value: T) -> [(Vec<(&'static str, String)>, T); 1] {
+    [(Vec::new(), value)]
+}
+
+impl Collector for FilterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let src = &self.0;
+        // Every scrape reads the kernel's maps afresh; a failure leaves the
+        // loader unhealthy and the counter families out.
+        let reading = crate::counters::read(&src.pins);
+        if let Err(e) = &reading {
+            debug!("metrics: reading the pinned maps: {e}");
+        }
+        let e = &mut encoder;
+        gauge(
+            e,
+            "egress_loader_healthy",
+            "1 while the loader runs and every pinned map reads back, 0 when they cannot be read",
+            &single(i64::from(reading.is_ok())),
+        )?;
+        let started = src
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        gauge(
+            e,
+            "egress_loader_start_time_seconds",
+            "When this loader started, in seconds since the Unix epoch",
+            &single(started),
+        )?;
+        gauge(
+            e,
+            "egress_loader_build_info",
+            "The loader's version, as a label",
+            &[(
+                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                1i64,
+            )],
+        )?;
+        let attached = src.attached_now();
+        gauge(
+            e,
+            "egress_attached_interfaces",
+            "Interfaces whose ingress runs the filter",
+            &single(attached.iter().filter(|(_, live)| *live).count() as i64),
+        )?;
+        let per_iface: Vec<_> = attached
+            .iter()
+            .map(|(n, live)| (vec![("interface", n.clone())], i64::from(*live)))
+            .collect();
+        gauge(
+            e,
+            "egress_interface_attached",
+            "1 for each interface the loader attached to while the filter runs there, 0 once its link is gone",
+            &per_iface,
+        )?;
+        if let Some(docker) = &src.docker {
+            gauge(
+                e,
+                "egress_docker_engine_connected",
+                "1 while the Docker engine is followed (drop events name containers), 0 otherwise",
+                &single(i64::from(docker.is_connected())),
+            )?;
+            gauge(
+                e,
+                "egress_docker_known_addresses",
+                "Container addresses known from the Docker engine",
+                &single(docker.known_addresses() as i64),
+            )?;
+        }
+        let Ok(s) = reading else {
+            return Ok(());
+        };
+        gauge(
+            e,
+            "egress_dry_run",
+            "1 in dry-run (every match counted, nothing dropped), 0 when enforcing",
+            &single(i64::from(s.dry_run)),
+        )?;
+        let host = |f: fn(&crate::counters::NamedCounter) -> u64| -> Vec<_> {
+            s.counters
+                .iter()
+                .map(|c| (vec![("verdict", c.name.to_owned())], f(c)))
+                .collect()
+        };
+        counter(
+            e,
+            "egress_host_packets",
+            "Packets per verdict on every filtered interface together (egress-loader counters)",
+            &host(|c| c.packets),
+        )?;
+        counter(
+            e,
+            "egress_host_bytes",
+            "Bytes per verdict on every filtered interface together (egress-loader counters)",
+            &host(|c| c.bytes),
+        )?;
+        let iface = |f: fn(&crate::counters::NamedCounter) -> u64| -> Vec<_> {
+            s.interfaces
+                .iter()
+                .flat_map(|i| {
+                    i.counters.iter().map(|c| {
+                        (
+                            vec![
+                                ("verdict", c.name.to_owned()),
+                                ("interface", i.interface.clone()),
+                            ],
+                            f(c),
+                        )
+                    })
+                })
+                .collect()
+        };
+        counter(
+            e,
+            "egress_packets",
+            "Packets per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
+            &iface(|c| c.packets),
+        )?;
+        counter(
+            e,
+            "egress_bytes",
+            "Bytes per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
+            &iface(|c| c.bytes),
+        )?;
+        let rules = |f: fn(&crate::counters::RuleCounter) -> u64| -> Vec<_> {
+            s.rules
+                .iter()
+                .map(|r| (vec![("rule", r.destination.clone())], f(r)))
+                .collect()
+        };
+        counter(
+            e,
+            "egress_rule_packets",
+            "Packets that matched each blocked destination",
+            &rules(|r| r.packets),
+        )?;
+        counter(
+            e,
+            "egress_rule_bytes",
+            "Bytes that matched each blocked destination",
+            &rules(|r| r.bytes),
+        )?;
+        counter(
+            e,
+            "egress_events_lost",
+            "Drop events lost because the ring buffer was full",
+            &single(s.events.lost),
+        )?;
+        counter(
+            e,
+            "egress_events_suppressed",
+            "Drop events not reported because they exceeded the in-kernel event budget",
+            &single(s.events.suppressed),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry every scrape encodes.
+pub fn registry(source: Arc<MetricsSource>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(FilterCollector(source)));
+    registry
+}
+
+/// One scrape's text.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+/// Binds before anything in the kernel changes, so a busy port is reported
+/// up front.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("--metrics-addr {addr}: cannot listen: {e}"),
+        ))
+    })
+}
+
+/// Serves `/metrics` (and `/healthz`) until the runtime stops.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    match listener.local_addr() {
+        Ok(a) => info!("metrics: http://{a}/metrics"),
+        Err(e) => warn!("metrics listener: {e}"),
+    }
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("metrics: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let registry = registry.clone();
+                async move { Ok::<_, Infallible>(respond(req, registry).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+async fn respond<B>(req: Request<B>, registry: Arc<Registry>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            // Map reads are syscalls: keep them off the event loop.
+            match tokio::task::spawn_blocking(move || render(&registry)).await {
+                Ok(body) => text(StatusCode::OK, CONTENT_TYPE, body),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PLAIN,
+                    format!("scrape failed: {e}\n"),
+                ),
+            }
+        }
+        "/healthz" => {
+            let body = tokio::task::spawn_blocking(move || render(&registry))
+                .await
+                .unwrap_or_default();
+            if body.contains("\negress_loader_healthy 1\n") {
+                text(StatusCode::OK, PLAIN, "ok\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "the pinned maps cannot be read\n".into(),
+                )
+            }
+        }
+        "/" => text(
+            StatusCode::OK,
+            PLAIN,
+            "egress-loader: /metrics (Prometheus, OpenMetrics text), /healthz\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found: try /metrics\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_pins_report_unhealthy() {
+        let source = Arc::new(MetricsSource {
+            pins: PinDir::new("/nonexistent/egress"),
+            mode: AttachMode::Tcx,
+            attached: Attached::default(),
+            docker: None,
+            started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        });
+        let text = render(&registry(source));
+        assert!(text.contains("\negress_loader_healthy 0\n"), "{text}");
+        assert!(
+            text.contains("egress_loader_start_time_seconds 1700000000"),
+            "{text}"
+        );
+        assert!(text.contains("egress_attached_interfaces 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // No counter families without a reading.
+        assert!(!text.contains("egress_host_packets_total"), "{text}");
+    }
+}
