@@ -5,6 +5,7 @@
 
 mod build;
 mod demo;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -28,7 +29,8 @@ use clap::{Parser, Subcommand};
         cargo xtask run -- counters       # run `egress-loader counters`\n  \
         cargo xtask test                  # the whole test suite (needs root)\n  \
         cargo xtask test -- -p egress-tests -- --nocapture\n  \
-        cargo xtask demo                  # the narrated end-to-end demo"
+        cargo xtask demo                  # the narrated end-to-end demo\n  \
+        cargo xtask image                 # the container image (FROM scratch) into DOCKER_HOST's engine"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +44,7 @@ enum Command {
     Run(run::Options),
     Test(test::Options),
     Demo(demo::Options),
+    Image(image::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(opts) => run::main(&opts),
         Command::Test(opts) => test::main(&opts),
         Command::Demo(opts) => demo::main(&opts),
+        Command::Image(opts) => image::main(&opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

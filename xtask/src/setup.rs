@@ -25,7 +25,25 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
+    ("iptables", "iptables"),
 ];
+
+/// The Docker engine that the end-to-end test (tests/tests/docker_e2e.rs)
+/// starts inside a network namespace, with the Debian package providing each
+/// program. Checked by program, not by package, so an existing Docker CE
+/// install is used as it is instead of being replaced.
+const DOCKER_TOOLS: &[(&str, &str)] = &[
+    ("dockerd", "docker.io"),
+    ("containerd", "docker.io"),
+    ("containerd-shim-runc-v2", "docker.io"),
+    ("runc", "docker.io"),
+    ("docker", "docker.io"),
+    ("busybox", "busybox-static"),
+];
+
+/// Debian's hook that `invoke-rc.d` (and `deb-systemd-invoke`) asks before
+/// starting a service from a package's postinst; exit status 101 = "don't".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Install the eBPF toolchain: nightly with rust-src, LLVM 22 and bpf-linker.
 ///
@@ -37,9 +55,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cargo xtask setup              # toolchain only\n  \
-    cargo xtask setup --test-deps  # also ip, ping, bpftool, nsenter")]
+    cargo xtask setup --test-deps  # also the test tools and Docker's engine")]
 pub struct Options {
-    /// Also install the tools the tests need (ip, ping, bpftool, nsenter).
+    /// Also install the tools the tests need: ip, ping, bpftool, nsenter,
+    /// iptables, and for the end-to-end test Docker's engine (Debian's
+    /// docker.io, installed without starting it; the test runs its own
+    /// daemon in a network namespace) and busybox-static.
     #[arg(long)]
     test_deps: bool,
 }
@@ -49,6 +70,7 @@ pub fn main(opts: &Options) -> Result<()> {
     setup.toolchain()?;
     if opts.test_deps {
         setup.test_tools()?;
+        setup.docker_engine()?;
     }
     setup.summary();
     Ok(())
@@ -209,6 +231,40 @@ impl Setup {
         Ok(())
     }
 
+    /// Docker's engine and a static busybox for the end-to-end test. Debian's
+    /// docker.io would start dockerd (and listen on /var/run/docker.sock)
+    /// from its postinst; a policy-rc.d that says no is in place while it is
+    /// installed, and removed afterwards if this created it.
+    fn docker_engine(&mut self) -> Result<()> {
+        println!("== setup: Docker engine for the end-to-end test (installed, never started)");
+        let mut missing = BTreeSet::new();
+        for &(tool, package) in DOCKER_TOOLS {
+            match util::find_program(tool) {
+                Some(path) => println!("   ok: {tool} ({})", path.display()),
+                None => {
+                    println!("   missing: {tool} (Debian package {package})");
+                    missing.insert(package);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let _policy = NoServiceStarts::install()?;
+            self.ensure_apt(&missing.into_iter().collect::<Vec<_>>())?;
+        }
+        let still_missing: Vec<&str> = DOCKER_TOOLS
+            .iter()
+            .filter(|(tool, _)| util::find_program(tool).is_none())
+            .map(|&(tool, _)| tool)
+            .collect();
+        if !still_missing.is_empty() {
+            bail!(
+                "still not found after installing their packages: {}",
+                still_missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// Makes sure the Debian `packages` are installed; runs `apt-get update`
     /// (once per xtask run) and `apt-get install` for the missing ones.
     fn ensure_apt(&mut self, packages: &[&str]) -> Result<()> {
@@ -259,6 +315,52 @@ impl Setup {
         )?;
         self.installed.extend(missing.iter().map(|&p| p.to_owned()));
         Ok(())
+    }
+}
+
+/// A `policy-rc.d` that forbids starting services, present while it lives.
+/// An existing file (a container image usually ships one) is left alone.
+struct NoServiceStarts {
+    created: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> Result<Self> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let path = std::path::Path::new(POLICY_RC_D);
+        if path.exists() {
+            println!("   ok: {POLICY_RC_D} exists, leaving it as it is");
+            return Ok(Self { created: false });
+        }
+        if !util::is_root()? {
+            // ensure_apt explains what to run instead.
+            return Ok(Self { created: false });
+        }
+        println!("   writing {POLICY_RC_D} (exit 101) so that apt starts no service");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(path)
+            .with_context(|| format!("creating {POLICY_RC_D}"))?;
+        std::io::Write::write_all(
+            &mut file,
+            b"#!/bin/sh\n# cargo xtask setup: no service starts during apt-get install\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.created {
+            println!("   removing {POLICY_RC_D}");
+            if let Err(err) = std::fs::remove_file(POLICY_RC_D) {
+                eprintln!("warning: removing {POLICY_RC_D}: {err}");
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::{setup, util};
+use crate::{image, setup, util};
 
 /// The eBPF crate only builds for bpfel-unknown-none (nightly, no_std); the
 /// loader's build script builds it, so the host test run leaves it out.
@@ -14,13 +14,15 @@ const EBPF_PACKAGE: &str = "egress-ebpf";
 
 /// Run the test suite (needs root).
 ///
-/// Runs `setup --test-deps`, builds egress-loader (debug), then
+/// Runs `setup --test-deps` (which includes Docker's engine for the
+/// end-to-end test, installed but never started), builds egress-loader
+/// (debug, statically linked), then
 /// `cargo test --workspace --exclude egress-ebpf` with EGRESS_LOADER_BIN set
-/// to the absolute path of target/debug/egress-loader. Arguments after `--`
-/// are passed to `cargo test`; if they select packages (-p/--package), the
-/// `--workspace --exclude egress-ebpf` pair is left out. The tests build
-/// network namespaces and load eBPF programs, so they need root: with CI=true
-/// and not root this fails at once.
+/// to the absolute path of target/<arch>-unknown-linux-gnu/debug/egress-loader.
+/// Arguments after `--` are passed to `cargo test`; if they select packages
+/// (-p/--package), the `--workspace --exclude egress-ebpf` pair is left out.
+/// The tests build network namespaces and load eBPF programs, so they need
+/// root: with CI=true and not root this fails at once.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cargo xtask test                                   # everything\n  \
@@ -72,7 +74,9 @@ pub fn check_root() -> Result<()> {
 pub fn main(opts: &Options) -> Result<()> {
     check_root()?;
     setup::ensure(true)?;
-    let loader = util::build_loader(false)?;
+    // Statically linked, so that the Docker end-to-end test can put this
+    // very binary into its FROM-scratch image (tests/tests/docker_e2e.rs).
+    let loader = image::build_static_loader(false)?;
 
     let mut cmd = util::cargo();
     cmd.env("EGRESS_LOADER_BIN", &loader).arg("test");
