@@ -50,6 +50,9 @@ pub enum Error {
          run `egress-loader detach --pin-dir {dir}` first (this drops the counters)"
     )]
     IncompatiblePins { dir: PathBuf, detail: String },
+    /// `status --check` found the filter unhealthy.
+    #[error("check failed: {0}")]
+    Unhealthy(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }

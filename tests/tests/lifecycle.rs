@@ -457,3 +457,30 @@ fn reload_and_sighup_apply_a_new_file_without_detaching() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn status_check_reports_health_for_liveness_probes() {
+    if !skip_unless_privileged("status_check") {
+        return;
+    }
+    let topo = topology("stchk");
+    let bpffs = BpffsMount::new();
+    let mut loader = start_loader(&topo, &bpffs, &[]);
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    let ok = loader.cli("status", &["--check"]).unwrap();
+    assert!(ok.status.success(), "healthy: {}", stderr(&ok));
+    loader.kill().unwrap();
+    let pins = pin_dir(&bpffs);
+    let dead = loader_once(
+        topo.host(),
+        &["status", "--check", "--pin-dir", pins.to_str().unwrap()],
+    );
+    assert_eq!(dead.status.code(), Some(1), "{}", stderr(&dead));
+    assert!(
+        stderr(&dead).contains("no loader is running"),
+        "{}",
+        stderr(&dead)
+    );
+    // Protection itself stays: the check is about the loader, not the filter.
+    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+}

@@ -1,16 +1,23 @@
-use egress_loader::{pins::PinDir, status};
+use egress_loader::{Error, pins::PinDir, status};
 
 use super::{PinDirArg, Result};
 
 /// Show what is enforced: interfaces attached, program ids, the policy in the maps.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  egress-loader status\n  egress-loader status --json")]
+#[command(
+    after_help = "Examples:\n  egress-loader status\n  egress-loader status --json\n  egress-loader status --check   # liveness probe"
+)]
 pub struct Args {
     #[command(flatten)]
     pin_dir: PinDirArg,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Exit 1 unless a loader is running on this pin dir and every link it
+    /// pinned is attached (for liveness probes). A host with no matching
+    /// interface yet is healthy.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn main(a: Args) -> Result {
@@ -19,6 +26,25 @@ pub fn main(a: Args) -> Result {
         println!("{}", serde_json::to_string(&s).expect("serializable"));
     } else {
         print!("{}", status::render(&s));
+    }
+    if a.check {
+        let stale: Vec<&str> = s
+            .interfaces
+            .iter()
+            .filter(|i| !i.attached)
+            .map(|i| i.name.as_str())
+            .collect();
+        if !s.loader_running {
+            return Err(Error::Unhealthy(
+                "no loader is running on this pin dir".into(),
+            ));
+        }
+        if !stale.is_empty() {
+            return Err(Error::Unhealthy(format!(
+                "not attached: {}",
+                stale.join(", ")
+            )));
+        }
     }
     Ok(())
 }
