@@ -69,3 +69,20 @@ pub struct IfaceCounters {
     pub by_verdict: [Counter; CounterId::COUNT as usize],
 }
 crate::assert_size!(IfaceCounters, 80);
+
+/// Slots of the direct-mapped per-interface counters (`IFACE_SLOTS`): an
+/// interface counts into slot `ifindex % IFACE_SLOT_COUNT` when the slot is
+/// free or already its own, and into `IFACE_COUNTERS` (a hash map, slower)
+/// when another interface holds it. An array lookup on every packet instead
+/// of a hash lookup.
+pub const IFACE_SLOT_COUNT: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceSlot {
+    /// The interface that owns this slot (on this CPU); 0: free.
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub counters: IfaceCounters,
+}
+crate::assert_size!(IfaceSlot, 88);

@@ -30,4 +30,5 @@ mod pod {
     unsafe impl aya::Pod for crate::rules::PortMatch {}
     unsafe impl aya::Pod for crate::events::DropEvent {}
     unsafe impl aya::Pod for crate::counters::IfaceCounters {}
+    unsafe impl aya::Pod for crate::counters::IfaceSlot {}
 }

@@ -27,11 +27,15 @@ pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
 pub const EVENT_STATS: &str = "EVENT_STATS";
 /// `PerCpuHashMap<u32, counters::IfaceCounters>`: counters per ingress ifindex.
 pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
+/// `PerCpuArray<counters::IfaceSlot>`: direct-mapped per-interface counters,
+/// `IFACE_COUNTERS` taking the interfaces whose slot is held by another.
+pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
 /// Capacity of `IFACE_COUNTERS`; interfaces beyond it are counted only globally.
 pub const IFACE_CAPACITY: u32 = 4096;
 
 /// Every map the classifier pins, for the loader's checks and for `detach`.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
+    IFACE_SLOTS,
     EVENTS,
     EVENT_BUCKET,
     EVENT_STATS,

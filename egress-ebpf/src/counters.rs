@@ -1,11 +1,11 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_ebpf_common::{
-    counters::{Counter, CounterId, IfaceCounters},
+    counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters},
     maps::MAX_RULES,
     rules::NO_RULE,
 };
 
-use crate::maps::{COUNTERS, IFACE_COUNTERS, RULE_COUNTERS};
+use crate::maps::{COUNTERS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS};
 
 #[inline(always)]
 fn add(c: *mut Counter, bytes: u32) {
@@ -32,6 +32,17 @@ pub fn count(id: CounterId, rule: u16, ifindex: u32, bytes: u32) {
 
 #[inline(always)]
 fn count_iface(id: CounterId, ifindex: u32, bytes: u32) {
+    if let Some(slot) = IFACE_SLOTS.get_ptr_mut(ifindex % IFACE_SLOT_COUNT) {
+        // Per-CPU: this CPU alone reads and claims its copy of the slot.
+        let owner = unsafe { (*slot).ifindex };
+        if owner == ifindex || owner == 0 {
+            unsafe { (*slot).ifindex = ifindex };
+            if let Some(c) = unsafe { (*slot).counters.by_verdict.get_mut(id as usize) } {
+                add(c, bytes);
+            }
+            return;
+        }
+    }
     if let Some(all) = IFACE_COUNTERS.get_ptr_mut(ifindex) {
         if let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) } {
             add(c, bytes);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use egress_ebpf_common::{
     config::PolicyConfig,
-    counters::{Counter, CounterId, IfaceCounters},
+    counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters, IfaceSlot},
     events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
     maps::{
         BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES, SMTP_GLOBAL_SLOTS,
@@ -52,3 +52,6 @@ pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVENT_STATS_LEN, 
 #[map]
 pub static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
     PerCpuHashMap::pinned(IFACE_CAPACITY, 0);
+
+#[map]
+pub static IFACE_SLOTS: PerCpuArray<IfaceSlot> = PerCpuArray::pinned(IFACE_SLOT_COUNT, 0);

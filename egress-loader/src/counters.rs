@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use egress_ebpf_common::{
-    counters::{Counter, CounterId, IfaceCounters},
-    maps::IFACE_COUNTERS,
+    counters::{Counter, CounterId, IfaceCounters, IfaceSlot},
+    maps::{IFACE_COUNTERS, IFACE_SLOTS},
     rules::{ANY_PORT, NO_RULE},
 };
 use serde::Serialize;
@@ -122,14 +122,35 @@ fn iface_map(pins: &PinDir) -> Result<PerCpuHashMap<MapData, u32, IfaceCounters>
         .map_err(|e| Error::map("IFACE_COUNTERS", e))
 }
 
-fn sum_iface(values: &aya::maps::PerCpuValues<IfaceCounters>) -> IfaceCounters {
-    let mut total = IfaceCounters::default();
-    for v in values.iter() {
-        for (t, c) in total.by_verdict.iter_mut().zip(&v.by_verdict) {
-            t.add(c);
+fn add_iface(total: &mut IfaceCounters, v: &IfaceCounters) {
+    for (t, c) in total.by_verdict.iter_mut().zip(&v.by_verdict) {
+        t.add(c);
+    }
+}
+
+/// Every interface's counters, summed over CPUs: the direct-mapped slots
+/// (each CPU's copy tagged with the ifindex that owns it there) plus the
+/// overflow hash map.
+pub fn all_interfaces(pins: &PinDir) -> Result<BTreeMap<u32, IfaceCounters>, Error> {
+    let mut out: BTreeMap<u32, IfaceCounters> = BTreeMap::new();
+    for item in iface_map(pins)?.iter() {
+        let (ifindex, values) = item.map_err(|e| Error::map("IFACE_COUNTERS", e))?;
+        for v in values.iter() {
+            add_iface(out.entry(ifindex).or_default(), v);
         }
     }
-    total
+    let path = pins.map(IFACE_SLOTS);
+    let data = MapData::from_pin(&path).map_err(|e| Error::map("IFACE_SLOTS", e))?;
+    let slots: aya::maps::PerCpuArray<MapData, IfaceSlot> = Map::PerCpuArray(data)
+        .try_into()
+        .map_err(|e| Error::map("IFACE_SLOTS", e))?;
+    for i in 0..slots.len() {
+        let values = slots.get(&i, 0).map_err(|e| Error::map("IFACE_SLOTS", e))?;
+        for v in values.iter().filter(|v| v.ifindex != 0) {
+            add_iface(out.entry(v.ifindex).or_default(), &v.counters);
+        }
+    }
+    Ok(out)
 }
 
 fn named(by_verdict: &IfaceCounters) -> Vec<NamedCounter> {
@@ -150,14 +171,12 @@ fn named(by_verdict: &IfaceCounters) -> Vec<NamedCounter> {
 /// (interfaces that are gone included), sorted by name; names are those of
 /// this network namespace.
 pub fn read_interfaces(pins: &PinDir) -> Result<Vec<InterfaceCounters>, Error> {
-    let map = iface_map(pins)?;
     let names: BTreeMap<u32, String> = crate::attach::interfaces()
         .into_iter()
         .map(|(n, i)| (i, n))
         .collect();
     let mut out = Vec::new();
-    for item in map.iter() {
-        let (ifindex, values) = item.map_err(|e| Error::map("IFACE_COUNTERS", e))?;
+    for (ifindex, values) in all_interfaces(pins)? {
         let present = names.get(&ifindex);
         out.push(InterfaceCounters {
             interface: present
@@ -165,7 +184,7 @@ pub fn read_interfaces(pins: &PinDir) -> Result<Vec<InterfaceCounters>, Error> {
                 .unwrap_or_else(|| format!("ifindex {ifindex}")),
             ifindex,
             present: present.is_some(),
-            counters: named(&sum_iface(&values)),
+            counters: named(&values),
         });
     }
     out.sort_by(|a, b| (!a.present, &a.interface).cmp(&(!b.present, &b.interface)));
@@ -174,12 +193,7 @@ pub fn read_interfaces(pins: &PinDir) -> Result<Vec<InterfaceCounters>, Error> {
 
 /// One interface's counters; zeros if it has not seen a packet yet.
 pub fn read_interface(pins: &PinDir, ifindex: u32) -> Result<IfaceCounters, Error> {
-    let map = iface_map(pins)?;
-    match map.get(&ifindex, 0) {
-        Ok(v) => Ok(sum_iface(&v)),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(IfaceCounters::default()),
-        Err(e) => Err(Error::map("IFACE_COUNTERS", e)),
-    }
+    Ok(all_interfaces(pins)?.remove(&ifindex).unwrap_or_default())
 }
 
 /// Packets and bytes per second of each verdict between two snapshots.

@@ -4,7 +4,7 @@
 use aya::maps::{Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
 use egress_ebpf_common::{
     config::PolicyConfig,
-    counters::{Counter, CounterId, IfaceCounters},
+    counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters, IfaceSlot},
     events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
     maps::{
         self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES,
@@ -60,7 +60,7 @@ pub fn counters(pins: &PinDir) -> Result<PerCpuArray<MapData, Counter>, Error> {
 /// The layout this build expects of each pinned map: (name, key size, value
 /// size, max entries). A pin made by a build with another layout would be
 /// misread, so the loader refuses it.
-pub fn expected_layout() -> [(&'static str, u32, u32, u32); 12] {
+pub fn expected_layout() -> [(&'static str, u32, u32, u32); 13] {
     use core::mem::size_of;
     [
         (
@@ -96,6 +96,12 @@ pub fn expected_layout() -> [(&'static str, u32, u32, u32); 12] {
         ),
         (names::SMTP_BUCKET, 4, 8, SMTP_GLOBAL_SLOTS),
         (names::SMTP_SOURCE_BUCKETS, 16, 8, SMTP_SOURCE_CAPACITY),
+        (
+            names::IFACE_SLOTS,
+            4,
+            size_of::<IfaceSlot>() as u32,
+            IFACE_SLOT_COUNT,
+        ),
         (names::EVENTS, 0, 0, EVENTS_RING_BYTES),
         (names::EVENT_BUCKET, 4, 8, 1),
         (names::EVENT_STATS, 4, 8, EVENT_STATS_LEN),

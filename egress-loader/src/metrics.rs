@@ -3,7 +3,7 @@
 //! the numbers are always the kernel's, the same ones `counters` prints.
 //!
 //! ```text
-//! egress_packets_total{verdict,interface}    per bridge (IFACE_COUNTERS); a gone
+//! egress_packets_total{verdict,interface}    per bridge (IFACE_SLOTS, IFACE_COUNTERS); a gone
 //! egress_bytes_total{verdict,interface}      interface keeps its counts as "ifindex N"
 //! egress_host_packets_total{verdict}         every interface together (COUNTERS):
 //! egress_host_bytes_total{verdict}           what `counters --json` prints

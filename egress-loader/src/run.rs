@@ -351,7 +351,8 @@ async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>
     }
 }
 
-/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+/// CLOCK_MONOTONIC. The classifier's buckets run on CLOCK_MONOTONIC_COARSE
+/// (bpf_ktime_get_coarse_ns), which lags it by at most one tick.
 pub fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));

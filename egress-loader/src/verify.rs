@@ -4,7 +4,7 @@
 //! (a veth whose bridge end is a port of the bridge, with an unused address
 //! of the bridge's subnet on the other end), sends from there a TCP SYN to
 //! the metadata address and a few SYNs to an SMTP port of a documentation
-//! address, and reads the bridge's own counters (`IFACE_COUNTERS`) before
+//! address, and reads the bridge's own counters (`IFACE_SLOTS`/`IFACE_COUNTERS`) before
 //! and after.
 //!
 //! The probes carry TTL 1: the classifier sees them on the bridge's ingress
