@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses the command
 //! line and dispatches.
 
+mod bench;
 mod build;
 mod demo;
 mod image;
@@ -30,6 +31,7 @@ use clap::{Parser, Subcommand};
         cargo xtask test                  # the whole test suite (needs root)\n  \
         cargo xtask test -- -p egress-tests -- --nocapture\n  \
         cargo xtask demo                  # the narrated end-to-end demo\n  \
+        cargo xtask bench --quick         # benchmarks vs no filter and iptables (under 3 minutes)\n  \
         cargo xtask image                 # the container image (FROM scratch) into DOCKER_HOST's engine"
 )]
 struct Cli {
@@ -44,6 +46,7 @@ enum Command {
     Run(run::Options),
     Test(test::Options),
     Demo(demo::Options),
+    Bench(bench::Options),
     Image(image::Options),
 }
 
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(opts) => run::main(&opts),
         Command::Test(opts) => test::main(&opts),
         Command::Demo(opts) => demo::main(&opts),
+        Command::Bench(opts) => bench::main(&opts),
         Command::Image(opts) => image::main(&opts),
     };
     match result {
@@ -101,5 +105,15 @@ mod tests {
             "{test}"
         );
         assert!(Cli::try_parse_from(["xtask", "run", "--debug", "--release"]).is_err());
+        let bench = parse(&[
+            "xtask", "bench", "--quick", "--reps", "3", "--", "--only", "main",
+        ]);
+        assert!(
+            bench.contains("quick: true")
+                && bench.contains("reps: Some(3)")
+                && bench.contains(r#"["--only", "main"]"#),
+            "{bench}"
+        );
+        assert!(Cli::try_parse_from(["xtask", "bench", "--write-docs"]).is_err());
     }
 }

@@ -1,0 +1,159 @@
+//! `cargo xtask bench`: setup (toolchain, test and benchmark tools), build
+//! the loader and `egress-bench` in release, run it as root.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::{setup, util};
+
+/// Programs the benchmark runs, with the Debian package providing each.
+const BENCH_TOOLS: &[(&str, &str)] = &[
+    ("iperf3", "iperf3"),
+    ("iptables", "iptables"),
+    ("iptables-restore", "iptables"),
+    ("ipset", "ipset"),
+    ("nft", "nftables"),
+    ("bpftool", "bpftool"),
+    ("timeout", "coreutils"),
+];
+
+/// The font the plot's text is drawn with, and its Debian package.
+const FONT: (&str, &str) = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "fonts-dejavu-core",
+);
+
+const BENCH_PACKAGE: &str = "egress-tests";
+const BENCH_BIN: &str = "egress-bench";
+
+/// Measure the filter against no filter and against iptables (needs root).
+///
+/// Runs `setup --test-deps`, installs the benchmark tools if missing
+/// (iperf3, iptables, ipset, nftables, bpftool, fonts-dejavu-core), builds
+/// egress-loader and egress-bench in release, and runs egress-bench as root.
+/// Everything happens in network namespaces that the run creates and
+/// deletes; the machine's own network namespace is never touched.
+///
+/// The full run (about 10 minutes) writes docs/benchmarks.md, .json and
+/// .png. `--quick` (under 3 minutes: fewer repetitions, shorter runs, fewer
+/// list sizes) writes to target/bench-quick/ unless `--write-docs` is given.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    cargo xtask bench                        # full run, writes docs/benchmarks.*\n  \
+    cargo xtask bench --quick                # writes target/bench-quick/benchmarks.*\n  \
+    cargo xtask bench --reps 8               # more repetitions\n  \
+    cargo xtask bench --quick -- --only prog-cost --only footprint")]
+pub struct Options {
+    /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of every configuration (default 7 in the main comparison
+    /// and 5 in the scaling runs; 2 with --quick).
+    #[arg(long, value_name = "N")]
+    reps: Option<u32>,
+    /// With --quick, write docs/benchmarks.* anyway.
+    #[arg(long, requires = "quick")]
+    write_docs: bool,
+    /// More arguments for egress-bench (after `--`), e.g. `--only SECTION`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "BENCH_ARGS"
+    )]
+    args: Vec<OsString>,
+}
+
+pub fn main(opts: &Options) -> Result<()> {
+    if !util::is_root()? {
+        bail!(
+            "the benchmark builds network namespaces, loads eBPF programs and runs iptables \
+             inside a namespace: run it as root"
+        );
+    }
+    setup::ensure(true)?;
+    ensure_bench_tools()?;
+    let loader = util::build_loader(true)?;
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        BENCH_PACKAGE,
+        "--bin",
+        BENCH_BIN,
+    ]))?;
+    let bench = util::target_dir()?.join("release").join(BENCH_BIN);
+    if !bench.is_file() {
+        bail!(
+            "{} does not exist although the build succeeded",
+            bench.display()
+        );
+    }
+    let out = if opts.quick && !opts.write_docs {
+        util::target_dir()?.join("bench-quick")
+    } else {
+        util::workspace_root()?.join("docs")
+    };
+    let mut cmd = util::command(&bench);
+    cmd.env(LOADER_BIN_ENV, &loader).arg("--out").arg(&out);
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    if let Some(n) = opts.reps {
+        cmd.arg("--reps").arg(n.to_string());
+    }
+    cmd.args(&opts.args);
+    util::run(&mut cmd)?;
+    println!("results: {}", out.join("benchmarks.md").display());
+    Ok(())
+}
+
+/// The harness's variable naming the loader binary (tests/src/loader.rs).
+const LOADER_BIN_ENV: &str = "EGRESS_LOADER_BIN";
+
+/// Installs the Debian packages of missing benchmark tools and of the font.
+fn ensure_bench_tools() -> Result<()> {
+    println!("== setup: benchmark tools");
+    let mut missing: Vec<&str> = Vec::new();
+    for &(tool, package) in BENCH_TOOLS {
+        match util::find_program(tool) {
+            Some(path) => println!("   ok: {tool} ({})", path.display()),
+            None => {
+                println!("   missing: {tool} (Debian package {package})");
+                missing.push(package);
+            }
+        }
+    }
+    if Path::new(FONT.0).is_file() {
+        println!("   ok: font {}", FONT.0);
+    } else {
+        println!("   missing: font {} (Debian package {})", FONT.0, FONT.1);
+        missing.push(FONT.1);
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    util::run(util::command("apt-get").arg("update"))?;
+    util::run(
+        util::command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    let still: Vec<&str> = BENCH_TOOLS
+        .iter()
+        .filter(|(tool, _)| util::find_program(tool).is_none())
+        .map(|&(tool, _)| tool)
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "still not found after installing their packages: {}",
+            still.join(", ")
+        );
+    }
+    Ok(())
+}
