@@ -812,3 +812,165 @@ pub fn default_config_toml() -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_as_iptables_writes_them() {
+        for (text, count, period) in [
+            ("5/minute", 5, Period::Minute),
+            ("5/min", 5, Period::Minute),
+            ("5/m", 5, Period::Minute),
+            ("10/SECOND", 10, Period::Second),
+            ("1/s", 1, Period::Second),
+            (" 3 / hour ", 3, Period::Hour),
+            ("2/d", 2, Period::Day),
+        ] {
+            assert_eq!(text.parse::<Rate>(), Ok(Rate { count, period }), "{text}");
+        }
+        for bad in [
+            "0/minute",
+            "5/fortnight",
+            "five/minute",
+            "5",
+            "5/",
+            "/minute",
+            "-1/second",
+            "5/minutes",
+        ] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad} must be refused");
+        }
+        assert_eq!("5/minute".parse::<Rate>().unwrap().to_string(), "5/minute");
+    }
+
+    #[test]
+    fn cidrs_are_exact() {
+        assert_eq!(
+            "169.254.169.254".parse::<Cidr>().unwrap().to_string(),
+            "169.254.169.254/32"
+        );
+        assert_eq!(
+            "fd00:ec2::254".parse::<Cidr>().unwrap().to_string(),
+            "fd00:ec2::254/128"
+        );
+        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().prefix_len, 8);
+        let host_bits = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
+        assert!(host_bits.contains("did you mean 10.0.0.0/8"), "{host_bits}");
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0/8",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} must be refused");
+        }
+        let wide: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(wide.contains(&"10.1.2.3/32".parse().unwrap()));
+        assert!(!wide.contains(&"11.0.0.0/32".parse().unwrap()));
+        assert!(!wide.contains(&"::a00:1/128".parse().unwrap()));
+    }
+
+    #[test]
+    fn block_flag_syntax_with_ipv6_colons() {
+        let b = parse_block_flag("168.63.129.16/32:tcp/80,32526").unwrap();
+        assert_eq!(
+            (b.cidr.as_str(), b.protocol.as_deref(), b.ports),
+            ("168.63.129.16/32", Some("tcp"), Some(vec![80, 32526]))
+        );
+        let b = parse_block_flag("fd00:ec2::254/128:udp/53").unwrap();
+        assert_eq!(
+            (b.cidr.as_str(), b.protocol.as_deref(), b.ports),
+            ("fd00:ec2::254/128", Some("udp"), Some(vec![53]))
+        );
+        let b = parse_block_flag("fd00:ec2::254").unwrap();
+        assert_eq!((b.cidr.as_str(), b.protocol), ("fd00:ec2::254", None));
+        let b = parse_block_flag("10.0.0.0/8:tcp").unwrap();
+        assert_eq!((b.protocol.as_deref(), b.ports), (Some("tcp"), None));
+        assert!(parse_block_flag("10.0.0.0/8:tcp/x").is_err());
+    }
+
+    #[test]
+    fn interface_patterns() {
+        assert!(pattern_matches("br-*", "br-1a2b3c4d5e6f"));
+        assert!(pattern_matches("docker0", "docker0"));
+        assert!(!pattern_matches("docker0", "docker01"));
+        assert!(pattern_matches("cni?", "cni0"));
+        assert!(!pattern_matches("br-*", "bridge0"));
+        assert!(pattern_matches("*", "anything"));
+    }
+
+    #[test]
+    fn the_written_out_defaults_are_the_defaults() {
+        let written = Policy::from_toml(&default_config_toml(), &Overrides::default()).unwrap();
+        let mut implicit = Policy::from_toml("", &Overrides::default()).unwrap();
+        // Comments differ only in provenance.
+        for (w, i) in written.blocks.iter().zip(implicit.blocks.iter_mut()) {
+            i.comment = w.comment.clone();
+        }
+        assert_eq!(written, implicit);
+        assert_eq!(implicit.smtp_ports, [25, 465, 587, 2525]);
+        assert_eq!(
+            (
+                implicit.smtp_rate.to_string(),
+                implicit.smtp_burst,
+                implicit.scope
+            ),
+            ("5/minute".into(), 5, Scope::Global)
+        );
+        assert_eq!(implicit.interfaces, ["docker0", "br-*"]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let o = Overrides {
+            interfaces: vec!["cni0".into()],
+            extra_blocks: vec![parse_block_flag("10.0.0.0/8").unwrap()],
+            smtp_ports: Some(vec![25]),
+            smtp_rate: Some("2/minute".into()),
+            smtp_burst: Some(2),
+            scope: Some("per-source".into()),
+            dry_run: true,
+        };
+        let p =
+            Policy::from_toml("[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n", &o).unwrap();
+        assert_eq!(p.interfaces, ["cni0"]);
+        assert_eq!(
+            p.blocks.len(),
+            DEFAULT_BLOCKS.len() + 1,
+            "--block adds to the list"
+        );
+        assert_eq!(
+            (
+                p.smtp_ports.as_slice(),
+                p.smtp_rate.to_string(),
+                p.smtp_burst,
+                p.scope,
+                p.dry_run
+            ),
+            (&[25u16][..], "2/minute".into(), 2, Scope::PerSource, true)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (toml, field) in [
+            ("[[block]]\ncidr = \"10.0.0.0/33\"\n", "block[0].cidr"),
+            ("[smtp]\nburst = 0\n", "smtp.burst"),
+            ("[smtp]\nscope = \"x\"\n", "smtp.scope"),
+            ("[attach]\ninterfaces = [\"a/b\"]\n", "attach.interfaces[0]"),
+        ] {
+            assert_eq!(
+                Policy::from_toml(toml, &Overrides::default())
+                    .unwrap_err()
+                    .field,
+                field,
+                "{toml}"
+            );
+        }
+    }
+}
