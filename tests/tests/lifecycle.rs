@@ -236,10 +236,26 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A temporary directory, removed on drop (also when the test panics).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 #[test]
@@ -280,7 +296,6 @@ fn missing_privileges_and_bpffs_are_explained() {
         err.contains("not on a bpf filesystem") && err.contains("mount -t bpf bpf"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(plain);
 }
 
 fn tc_filters(ns: &NetNs, iface: &str) -> String {
@@ -405,7 +420,6 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
         packets(&counters(&second), "metadata_blocked") > blocked_before,
         "counters continue across the restart"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -455,7 +469,6 @@ fn reload_and_sighup_apply_a_new_file_without_detaching() {
             loader.log()
         );
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
