@@ -115,45 +115,10 @@ const LOADER_BIN_ENV: &str = "EGRESS_LOADER_BIN";
 
 /// Installs the Debian packages of missing benchmark tools and of the font.
 fn ensure_bench_tools() -> Result<()> {
-    println!("== setup: benchmark tools");
-    let mut missing: Vec<&str> = Vec::new();
-    for &(tool, package) in BENCH_TOOLS {
-        match util::find_program(tool) {
-            Some(path) => println!("   ok: {tool} ({})", path.display()),
-            None => {
-                println!("   missing: {tool} (Debian package {package})");
-                missing.push(package);
-            }
-        }
-    }
-    if Path::new(FONT.0).is_file() {
-        println!("   ok: font {}", FONT.0);
+    let font: &[&str] = if Path::new(FONT.0).is_file() {
+        &[]
     } else {
-        println!("   missing: font {} (Debian package {})", FONT.0, FONT.1);
-        missing.push(FONT.1);
-    }
-    missing.sort_unstable();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    util::run(util::command("apt-get").arg("update"))?;
-    util::run(
-        util::command("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing),
-    )?;
-    let still: Vec<&str> = BENCH_TOOLS
-        .iter()
-        .filter(|(tool, _)| util::find_program(tool).is_none())
-        .map(|&(tool, _)| tool)
-        .collect();
-    if !still.is_empty() {
-        bail!(
-            "still not found after installing their packages: {}",
-            still.join(", ")
-        );
-    }
-    Ok(())
+        &[FONT.1]
+    };
+    setup::ensure_tools("benchmark tools", BENCH_TOOLS, font)
 }

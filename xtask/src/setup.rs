@@ -82,6 +82,19 @@ pub fn ensure(test_deps: bool) -> Result<()> {
     main(&Options { test_deps })
 }
 
+/// For other subcommands' own tools (bench): each (tool, Debian package)
+/// found on PATH or installed, and `packages` installed.
+pub fn ensure_tools(heading: &str, tools: &[(&str, &str)], packages: &[&str]) -> Result<()> {
+    println!("== setup: {heading}");
+    let mut setup = Setup::default();
+    setup.tools(tools, false)?;
+    if !packages.is_empty() {
+        setup.ensure_apt(packages)?;
+    }
+    setup.summary();
+    Ok(())
+}
+
 #[derive(Default)]
 struct Setup {
     installed: Vec<String>,
@@ -202,33 +215,7 @@ impl Setup {
     /// The test tools; their packages are installed when a tool is missing.
     fn test_tools(&mut self) -> Result<()> {
         println!("== setup: test tools");
-        let mut missing = Vec::new();
-        for &(tool, package) in TEST_TOOLS {
-            match util::find_program(tool) {
-                Some(path) => println!("   ok: {tool} ({})", path.display()),
-                None => {
-                    println!("   missing: {tool} (Debian package {package})");
-                    missing.push((tool, package));
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let packages: Vec<&str> = missing.iter().map(|&(_, package)| package).collect();
-        self.ensure_apt(&packages)?;
-        let still_missing: Vec<&str> = missing
-            .iter()
-            .filter(|(tool, _)| util::find_program(tool).is_none())
-            .map(|&(tool, _)| tool)
-            .collect();
-        if !still_missing.is_empty() {
-            bail!(
-                "still not found after installing their packages: {}",
-                still_missing.join(", ")
-            );
-        }
-        Ok(())
+        self.tools(TEST_TOOLS, false)
     }
 
     /// Docker's engine and a static busybox for the end-to-end test. Debian's
@@ -237,8 +224,15 @@ impl Setup {
     /// installed, and removed afterwards if this created it.
     fn docker_engine(&mut self) -> Result<()> {
         println!("== setup: Docker engine for the end-to-end test (installed, never started)");
+        self.tools(DOCKER_TOOLS, true)
+    }
+
+    /// Each (tool, Debian package): the tool found on PATH, or its package
+    /// installed; fails naming any tool still missing after that. With
+    /// `no_service_starts`, packages cannot start services while installing.
+    fn tools(&mut self, tools: &[(&str, &str)], no_service_starts: bool) -> Result<()> {
         let mut missing = BTreeSet::new();
-        for &(tool, package) in DOCKER_TOOLS {
+        for &(tool, package) in tools {
             match util::find_program(tool) {
                 Some(path) => println!("   ok: {tool} ({})", path.display()),
                 None => {
@@ -247,11 +241,18 @@ impl Setup {
                 }
             }
         }
-        if !missing.is_empty() {
-            let _policy = NoServiceStarts::install()?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        {
+            let _policy = if no_service_starts {
+                Some(NoServiceStarts::install()?)
+            } else {
+                None
+            };
             self.ensure_apt(&missing.into_iter().collect::<Vec<_>>())?;
         }
-        let still_missing: Vec<&str> = DOCKER_TOOLS
+        let still_missing: Vec<&str> = tools
             .iter()
             .filter(|(tool, _)| util::find_program(tool).is_none())
             .map(|&(tool, _)| tool)
