@@ -19,8 +19,9 @@ use crate::{
 
 #[inline(always)]
 pub fn classify(ctx: &TcContext) -> Outcome {
-    let (counter, rule) = match parse::parse(ctx) {
-        Parsed::Other => (CounterId::Passed, NO_RULE),
+    // Only drops read the config (in `report`): most packets pass.
+    let (counter, rule, dry_run) = match parse::parse(ctx) {
+        Parsed::Other => (CounterId::Passed, NO_RULE, false),
         Parsed::V4(ip) => {
             let mut src = [0u8; 16];
             src[10] = 0xff;
@@ -28,20 +29,22 @@ pub fn classify(ctx: &TcContext) -> Outcome {
             src[12..].copy_from_slice(&ip.src);
             let blocked = BLOCKED_V4.get(Key::new(32, ip.dst));
             let (counter, rule) = decide(blocked, &ip.transport, ip.evasive, &src);
+            let mut dry_run = false;
             if counter.drops() {
                 let mut dst = [0u8; 16];
                 dst[10] = 0xff;
                 dst[11] = 0xff;
                 dst[12..].copy_from_slice(&ip.dst);
-                report(ctx, counter, rule, FAMILY_V4, &src, &dst, &ip.transport);
+                dry_run = report(ctx, counter, rule, FAMILY_V4, &src, &dst, &ip.transport);
             }
-            (counter, rule)
+            (counter, rule, dry_run)
         }
         Parsed::V6(ip) => {
             let blocked = BLOCKED_V6.get(Key::new(128, ip.dst));
             let (counter, rule) = decide(blocked, &ip.transport, ip.evasive, &ip.src);
+            let mut dry_run = false;
             if counter.drops() {
-                report(
+                dry_run = report(
                     ctx,
                     counter,
                     rule,
@@ -51,11 +54,9 @@ pub fn classify(ctx: &TcContext) -> Outcome {
                     &ip.transport,
                 );
             }
-            (counter, rule)
+            (counter, rule, dry_run)
         }
     };
-    // The config is looked up only where it matters: most packets pass.
-    let dry_run = counter.drops() && active_config().is_some_and(|c| c.dry_run != 0);
     Outcome {
         counter,
         rule,
@@ -63,7 +64,8 @@ pub fn classify(ctx: &TcContext) -> Outcome {
     }
 }
 
-/// Reports a drop; the event is built only here, off the pass path.
+/// Reports a drop (the event is built only here, off the pass path) and
+/// says whether the policy is in dry-run: one config lookup for both.
 #[inline(always)]
 fn report(
     ctx: &TcContext,
@@ -73,9 +75,9 @@ fn report(
     src: &[u8; 16],
     dst: &[u8; 16],
     t: &Transport,
-) {
+) -> bool {
     let Some(config) = active_config() else {
-        return;
+        return false;
     };
     events::report(
         config,
@@ -94,6 +96,7 @@ fn report(
             dst: *dst,
         },
     );
+    config.dry_run != 0
 }
 
 #[inline(always)]
