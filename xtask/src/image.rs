@@ -142,26 +142,15 @@ fn stage_context(bin: &Path) -> Result<PathBuf> {
 /// Whether the ELF file at `path` needs no dynamic loader (no `PT_INTERP`
 /// program header; static-pie binaries still have `PT_DYNAMIC`).
 fn is_static_elf(path: &Path) -> Result<bool> {
-    const PT_INTERP: u32 = 3;
+    use object::read::elf::{ElfFile64, ProgramHeader as _};
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    ensure!(
-        data.len() >= 64 && data[..4] == *b"\x7fELF" && data[4] == 2 && data[5] == 1,
-        "{} is not a 64-bit little-endian ELF file",
-        path.display()
-    );
-    let u16_at = |o: usize| usize::from(u16::from_le_bytes([data[o], data[o + 1]]));
-    let phoff = usize::try_from(u64::from_le_bytes(data[0x20..0x28].try_into()?))?;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        let p_type = data
-            .get(o..o + 4)
-            .with_context(|| format!("{}: truncated program headers", path.display()))?;
-        if u32::from_le_bytes(p_type.try_into()?) == PT_INTERP {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let elf = ElfFile64::<object::Endianness>::parse(&*data)
+        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
+    // A dynamic executable names its loader in a PT_INTERP program header.
+    Ok(!elf
+        .elf_program_headers()
+        .iter()
+        .any(|h| h.p_type(elf.endian()) == object::elf::PT_INTERP))
 }
 
 #[cfg(test)]
