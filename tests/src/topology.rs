@@ -148,69 +148,12 @@ impl Topology {
         h.sysctl("net.ipv4.ip_forward", "1")?;
         h.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         h.sysctl("net.ipv6.conf.default.forwarding", "1")?;
-        // Uplink: created inside the host namespace with its peer created
-        // directly inside the cloud namespace.
-        h.ip(&[
-            "link",
-            "add",
-            addrs::UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            self.cloud.name(),
-        ])?;
-        h.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", addrs::UPLINK_HOST_V4),
-            "dev",
-            addrs::UPLINK,
-        ])?;
-        h.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", addrs::UPLINK_HOST_V6),
-            "dev",
-            addrs::UPLINK,
-            "nodad",
-        ])?;
-        h.ip(&["link", "set", addrs::UPLINK, "up"])?;
+        self.services_if = wire_cloud(h, &self.cloud)?;
         Ok(())
     }
 
+    /// The fake cloud services' addresses, routed from the host namespace.
     fn setup_cloud(&mut self) -> Result<()> {
-        let k = &self.cloud;
-        let _ = k.sysctl("net.ipv6.conf.eth0.accept_dad", "0");
-        k.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", addrs::UPLINK_CLOUD_V4),
-            "dev",
-            "eth0",
-        ])?;
-        k.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", addrs::UPLINK_CLOUD_V6),
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
-        k.ip(&["link", "set", "eth0", "up"])?;
-        // The service addresses live on a dummy interface; fall back to lo
-        // where the dummy driver is unavailable.
-        if k.ip(&["link", "add", &self.services_if, "type", "dummy"])
-            .is_ok()
-        {
-            k.ip(&["link", "set", &self.services_if, "up"])?;
-        } else {
-            self.services_if = "lo".to_owned();
-        }
         for a in addrs::CLOUD_V4 {
             self.add_cloud_address(IpAddr::V4(a))?;
         }
@@ -516,6 +459,71 @@ pub fn parse_v4_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
         Ipv4Addr::from(u32::from(addr) & mask)
     );
     Ok((addr, len))
+}
+
+/// The uplink from `host` to `cloud` (host side `uplink` with 192.0.2.1/24
+/// and 2001:db8:1::1/64, cloud side `eth0` with .2 and ::2) and the cloud's
+/// service interface for the fake services' addresses: a dummy, or `lo`
+/// where the dummy driver is missing. Routes are the caller's. Returns the
+/// service interface's name.
+pub(crate) fn wire_cloud(host: &NetNs, cloud: &NetNs) -> Result<String> {
+    // The peer is created directly inside the cloud namespace.
+    host.ip(&[
+        "link",
+        "add",
+        addrs::UPLINK,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        cloud.name(),
+    ])?;
+    host.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", addrs::UPLINK_HOST_V4),
+        "dev",
+        addrs::UPLINK,
+    ])?;
+    host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", addrs::UPLINK_HOST_V6),
+        "dev",
+        addrs::UPLINK,
+        "nodad",
+    ])?;
+    host.ip(&["link", "set", addrs::UPLINK, "up"])?;
+    let _ = cloud.sysctl("net.ipv6.conf.eth0.accept_dad", "0");
+    cloud.ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", addrs::UPLINK_CLOUD_V4),
+        "dev",
+        "eth0",
+    ])?;
+    cloud.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", addrs::UPLINK_CLOUD_V6),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    cloud.ip(&["link", "set", "eth0", "up"])?;
+    if cloud
+        .ip(&["link", "add", addrs::CLOUD_SERVICES_IF, "type", "dummy"])
+        .is_ok()
+    {
+        cloud.ip(&["link", "set", addrs::CLOUD_SERVICES_IF, "up"])?;
+        Ok(addrs::CLOUD_SERVICES_IF.to_owned())
+    } else {
+        Ok("lo".to_owned())
+    }
 }
 
 #[cfg(test)]

@@ -386,55 +386,18 @@ impl DockerHost {
     }
 
     fn wire_uplink(&mut self) -> Result<()> {
-        let (h, k) = (self.host(), self.cloud());
-        h.ip(&[
-            "link",
-            "add",
-            addrs::UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            k.name(),
-        ])?;
-        h.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", addrs::UPLINK_HOST_V4),
-            "dev",
-            addrs::UPLINK,
-        ])?;
-        h.ip(&["link", "set", addrs::UPLINK, "up"])?;
-        k.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", addrs::UPLINK_CLOUD_V4),
-            "dev",
-            "eth0",
-        ])?;
-        k.ip(&["link", "set", "eth0", "up"])?;
+        self.services_if = crate::topology::wire_cloud(self.host(), self.cloud())?;
         // Everything the engine's namespace sends off-link goes to the
         // cloud namespace, which does not forward: nothing leaves the test.
-        h.ip(&[
+        self.host().ip(&[
             "route",
             "add",
             "default",
             "via",
             &addrs::UPLINK_CLOUD_V4.to_string(),
         ])?;
-        let dummy = k
-            .ip(&["link", "add", addrs::CLOUD_SERVICES_IF, "type", "dummy"])
-            .is_ok();
-        if dummy {
-            k.ip(&["link", "set", addrs::CLOUD_SERVICES_IF, "up"])?;
-        }
-        h.wait_link_up(addrs::UPLINK, Duration::from_secs(10))?;
-        if !dummy {
-            // No dummy driver on this kernel; lo holds them as well.
-            self.services_if = "lo".to_owned();
-        }
+        self.host()
+            .wait_link_up(addrs::UPLINK, Duration::from_secs(10))?;
         for a in addrs::CLOUD_V4 {
             self.add_cloud_address(a)?;
         }
