@@ -32,6 +32,8 @@ pub fn report(config: &PolicyConfig, mut event: DropEvent) {
     };
     // The coarse clock (one tick of resolution) is plenty for a budget of
     // about 100 events a second, and costs a fraction of bpf_ktime_get_ns.
+    // Its lag can let a window through rate * one tick more events (under
+    // one at 100/s): fine for a flood guard, unlike the SMTP bucket.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if !bucket::admit_event(&budget, now) {
         bump(EVENTS_SUPPRESSED);
