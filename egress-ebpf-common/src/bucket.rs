@@ -5,6 +5,13 @@
 //! length `t`, admitted <= burst + rate * t; traffic within the rate is never
 //! dropped.
 
+/// How far `bpf_ktime_get_coarse_ns` may trail `bpf_ktime_get_ns` for the
+/// coarse clock's "refused" to be trusted without the precise one: two ticks
+/// at the slowest common HZ (100). The coarse clock is the timekeeper's value
+/// at the last tick, so it normally trails by less than one; see
+/// [`Gcra::refuses_through`] for why a longer lag cannot break the contract.
+pub const COARSE_CLOCK_SLACK_NS: u64 = 20_000_000;
+
 /// Parameters: one token every `emission_ns`, at most `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gcra {
@@ -41,6 +48,25 @@ impl Gcra {
         } else {
             None
         }
+    }
+
+    /// The earliest instant at which a bucket with this TAT admits an
+    /// arrival: `admit(tat, t)` is `Some` exactly when `t >= earliest_admission(tat)`.
+    #[inline(always)]
+    pub fn earliest_admission(&self, tat: u64) -> u64 {
+        tat.saturating_add(self.emission_ns)
+            .saturating_sub(self.burst_window_ns)
+    }
+
+    /// Whether the bucket refuses every arrival up to `now + slack`. The
+    /// classifier asks this with the coarse clock, which trails real time, so
+    /// it can refuse a flood without reading the precise clock; when the
+    /// answer is "no" it decides with the precise clock. A coarse clock that
+    /// trails by more than `slack` can only refuse what the precise clock
+    /// would admit, never admit more than the contract.
+    #[inline(always)]
+    pub fn refuses_through(&self, tat: u64, now: u64, slack: u64) -> bool {
+        self.earliest_admission(tat) > now.saturating_add(slack)
     }
 
     /// Whether a bucket with this TAT is indistinguishable from a fresh one at
@@ -141,6 +167,34 @@ mod tests {
             let mut t = 1u64;
             let times: Vec<u64> = extra.iter().map(|d| { t += g.emission_ns + d; t }).collect();
             prop_assert!(run(&g, &times).iter().all(|&x| x));
+        }
+
+        /// `earliest_admission` is exactly where `admit` starts to say yes.
+        #[test]
+        fn earliest_admission_is_exact(
+            rate in 1u64..1000,
+            burst in 1u64..50,
+            tat in 0u64..1_000_000_000_000,
+            now in 0u64..1_000_000_000_000,
+        ) {
+            let g = Gcra::new(rate, MINUTE, burst).unwrap();
+            prop_assert_eq!(g.admit(tat, now).is_some(), now >= g.earliest_admission(tat));
+        }
+
+        /// A coarse stamp that trails real time by at most the slack: when it
+        /// says "refused", the precise clock refuses too.
+        #[test]
+        fn a_coarse_refusal_is_a_precise_refusal(
+            rate in 1u64..1000,
+            burst in 1u64..50,
+            tat in 0u64..1_000_000_000_000,
+            coarse in 0u64..1_000_000_000_000,
+            lag in 0u64..=COARSE_CLOCK_SLACK_NS,
+        ) {
+            let g = Gcra::new(rate, MINUTE, burst).unwrap();
+            if g.refuses_through(tat, coarse, COARSE_CLOCK_SLACK_NS) {
+                prop_assert!(g.admit(tat, coarse + lag).is_none());
+            }
         }
 
         /// A burst at one instant admits exactly `burst`.

@@ -2,7 +2,6 @@
 //! drops must not turn into a flood of events: a GCRA budget decides which
 //! are sent, and what is refused or does not fit is counted, never hidden.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
@@ -30,11 +29,8 @@ pub fn report(config: &PolicyConfig, mut event: DropEvent) {
         emission_ns: config.event_emission_ns,
         burst_window_ns: config.event_burst_window_ns,
     };
-    // The coarse clock (one tick of resolution) is plenty for a budget of
-    // about 100 events a second, and costs a fraction of bpf_ktime_get_ns.
-    // Its lag can let a window through rate * one tick more events (under
-    // one at 100/s): fine for a flood guard, unlike the SMTP bucket.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // The coarse clock: see admit_event.
+    let now = bucket::Clock::now().coarse();
     if !bucket::admit_event(&budget, now) {
         bump(EVENTS_SUPPRESSED);
         return;

@@ -1,7 +1,7 @@
 //! The per-packet rules, in order: blocked destination, evasive shape,
 //! rate-limited connection attempt, otherwise pass.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use egress_ebpf_common::{
     bucket::Gcra,
     config::{PolicyConfig, SCOPE_PER_SOURCE},
@@ -143,17 +143,12 @@ fn decide(
         emission_ns: config.emission_ns,
         burst_window_ns: config.burst_window_ns,
     };
-    // The precise clock, not bpf_ktime_get_coarse_ns: the coarse clock lags
-    // real time by up to one tick (4 ms at HZ=250), and a lag on the *first*
-    // arrival of a window stretches the window the bucket sees, so it admitted
-    // up to rate * tick more than burst + rate * t (caught by the two-CPU flood
-    // test: 804 admitted against a bound of 801). Only SYNs to rate-limited
-    // ports reach this line, so the extra cost stays off the pass paths.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Refusals on the coarse clock, admissions on the precise one (Clock).
+    let mut clock = bucket::Clock::now();
     let admitted = if config.scope == SCOPE_PER_SOURCE {
-        bucket::admit_per_source(&gcra, src, now)
+        bucket::admit_per_source(&gcra, src, &mut clock)
     } else {
-        bucket::admit_global(&gcra, now)
+        bucket::admit_global(&gcra, &mut clock)
     };
     if admitted {
         (CounterId::SmtpAllowed, NO_RULE)
