@@ -408,6 +408,50 @@ fn start_client(
     }
 }
 
+/// `docker exec egress-filter egress-loader events --count 1` while `client`
+/// tries the metadata address: the events socket works in the shipped image
+/// (on its tmpfs, the root being read-only) and reports the drop. The probe
+/// repeats because the follower may subscribe after the first SYN's event.
+fn event_through_exec(dh: &DockerHost, cloud: &Cloud, client: &Client) -> Value {
+    let mut cmd = dh.docker_cmd();
+    cmd.args(["exec", FILTER, "egress-loader", "events", "--count", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut follower = egress_tests::ChildGuard::spawn(cmd, "docker exec … events")
+        .unwrap_or_else(|e| panic!("docker exec {FILTER} egress-loader events: {e:#}"));
+    let stdout = follower.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let prober = Prober {
+        dh,
+        cloud,
+        last_smtp: None,
+    };
+    for _ in 0..5 {
+        let reach = prober.http(client, addrs::IMDS_V4, 80, &cloud.imds);
+        assert_eq!(reach, Reach::TimedOut, "{}: instance metadata", client.name);
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            let event: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("`events` printed {line:?}: {e}"));
+            assert!(
+                egress_tests::wait_until(Duration::from_secs(5), || !follower.is_running()),
+                "`events --count 1` did not exit after one event"
+            );
+            return event;
+        }
+    }
+    panic!("no drop event from `docker exec {FILTER} egress-loader events` after 5 probes");
+}
+
 #[test]
 fn docker_engine_end_to_end() {
     if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
@@ -454,6 +498,11 @@ fn docker_engine_end_to_end() {
         "always",
         "--network",
         "host",
+        // As deploy/compose.yaml runs it: a read-only root, with a tmpfs for
+        // the events socket.
+        "--read-only",
+        "--tmpfs",
+        "/run/egress-filter",
         "-v",
         volume.as_str(),
     ];
@@ -480,6 +529,14 @@ fn docker_engine_end_to_end() {
     assert_eq!(tcx_ingress_programs(dh.host(), "docker0").len(), 1);
     let client0 = start_client(&dh, "client-docker0", "bridge", "docker0", "docker0");
     phases.mark("filter container running, docker0 attached");
+
+    let event = event_through_exec(&dh, &cloud, &client0);
+    report!("$ docker exec {FILTER} egress-loader events --count 1\n  {event}");
+    assert_eq!(event["verdict"], "metadata_blocked", "{event}");
+    assert_eq!(event["src"], client0.ip.as_str(), "{event}");
+    assert_eq!(event["dst"], addrs::IMDS_V4.to_string(), "{event}");
+    assert_eq!(event["interface"], "docker0", "{event}");
+    phases.mark("drop event read with docker exec");
 
     // A network created after the filter started: its bridge must be
     // filtered within a second, before any container uses it.
