@@ -103,6 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     filter.release_unwanted_pins();
     filter.reconcile();
+    system::release_freed_heap();
     let mut reader = crate::events::EventReader::open(&opts.pins)?;
     let publisher = crate::events::Publisher::start(opts.events_socket.as_deref());
     let docker = opts.docker.clone().map(|endpoint| {
@@ -309,6 +310,7 @@ impl Filter {
                 self.attached
                     .retain(|n, _| self.policy.interfaces.iter().any(|p| pattern_matches(p, n)));
                 self.reconcile();
+                system::release_freed_heap();
             }
             Err(e) => error!("SIGHUP: applying {}: {e}", path.display()),
         }
