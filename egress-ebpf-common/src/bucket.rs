@@ -182,17 +182,23 @@ mod tests {
         }
 
         /// A coarse stamp that trails real time by at most the slack: when it
-        /// says "refused", the precise clock refuses too.
+        /// says "refused", the precise clock refuses too, and it says so
+        /// exactly when the bucket would still refuse at the end of the slack.
+        /// Stamps are drawn around the bucket's earliest admission, where the
+        /// answer changes.
         #[test]
         fn a_coarse_refusal_is_a_precise_refusal(
             rate in 1u64..1000,
             burst in 1u64..50,
             tat in 0u64..1_000_000_000_000,
-            coarse in 0u64..1_000_000_000_000,
+            before in 0u64..3 * COARSE_CLOCK_SLACK_NS,
             lag in 0u64..=COARSE_CLOCK_SLACK_NS,
         ) {
             let g = Gcra::new(rate, MINUTE, burst).unwrap();
-            if g.refuses_through(tat, coarse, COARSE_CLOCK_SLACK_NS) {
+            let coarse = g.earliest_admission(tat).saturating_sub(before);
+            let refused = g.refuses_through(tat, coarse, COARSE_CLOCK_SLACK_NS);
+            prop_assert_eq!(refused, g.admit(tat, coarse + COARSE_CLOCK_SLACK_NS).is_none());
+            if refused {
                 prop_assert!(g.admit(tat, coarse + lag).is_none());
             }
         }
