@@ -308,6 +308,25 @@ impl ChildGuard {
         Ok(self.status)
     }
 
+    /// Reads the JSON lines of the process's (piped) stdout on a thread;
+    /// lines that are not JSON are skipped.
+    pub fn json_lines(&mut self) -> std::sync::mpsc::Receiver<serde_json::Value> {
+        use std::io::BufRead as _;
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.try_wait(), Ok(None))

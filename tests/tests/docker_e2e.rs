@@ -420,17 +420,7 @@ fn event_through_exec(dh: &DockerHost, cloud: &Cloud, client: &Client) -> Value 
         .stderr(std::process::Stdio::null());
     let mut follower = egress_tests::ChildGuard::spawn(cmd, "docker exec … events")
         .unwrap_or_else(|e| panic!("docker exec {FILTER} egress-loader events: {e:#}"));
-    let stdout = follower.child_mut().stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let events = follower.json_lines();
     let prober = Prober {
         dh,
         cloud,
@@ -439,9 +429,7 @@ fn event_through_exec(dh: &DockerHost, cloud: &Cloud, client: &Client) -> Value 
     for _ in 0..5 {
         let reach = prober.http(client, addrs::IMDS_V4, 80, &cloud.imds);
         assert_eq!(reach, Reach::TimedOut, "{}: instance metadata", client.name);
-        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("`events` printed {line:?}: {e}"));
+        if let Ok(event) = events.recv_timeout(Duration::from_secs(1)) {
             assert!(
                 egress_tests::wait_until(Duration::from_secs(5), || !follower.is_running()),
                 "`events --count 1` did not exit after one event"

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -467,23 +466,6 @@ fn verify_fails_without_a_filter() {
     );
 }
 
-/// Reads JSON lines from `child`'s stdout on a thread.
-fn json_lines(child: &mut ChildGuard) -> mpsc::Receiver<Value> {
-    let stdout = child.child_mut().stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && tx.send(v).is_err()
-            {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Follows `egress-loader events --socket PATH` from `ns`.
 fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiver<Value>) {
     assert!(
@@ -497,7 +479,7 @@ fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiv
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = ChildGuard::spawn(cmd, "egress-loader events").unwrap();
-    let rx = json_lines(&mut child);
+    let rx = child.json_lines();
     (child, rx)
 }
 
