@@ -1,22 +1,24 @@
-//! The userspace side of the egress filter: configuration, policy, loading,
-//! attaching, and reading counters. The `egress-loader` binary is a thin CLI
-//! over this library; the tests drive it directly too.
+//! The userspace side of the egress filter, in layers; each imports only
+//! the layers below it (`tests/layers.rs` checks this):
+//!
+//! ```text
+//! error    Error, ConfigError, the exit status contract
+//! kernel   object, maps, pins, attach, netlink, system (privileges, bpffs,
+//!          lock, kernel floor), clock
+//! policy   schema, values, flags, glob, build (flag > file > default), apply
+//! observe  counters, events, identity, metrics, status
+//! verify   proving on this host that each bridge filters
+//! daemon   the run loop: reconcile, reload, GC
+//! ```
+//!
+//! The `egress-loader` binary's CLI (`src/cli/`, one module per
+//! subcommand) sits on top; the tests drive the library directly too.
 
-pub mod attach;
-pub mod config;
-pub mod counters;
+pub mod daemon;
 pub mod error;
-pub mod events;
-pub mod identity;
-pub mod maps;
-pub mod metrics;
-pub mod netlink;
-pub mod object;
-pub mod pins;
+pub mod kernel;
+pub mod observe;
 pub mod policy;
-pub mod run;
-pub mod status;
-pub mod system;
 pub mod verify;
 
 pub use error::Error;

@@ -7,12 +7,9 @@ use aya::{
 };
 use egress_ebpf_common::counters::CounterId;
 use egress_loader::{
-    config::{Overrides, Policy},
-    counters::{self, Snapshot},
-    maps::PolicyMaps,
-    object,
-    pins::PinDir,
-    policy,
+    kernel::{maps::PolicyMaps, object, pins::PinDir},
+    observe::counters::{self, Snapshot},
+    policy::{Overrides, Policy, apply},
 };
 
 use crate::bpffs::BpffsMount;
@@ -38,7 +35,7 @@ impl Classifier {
         let ebpf = object::load(&pins).expect("load the classifier");
         let mut maps = PolicyMaps::open(&pins).expect("open the pinned maps");
         let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
-        policy::apply(&mut maps, &p).expect("apply the policy");
+        apply::apply(&mut maps, &p).expect("apply the policy");
         Self {
             ebpf,
             pins,
@@ -68,7 +65,7 @@ impl Classifier {
 
     pub fn apply(&mut self, policy_toml: &str) {
         let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
-        policy::apply(&mut self.maps, &p).expect("apply the policy");
+        apply::apply(&mut self.maps, &p).expect("apply the policy");
     }
 
     /// Runs one frame through the program; returns the verdict.

@@ -169,8 +169,8 @@ impl Spec {
 }
 
 fn moved(
-    before: &egress_loader::counters::Snapshot,
-    after: &egress_loader::counters::Snapshot,
+    before: &egress_loader::observe::counters::Snapshot,
+    after: &egress_loader::observe::counters::Snapshot,
 ) -> Vec<CounterId> {
     CounterId::ALL
         .into_iter()

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use egress_loader::config::{Overrides, Policy, default_config_toml};
+use egress_loader::policy::{Overrides, Policy, default_config_toml};
 
 use super::Result;
 

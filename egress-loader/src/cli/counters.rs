@@ -3,7 +3,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use egress_loader::{Error, counters, pins::PinDir};
+use egress_loader::{error::ConfigError, kernel::pins::PinDir, observe::counters};
 
 use super::{PinDirArg, Result};
 
@@ -59,9 +59,11 @@ pub fn main(a: Args) -> Result {
 /// a blank line instead of escape codes.
 fn watch(pins: &PinDir, interval: f64, count: Option<u64>) -> Result {
     if !(0.1..=3600.0).contains(&interval) {
-        return Err(Error::Invalid(format!(
-            "--interval: {interval} is not between 0.1 and 3600 seconds"
-        )));
+        return Err(ConfigError::new(
+            "--interval",
+            format!("{interval} is not between 0.1 and 3600 seconds"),
+        )
+        .into());
     }
     let interval = Duration::from_secs_f64(interval);
     let tty = std::io::stdout().is_terminal();

@@ -1,4 +1,7 @@
-use egress_loader::{pins::PinDir, run::detach_all, system};
+use egress_loader::{
+    Error,
+    kernel::{attach::detach_all, pins::PinDir, system},
+};
 
 use super::{PinDirArg, Result};
 
@@ -15,11 +18,7 @@ pub fn main(a: Args) -> Result {
     system::check_privileges()?;
     let pins = PinDir::new(a.pin_dir.pin_dir);
     if !pins.root().exists() {
-        println!(
-            "nothing to detach: {} does not exist",
-            pins.root().display()
-        );
-        return Ok(());
+        return Err(Error::NothingToDetach(pins.root().to_path_buf()));
     }
     println!("{}", detach_all(&pins)?);
     Ok(())

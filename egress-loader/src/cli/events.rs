@@ -1,10 +1,10 @@
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, ErrorKind, Write},
     os::unix::net::UnixStream,
     path::PathBuf,
 };
 
-use egress_loader::{Error, events::DEFAULT_SOCKET};
+use egress_loader::{Error, observe::events::DEFAULT_SOCKET};
 
 use super::Result;
 
@@ -28,10 +28,15 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result {
     let stream = UnixStream::connect(&a.socket).map_err(|e| {
-        Error::Invalid(format!(
+        let text = format!(
             "cannot connect to {} ({e}): is `egress-loader run` running with this --events-socket?",
             a.socket.display()
-        ))
+        );
+        match e.kind() {
+            // No socket, or nobody listening on it: no loader to follow.
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::NoLoader(text),
+            _ => Error::Io(std::io::Error::new(e.kind(), text)),
+        }
     })?;
     eprintln!(
         "following drop events from {} (Ctrl-C to stop)",
@@ -52,7 +57,5 @@ pub fn main(a: Args) -> Result {
             }
         }
     }
-    Err(Error::Invalid(
-        "the loader closed the events socket (it exited)".into(),
-    ))
+    Err(Error::EventsClosed)
 }

@@ -12,20 +12,21 @@ mod verify;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use egress_loader::{Error, pins::DEFAULT_PIN_DIR};
+use egress_loader::{
+    Error,
+    error::Exit,
+    kernel::{
+        pins::DEFAULT_PIN_DIR,
+        system::{KERNEL_FLOOR, release},
+    },
+};
 
 #[derive(Parser)]
 #[command(
     name = "egress-loader",
     version,
     about = "eBPF egress filter for container hosts: blocks cloud metadata services, rate-limits outbound SMTP",
-    long_about = "eBPF egress filter for container hosts.\n\n\
-        A tc classifier on the ingress hook of each Docker bridge (where containers' traffic \
-        leaves them) drops traffic to cloud instance metadata services (169.254.169.254 and \
-        friends) and rate-limits new outbound SMTP connections, like the DOCKER-USER iptables \
-        rules it replaces. The filter and its counters are pinned on bpffs, so protection \
-        outlives the loader.\n\n\
-        Exit status: 0 success, 1 runtime failure, 2 invalid configuration or flags (nothing changed).",
+    long_about = long_about(),
     after_help = "Examples:\n  \
         egress-loader run                          # docker0 and br-*, default policy\n  \
         egress-loader run --config /etc/egress-filter.toml\n  \
@@ -62,6 +63,23 @@ pub struct PinDirArg {
     pub pin_dir: PathBuf,
 }
 
+/// The long `--help` text: what the filter does, the kernel it needs, and
+/// the exit status table (from [`Exit`], the one place it is written).
+fn long_about() -> String {
+    format!(
+        "eBPF egress filter for container hosts.\n\n\
+        A tc classifier on the ingress hook of each Docker bridge (where containers' traffic \
+        leaves them) drops traffic to cloud instance metadata services (169.254.169.254 and \
+        friends) and rate-limits new outbound SMTP connections, like the DOCKER-USER iptables \
+        rules it replaces. The filter and its counters are pinned on bpffs, so protection \
+        outlives the loader.\n\n\
+        Needs Linux {} or later (TCX attach from 6.6; below it a legacy tc filter).\n\n\
+        {}",
+        release(KERNEL_FLOOR),
+        Exit::table().trim_end()
+    )
+}
+
 pub fn main() -> ExitCode {
     // Die quietly on a closed pipe (`counters | head`), like other CLI tools.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -75,12 +93,7 @@ pub fn main() -> ExitCode {
         Command::Events(a) => events::main(a),
         Command::Counters(a) => counters::main(a),
         Command::Status(a) => status::main(a),
-        Command::Verify(a) => match verify::main(a) {
-            Ok(true) => Ok(()),
-            // The report says which bridge failed and why.
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
+        Command::Verify(a) => verify::main(a),
         Command::Detach(a) => detach::main(a),
         Command::CheckConfig(a) => check_config::main(a),
     };
@@ -93,9 +106,37 @@ pub fn main() -> ExitCode {
                 eprintln!("  caused by: {s}");
                 source = s.source();
             }
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
 pub type Result<T = ()> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    /// `cargo xtask run` passes a first word through as a subcommand and puts
+    /// `run` before a first flag; that stays right only while `run` takes no
+    /// positional argument and no subcommand is spelt like a flag.
+    #[test]
+    fn a_first_word_can_only_be_a_subcommand() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("a run subcommand");
+        let positionals: Vec<_> = run.get_positionals().map(|a| a.get_id()).collect();
+        assert!(positionals.is_empty(), "run takes {positionals:?}");
+        for sub in cli.get_subcommands() {
+            for name in std::iter::once(sub.get_name()).chain(sub.get_all_aliases()) {
+                assert!(!name.starts_with('-'), "{name}");
+            }
+        }
+    }
+}

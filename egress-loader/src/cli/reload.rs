@@ -4,7 +4,11 @@ use std::{
 };
 
 use clap::Parser;
-use egress_loader::{Error, maps::PolicyMaps, pins::PinDir, policy, system};
+use egress_loader::{
+    Error,
+    kernel::{maps::PolicyMaps, pins::PinDir, system},
+    policy::apply,
+};
 
 use super::{Cli, Command, PinDirArg, Result};
 
@@ -24,7 +28,7 @@ pub struct Args {
 pub fn main(a: Args) -> Result {
     let pins = PinDir::new(a.pin_dir.pin_dir);
     let pid = system::lock_holder(pins.root()).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::NoLoader(format!(
             "no running loader holds {} (a loader in another container or pid namespace can be sent SIGHUP directly)",
             pins.root().display()
         ))
@@ -40,12 +44,12 @@ pub fn main(a: Args) -> Result {
         command: Command::Run(run_args),
     }) = Cli::try_parse_from(&args)
     else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Reload(format!(
             "pid {pid} holds the pin dir but is not `egress-loader run` ({args:?})"
         )));
     };
     let Some(policy) = super::run::policy_for_reload(&run_args, &cwd)? else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Reload(format!(
             "the loader (pid {pid}) runs without --config: there is no file to re-read"
         )));
     };
@@ -54,10 +58,10 @@ pub fn main(a: Args) -> Result {
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
-    .map_err(|e| Error::Invalid(format!("sending SIGHUP to pid {pid}: {e}")))?;
+    .map_err(|e| Error::Reload(format!("sending SIGHUP to pid {pid}: {e}")))?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
-        if policy::in_force(&maps, &policy)? {
+        if apply::in_force(&maps, &policy)? {
             println!(
                 "reloaded: the loader (pid {pid}) applied its configuration in {:?}",
                 start.elapsed()
@@ -66,7 +70,7 @@ pub fn main(a: Args) -> Result {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Reload(format!(
         "pid {pid} got SIGHUP but the maps do not show the new policy after 10 s: see its log"
     )))
 }

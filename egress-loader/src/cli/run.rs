@@ -1,11 +1,15 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use egress_loader::{
-    attach::AttachMode,
-    config::{ConfigFile, Overrides, Policy, parse_block_flag, parse_port_list},
-    identity::DockerEndpoint,
-    pins::PinDir,
-    run::{RunOptions, run},
+    daemon::{RunOptions, run},
+    error::ConfigError,
+    kernel::{attach::AttachMode, pins::PinDir},
+    observe::{events::DEFAULT_SOCKET, identity::DockerEndpoint},
+    policy::{
+        ConfigFile, Overrides, Policy,
+        flags::{PortList, parse_block_flag, parse_port_list},
+        schema::BlockEntry,
+    },
 };
 
 use super::{PinDirArg, Result};
@@ -35,10 +39,10 @@ pub struct Args {
     /// Also block CIDR[:tcp|udp[/PORT,...]], added to the configured list;
     /// repeatable. E.g. 10.0.0.0/8, fd00::/8, 168.63.129.16/32:tcp/80,32526.
     #[arg(long, value_name = "CIDR[:PROTO[/PORTS]]", value_parser = parse_block_flag)]
-    block: Vec<egress_loader::config::BlockEntry>,
+    block: Vec<BlockEntry>,
     /// Rate-limited TCP destination ports, comma-separated [default: 25,465,587,2525].
     #[arg(long, value_name = "PORTS", value_parser = parse_port_list)]
-    smtp_ports: Option<egress_loader::config::PortList>,
+    smtp_ports: Option<PortList>,
     /// New connections allowed to those ports, as iptables writes it:
     /// N/second|minute|hour|day [default: 5/minute].
     #[arg(long, value_name = "RATE")]
@@ -63,7 +67,7 @@ pub struct Args {
     attach_mode: AttachMode,
     /// Unix socket where drop events are published for `egress-loader events`
     /// (they are also written to stdout as JSON lines); "none" to disable.
-    #[arg(long, value_name = "PATH", default_value = egress_loader::events::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     events_socket: PathBuf,
     /// Docker engine that names the container behind each drop event's
     /// source address: unix:///PATH [default: $DOCKER_HOST if it is a unix://
@@ -113,17 +117,17 @@ pub fn main(a: Args) -> Result {
         None => Policy::build(ConfigFile::default(), &overrides)?,
     };
     if !(0.05..=3600.0).contains(&a.rescan) {
-        return Err(egress_loader::Error::Invalid(format!(
-            "--rescan: {} is not between 0.05 and 3600 seconds",
-            a.rescan
-        )));
+        return Err(ConfigError::new(
+            "--rescan",
+            format!("{} is not between 0.05 and 3600 seconds", a.rescan),
+        )
+        .into());
     }
     let docker = if a.no_docker {
         None
     } else {
         let env = std::env::var("DOCKER_HOST").ok();
-        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())
-            .map_err(egress_loader::Error::Invalid)?
+        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())?
     };
     let opts = RunOptions {
         policy,

@@ -1,4 +1,4 @@
-use egress_loader::{Error, pins::PinDir, status};
+use egress_loader::{Error, kernel::pins::PinDir, observe::status};
 
 use super::{PinDirArg, Result};
 
@@ -14,8 +14,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Exit 1 unless a loader is running on this pin dir and every link it
-    /// pinned is attached (for liveness probes). A host with no matching
-    /// interface yet is healthy.
+    /// pinned is attached (for liveness probes; 3 if no filter is loaded
+    /// there). A host with no matching interface yet is healthy.
     #[arg(long)]
     check: bool,
 }
@@ -35,12 +35,12 @@ pub fn main(a: Args) -> Result {
             .map(|i| i.name.as_str())
             .collect();
         if !s.loader_running {
-            return Err(Error::Unhealthy(
+            return Err(Error::CheckFailed(
                 "no loader is running on this pin dir".into(),
             ));
         }
         if !stale.is_empty() {
-            return Err(Error::Unhealthy(format!(
+            return Err(Error::CheckFailed(format!(
                 "not attached: {}",
                 stale.join(", ")
             )));

@@ -1,5 +1,6 @@
 use egress_loader::{
-    pins::PinDir,
+    Error,
+    kernel::pins::PinDir,
     verify::{VerifyOptions, verify},
 };
 
@@ -36,8 +37,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Ok(false): a bridge failed (exit status 1).
-pub fn main(a: Args) -> Result<bool> {
+/// The report first, then the verdict: a FAIL is a failed check (exit 1).
+pub fn main(a: Args) -> Result {
     let report = verify(&VerifyOptions {
         pins: PinDir::new(a.pin_dir.pin_dir),
         patterns: a.ifaces,
@@ -48,5 +49,13 @@ pub fn main(a: Args) -> Result<bool> {
     } else {
         print!("{}", report.render());
     }
-    Ok(report.passed())
+    if report.passed() {
+        return Ok(());
+    }
+    let failed = report.failed_bridges();
+    Err(Error::CheckFailed(if failed.is_empty() {
+        "verify found a problem (see the report)".into()
+    } else {
+        format!("verify: {} does not filter", failed.join(", "))
+    }))
 }

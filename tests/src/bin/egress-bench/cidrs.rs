@@ -86,7 +86,7 @@ pub fn ipset_restore(cidrs: &[String]) -> String {
 /// `[[block]]` entries (a `[[block]]` list in a file replaces the defaults,
 /// so the defaults are written out first).
 pub fn filter_config(cidrs: &[String]) -> String {
-    let mut s = egress_loader::config::default_config_toml();
+    let mut s = egress_loader::policy::default_config_toml();
     s.push('\n');
     for c in cidrs {
         let _ = writeln!(s, "[[block]]\ncidr = \"{c}\"\n");
@@ -111,12 +111,12 @@ mod tests {
     #[test]
     fn filter_config_is_valid() {
         let toml = filter_config(&blocked(100));
-        let p = egress_loader::config::Policy::from_toml(
+        let p = egress_loader::policy::Policy::from_toml(
             &toml,
-            &egress_loader::config::Overrides::default(),
+            &egress_loader::policy::Overrides::default(),
         )
         .expect("valid");
-        let (v4, _) = egress_loader::policy::trie_entries(&p).expect("entries");
+        let (v4, _) = egress_loader::policy::apply::trie_entries(&p).expect("entries");
         assert!(v4.len() >= 100, "{}", v4.len());
     }
 }

@@ -181,7 +181,7 @@ fn attached(status: &serde_json::Value) -> usize {
 
 /// `bpftool map show pinned` for every map the classifier pins.
 fn maps(pin_dir: &std::path::Path, cidrs: usize) -> Result<MapsFootprint> {
-    let pins = egress_loader::pins::PinDir::new(pin_dir);
+    let pins = egress_loader::kernel::pins::PinDir::new(pin_dir);
     let mut maps = Vec::new();
     for name in names::ALL {
         let path = path_str(&pins.map(name));

@@ -101,7 +101,7 @@ impl Noop {
         let mount = BpffsMount::try_new()?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(mount.path())
-            .load(egress_loader::object::OBJECT)
+            .load(egress_loader::kernel::object::OBJECT)
             .context("loading the eBPF object")?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(NOOP_PROGRAM)

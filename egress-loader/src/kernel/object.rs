@@ -3,7 +3,10 @@
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
 use egress_ebpf_common::maps::PROGRAM;
 
-use crate::{error::Error, maps, pins::PinDir};
+use crate::{
+    error::Error,
+    kernel::{maps, pins::PinDir},
+};
 
 /// The eBPF object; empty when build.rs skipped the eBPF build (clippy/check
 /// without bpf-linker), in which case loading says so.
@@ -14,7 +17,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// kernel. Nothing is attached yet.
 pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
     if OBJECT.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Object(
             "this binary was built without the eBPF object (bpf-linker was missing); \
              build it with `cargo xtask build`"
                 .into(),
@@ -37,7 +40,7 @@ pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
 pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
     let prog = ebpf
         .program_mut(PROGRAM)
-        .ok_or_else(|| Error::Invalid(format!("program {PROGRAM} missing from the object")))?;
+        .ok_or_else(|| Error::Object(format!("program {PROGRAM} missing from the object")))?;
     prog.try_into().map_err(|source| Error::Program {
         context: format!("program {PROGRAM}"),
         source,

@@ -1,7 +1,9 @@
 //! Typed handles on the pinned maps, opened by path so any process (the
 //! running loader, `counters`, `status`) sees the same kernel objects.
 
-use aya::maps::{Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
+use aya::maps::{
+    Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, RingBuf,
+};
 use egress_ebpf_common::{
     config::PolicyConfig,
     counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters, IfaceSlot},
@@ -13,7 +15,7 @@ use egress_ebpf_common::{
     rules::BlockRule,
 };
 
-use crate::{error::Error, pins::PinDir};
+use crate::{error::Error, kernel::pins::PinDir};
 
 fn open(pins: &PinDir, name: &'static str) -> Result<Map, Error> {
     let path = pins.map(name);
@@ -55,6 +57,32 @@ impl PolicyMaps {
 
 pub fn counters(pins: &PinDir) -> Result<PerCpuArray<MapData, Counter>, Error> {
     Ok(typed!(pins, names::COUNTERS))
+}
+
+/// Drop events lost and suppressed, per CPU (indices `EVENTS_LOST`,
+/// `EVENTS_SUPPRESSED` of the common crate's `events`).
+pub fn event_stats(pins: &PinDir) -> Result<PerCpuArray<MapData, u64>, Error> {
+    Ok(typed!(pins, names::EVENT_STATS))
+}
+
+/// The drop events' ring buffer.
+pub fn events(pins: &PinDir) -> Result<RingBuf<MapData>, Error> {
+    Ok(typed!(pins, names::EVENTS))
+}
+
+/// Per-interface counters of the interfaces that did not get a slot.
+pub fn iface_counters(pins: &PinDir) -> Result<PerCpuHashMap<MapData, u32, IfaceCounters>, Error> {
+    Ok(typed!(pins, names::IFACE_COUNTERS))
+}
+
+/// The direct-mapped per-interface counters.
+pub fn iface_slots(pins: &PinDir) -> Result<PerCpuArray<MapData, IfaceSlot>, Error> {
+    Ok(typed!(pins, names::IFACE_SLOTS))
+}
+
+/// The per-source SMTP buckets (GCRA TAT by v4-mapped source address).
+pub fn smtp_source_buckets(pins: &PinDir) -> Result<HashMap<MapData, [u8; 16], u64>, Error> {
+    Ok(typed!(pins, names::SMTP_SOURCE_BUCKETS))
 }
 
 /// The layout this build expects of each pinned map: (name, key size, value

@@ -19,7 +19,10 @@ use aya::{
 use egress_ebpf_common::maps::PROGRAM;
 use serde::Serialize;
 
-use crate::{error::Error, pins::PinDir};
+use crate::{
+    error::Error,
+    kernel::{pins::PinDir, system::TCX_SINCE},
+};
 
 /// Priority and handle of our legacy tc filter: priority 1 runs before
 /// filters that took the default priority.
@@ -67,9 +70,8 @@ impl AttachMode {
     }
 }
 
-/// TCX arrived in Linux 6.6 (commit e420bed02507).
 fn tcx_supported() -> bool {
-    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+    KernelVersion::current().is_ok_and(|v| v >= TCX_SINCE)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,11 +156,9 @@ fn attach_tcx(
         context: format!("{ifname}: TCX link"),
         source,
     })?;
-    fd_link.pin(&path).map_err(|e| {
-        Error::Invalid(format!(
-            "{ifname}: pinning the link at {}: {e}",
-            path.display()
-        ))
+    fd_link.pin(&path).map_err(|source| Error::Pin {
+        context: format!("{ifname}: pinning the link at {}", path.display()),
+        source,
     })?;
     Ok(AttachOutcome::Attached)
 }
@@ -232,6 +232,44 @@ pub fn detach(pins: &PinDir, ifname: &str) -> Result<bool, Error> {
         }
     }
     Ok(removed)
+}
+
+/// `detach`: every link and legacy filter we own, then every pin.
+pub fn detach_all(pins: &PinDir) -> Result<String, Error> {
+    let mut links = 0;
+    for name in pins.pinned_links() {
+        if detach(pins, &name)? {
+            links += 1;
+        }
+    }
+    // Legacy filters carry no pin: look on every interface.
+    for (name, _) in interfaces() {
+        if detach(pins, &name)? {
+            links += 1;
+        }
+    }
+    let mut maps = 0;
+    for name in egress_ebpf_common::maps::ALL {
+        let p = pins.map(name);
+        if p.exists() {
+            std::fs::remove_file(&p)?;
+            maps += 1;
+        }
+    }
+    for d in [pins.links(), pins.maps(), pins.root().to_path_buf()] {
+        if d.exists() {
+            std::fs::remove_dir(&d).map_err(|e| {
+                Error::Io(io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", d.display()),
+                ))
+            })?;
+        }
+    }
+    Ok(format!(
+        "detached from {links} interface(s), removed {maps} pinned map(s) and {}",
+        pins.root().display()
+    ))
 }
 
 /// Interface names in this network namespace.

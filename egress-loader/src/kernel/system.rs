@@ -1,5 +1,5 @@
-//! What the host must provide: capabilities, a bpf filesystem, one loader per
-//! pin dir.
+//! What the host must provide: a kernel at or above the floor, capabilities,
+//! a bpf filesystem, one loader per pin dir.
 
 use std::{
     fs::File,
@@ -7,7 +7,84 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{error::Error, pins};
+use aya::util::KernelVersion;
+
+use crate::{error::Error, kernel::pins};
+
+/// A kernel feature the classifier cannot run without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFeature {
+    pub name: &'static str,
+    /// The first Linux release that has it.
+    pub since: KernelVersion,
+    /// What the filter uses it for.
+    pub used_for: &'static str,
+}
+
+/// Everything the classifier needs from the kernel, newest first. The floor
+/// is the newest of them.
+pub const KERNEL_FEATURES: [KernelFeature; 3] = [
+    KernelFeature {
+        name: "BPF_CMPXCHG (atomic compare-and-exchange with fetch)",
+        since: KernelVersion::new(5, 12, 0),
+        used_for: "the SMTP bucket shared by every CPU",
+    },
+    KernelFeature {
+        name: "bpf_ktime_get_coarse_ns",
+        since: KernelVersion::new(5, 11, 0),
+        used_for: "the bucket's cheap refusals and the drop-event budget",
+    },
+    KernelFeature {
+        name: "the BPF ring buffer",
+        since: KernelVersion::new(5, 8, 0),
+        used_for: "drop events",
+    },
+];
+
+/// The oldest kernel the filter runs on.
+pub const KERNEL_FLOOR: KernelVersion = KERNEL_FEATURES[0].since;
+
+/// TCX, the link-based tc attach (Linux 6.6, commit e420bed02507). Optional.
+pub const TCX_SINCE: KernelVersion = KernelVersion::new(6, 6, 0);
+
+/// What TCX changes, for messages: below it the legacy attach is used.
+pub const WITHOUT_TCX: &str = "below Linux 6.6 (no TCX) the filter is attached as a legacy \
+     clsact/netlink filter: it is not pinned as a link (it stays in the kernel until \
+     `egress-loader detach` removes it) and is not ordered first among other tc programs";
+
+/// `major.minor` of a release (KernelVersion's fields are private; its code is
+/// LINUX_VERSION_CODE).
+pub fn release(v: KernelVersion) -> String {
+    let c = v.code();
+    format!("{}.{}", c >> 16, (c >> 8) & 0xff)
+}
+
+/// Refuses a kernel below [`KERNEL_FLOOR`], naming each missing feature.
+/// A pure function of the version, so every boundary can be tested; `run`
+/// calls it with the running kernel's.
+pub fn check_kernel(version: KernelVersion) -> Result<(), Error> {
+    let missing: Vec<String> = KERNEL_FEATURES
+        .iter()
+        .filter(|f| version < f.since)
+        .map(|f| {
+            format!(
+                "{} (Linux {}, for {})",
+                f.name,
+                release(f.since),
+                f.used_for
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let floor = release(KERNEL_FLOOR);
+    Err(Error::KernelTooOld(format!(
+        "Linux {version} is below this filter's floor, Linux {floor}: missing {}. \
+         Upgrade the kernel; on Linux {floor} and later it runs ({WITHOUT_TCX})",
+        missing.join("; ")
+    )))
+}
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -167,5 +244,68 @@ pub fn release_freed_heap() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(major: u8, minor: u8, patch: u16) -> Option<String> {
+        match check_kernel(KernelVersion::new(major, minor, patch)) {
+            Ok(()) => None,
+            Err(e) => {
+                assert_eq!(e.exit_code(), 4, "{e}");
+                Some(e.to_string())
+            }
+        }
+    }
+
+    #[test]
+    fn the_floor_is_5_12() {
+        assert_eq!(KERNEL_FLOOR, KernelVersion::new(5, 12, 0));
+        for ok in [
+            (5, 12, 0),
+            (5, 12, 19),
+            (5, 15, 0),
+            (6, 1, 0),
+            (6, 6, 0),
+            (6, 18, 3),
+        ] {
+            assert_eq!(refused(ok.0, ok.1, ok.2), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn each_boundary_names_what_is_missing() {
+        // Just below 5.12: only the compare-and-exchange is missing.
+        let e = refused(5, 11, 255).unwrap();
+        assert!(
+            e.contains("BPF_CMPXCHG") && e.contains("(Linux 5.12, "),
+            "{e}"
+        );
+        assert!(!e.contains("coarse") && !e.contains("ring buffer"), "{e}");
+        // 5.11.0 has the coarse clock.
+        let e = refused(5, 11, 0).unwrap();
+        assert!(!e.contains("coarse"), "{e}");
+        // Below 5.11: the coarse clock too, not yet the ring buffer.
+        let e = refused(5, 10, 0).unwrap();
+        assert!(
+            e.contains("BPF_CMPXCHG") && e.contains("bpf_ktime_get_coarse_ns"),
+            "{e}"
+        );
+        assert!(!e.contains("ring buffer"), "{e}");
+        let e = refused(5, 8, 0).unwrap();
+        assert!(!e.contains("ring buffer"), "{e}");
+        // Below 5.8: all three.
+        let e = refused(5, 7, 19).unwrap();
+        for f in ["BPF_CMPXCHG", "bpf_ktime_get_coarse_ns", "ring buffer"] {
+            assert!(e.contains(f), "{f}: {e}");
+        }
+        let e = refused(4, 19, 0).unwrap();
+        assert!(
+            e.contains("Linux 4.19.0 is below") && e.contains("TCX"),
+            "{e}"
+        );
     }
 }

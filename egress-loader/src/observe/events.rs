@@ -11,19 +11,19 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use egress_ebpf_common::{
     counters::CounterId,
-    events::{
-        DropEvent, EVENT_DRY_RUN, EVENT_STATS_LEN, EVENTS_LOST, EVENTS_SUPPRESSED, FAMILY_V4,
-    },
-    maps::{EVENT_STATS, EVENTS},
+    events::{DropEvent, EVENT_DRY_RUN, FAMILY_V4},
     rules::{NO_RULE, PROTO_TCP, PROTO_UDP},
 };
 use serde::Serialize;
 use tokio::{io::AsyncWriteExt, io::unix::AsyncFd, net::UnixListener, sync::broadcast};
 
-use crate::{error::Error, pins::PinDir};
+use crate::{
+    error::Error,
+    kernel::{clock::monotonic_ns, maps, pins::PinDir},
+};
 
 pub const DEFAULT_SOCKET: &str = "/run/egress-filter/events.sock";
 
@@ -133,45 +133,18 @@ impl Decoder {
     }
 }
 
-/// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+/// An event's stamp to wall-clock time. The classifier stamps events with
+/// bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE), which trails
+/// CLOCK_MONOTONIC by at most one tick: measured against CLOCK_MONOTONIC
+/// here, an event shows at most one tick (1-10 ms, CONFIG_HZ) early.
 fn wall_clock(mono_ns: u64) -> SystemTime {
-    let now_mono = crate::run::monotonic_ns();
+    let now_mono = monotonic_ns();
     let now = SystemTime::now();
     if mono_ns <= now_mono {
         now - Duration::from_nanos(now_mono - mono_ns)
     } else {
         now
     }
-}
-
-/// Events lost (ring buffer full) and suppressed (over the budget), summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct EventStats {
-    pub lost: u64,
-    pub suppressed: u64,
-}
-
-pub fn read_stats(pins: &PinDir) -> Result<EventStats, Error> {
-    let path = pins.map(EVENT_STATS);
-    if !path.exists() {
-        return Err(Error::NotLoaded(pins.root().to_path_buf()));
-    }
-    let data = MapData::from_pin(&path).map_err(|e| Error::map("EVENT_STATS", e))?;
-    let map: aya::maps::PerCpuArray<MapData, u64> = Map::PerCpuArray(data)
-        .try_into()
-        .map_err(|e| Error::map("EVENT_STATS", e))?;
-    let sum = |i: u32| -> Result<u64, Error> {
-        debug_assert!(i < EVENT_STATS_LEN);
-        Ok(map
-            .get(&i, 0)
-            .map_err(|e| Error::map("EVENT_STATS", e))?
-            .iter()
-            .sum())
-    };
-    Ok(EventStats {
-        lost: sum(EVENTS_LOST)?,
-        suppressed: sum(EVENTS_SUPPRESSED)?,
-    })
 }
 
 /// The ring buffer, readable with tokio.
@@ -181,10 +154,7 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn open(pins: &PinDir) -> Result<Self, Error> {
-        let data = MapData::from_pin(pins.map(EVENTS)).map_err(|e| Error::map("EVENTS", e))?;
-        let ring: RingBuf<MapData> = Map::RingBuf(data)
-            .try_into()
-            .map_err(|e| Error::map("EVENTS", e))?;
+        let ring: RingBuf<MapData> = maps::events(pins)?;
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
         // owns the ring buffer, and it always reports that same fd.
         let ring = unsafe { AsyncFd::register(ring) }

@@ -9,13 +9,14 @@ use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Ke
 use egress_ebpf_common::{
     config::{MAX_SMTP_PORTS, PolicyConfig, SCOPE_GLOBAL, SCOPE_PER_SOURCE},
     counters::Counter,
+    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, CONFIG_SLOTS, POLICY_CONFIG, RULE_COUNTERS},
     rules::{ANY_PORT, BlockRule as TrieValue, MAX_PORT_MATCHES, NO_RULE, PortMatch},
 };
 
 use crate::{
-    config::{Cidr, Policy, Scope},
-    error::Error,
-    maps::PolicyMaps,
+    error::{ConfigError, Error},
+    kernel::maps::PolicyMaps,
+    policy::values::{Cidr, Policy, Scope},
 };
 
 pub type V4Entries = BTreeMap<(u32, [u8; 4]), TrieValue>;
@@ -152,34 +153,40 @@ pub struct ApplyReport {
     pub rules_changed: bool,
 }
 
+/// [`trie_entries`] for a policy that [`Policy::build`] validated (it
+/// checks the same capacity): an error here is still invalid input.
+fn validated_trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), Error> {
+    trie_entries(policy).map_err(|e| ConfigError::new("block", e).into())
+}
+
 /// Writes the policy into the maps. Validation happened before; a failure
 /// here is a kernel error, and the old policy's entries are all still there.
 pub fn apply(maps: &mut PolicyMaps, policy: &Policy) -> Result<ApplyReport, Error> {
-    let (v4, v6) = trie_entries(policy).map_err(Error::Invalid)?;
+    let (v4, v6) = validated_trie_entries(policy)?;
     let mut report = ApplyReport {
         trie_entries: v4.len() + v6.len(),
         ..Default::default()
     };
-    report.rules_changed |= sync_trie(&mut maps.blocked_v4, &v4, &mut report.removed)?;
-    report.rules_changed |= sync_trie(&mut maps.blocked_v6, &v6, &mut report.removed)?;
+    report.rules_changed |= sync_trie(BLOCKED_V4, &mut maps.blocked_v4, &v4, &mut report.removed)?;
+    report.rules_changed |= sync_trie(BLOCKED_V6, &mut maps.blocked_v6, &v6, &mut report.removed)?;
 
     let config = policy_config(policy);
     let active = maps
         .active_config
         .get(&0, 0)
-        .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+        .map_err(|e| Error::map(ACTIVE_CONFIG, e))?;
     let current = maps
         .policy_config
         .get(&active, 0)
-        .map_err(|e| Error::map("POLICY_CONFIG", e))?;
+        .map_err(|e| Error::map(POLICY_CONFIG, e))?;
     if current != config {
-        let next = (active + 1) % egress_ebpf_common::maps::CONFIG_SLOTS;
+        let next = (active + 1) % CONFIG_SLOTS;
         maps.policy_config
             .set(next, config, 0)
-            .map_err(|e| Error::map("POLICY_CONFIG", e))?;
+            .map_err(|e| Error::map(POLICY_CONFIG, e))?;
         maps.active_config
             .set(0, next, 0)
-            .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+            .map_err(|e| Error::map(ACTIVE_CONFIG, e))?;
     }
     if report.rules_changed {
         // Rule ids are positions in the rule list: once the list changes,
@@ -190,6 +197,7 @@ pub fn apply(maps: &mut PolicyMaps, policy: &Policy) -> Result<ApplyReport, Erro
 }
 
 fn sync_trie<const N: usize>(
+    name: &'static str,
     trie: &mut LpmTrie<MapData, [u8; N], TrieValue>,
     want: &BTreeMap<(u32, [u8; N]), TrieValue>,
     removed: &mut usize,
@@ -199,21 +207,21 @@ where
 {
     let mut have: BTreeMap<(u32, [u8; N]), TrieValue> = BTreeMap::new();
     for item in trie.iter() {
-        let (k, v) = item.map_err(|e| Error::map("BLOCKED", e))?;
+        let (k, v) = item.map_err(|e| Error::map(name, e))?;
         have.insert((k.prefix_len(), k.data()), v);
     }
     let mut changed = false;
     for (&(len, addr), value) in want {
         if have.get(&(len, addr)) != Some(value) {
             trie.insert(&Key::new(len, addr), value, 0)
-                .map_err(|e| Error::map("BLOCKED", e))?;
+                .map_err(|e| Error::map(name, e))?;
             changed = true;
         }
     }
     for &(len, addr) in have.keys() {
         if !want.contains_key(&(len, addr)) {
             trie.remove(&Key::new(len, addr))
-                .map_err(|e| Error::map("BLOCKED", e))?;
+                .map_err(|e| Error::map(name, e))?;
             *removed += 1;
             changed = true;
         }
@@ -226,22 +234,22 @@ fn reset_rule_counters(map: &mut PerCpuArray<MapData, Counter>) -> Result<(), Er
     for i in 0..map.len() {
         let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(Error::Io)?;
         map.set(i, zeros, 0)
-            .map_err(|e| Error::map("RULE_COUNTERS", e))?;
+            .map_err(|e| Error::map(RULE_COUNTERS, e))?;
     }
     Ok(())
 }
 
 /// Whether the maps hold exactly `policy` (for `reload` to confirm it took).
 pub fn in_force(maps: &PolicyMaps, policy: &Policy) -> Result<bool, Error> {
-    let (v4, v6) = trie_entries(policy).map_err(Error::Invalid)?;
+    let (v4, v6) = validated_trie_entries(policy)?;
     let mut have4 = V4Entries::new();
     for item in maps.blocked_v4.iter() {
-        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V4", e))?;
+        let (k, v) = item.map_err(|e| Error::map(BLOCKED_V4, e))?;
         have4.insert((k.prefix_len(), k.data()), v);
     }
     let mut have6 = V6Entries::new();
     for item in maps.blocked_v6.iter() {
-        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V6", e))?;
+        let (k, v) = item.map_err(|e| Error::map(BLOCKED_V6, e))?;
         have6.insert((k.prefix_len(), k.data()), v);
     }
     let config = read_config(&maps.active_config, &maps.policy_config)?;
@@ -255,16 +263,16 @@ pub fn read_config(
 ) -> Result<PolicyConfig, Error> {
     let slot = active
         .get(&0, 0)
-        .map_err(|e| Error::map("ACTIVE_CONFIG", e))?;
+        .map_err(|e| Error::map(ACTIVE_CONFIG, e))?;
     configs
         .get(&slot, 0)
-        .map_err(|e| Error::map("POLICY_CONFIG", e))
+        .map_err(|e| Error::map(POLICY_CONFIG, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Overrides, Policy};
+    use crate::policy::flags::Overrides;
 
     fn policy(toml: &str) -> Policy {
         Policy::from_toml(toml, &Overrides::default()).unwrap()

@@ -32,7 +32,10 @@ use bollard::{
 use futures::StreamExt;
 use log::{debug, info, warn};
 
-use crate::events::{Container, Identity};
+use crate::{
+    error::ConfigError,
+    observe::events::{Container, Identity},
+};
 
 /// Where Docker listens unless `DOCKER_HOST` or `--docker-host` says otherwise.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -79,11 +82,11 @@ impl DockerEndpoint {
     /// The engine `run` uses: `--docker-host` (an error if invalid), else
     /// `DOCKER_HOST` (ignored with a warning if it is not a unix socket),
     /// else [`DEFAULT_DOCKER_SOCKET`].
-    pub fn resolve(flag: Option<&str>, env: Option<&str>) -> Result<Option<Self>, String> {
+    pub fn resolve(flag: Option<&str>, env: Option<&str>) -> Result<Option<Self>, ConfigError> {
         if let Some(url) = flag {
             return Self::parse(url, "--docker-host")
                 .map(Some)
-                .map_err(|e| format!("--docker-host: {e}"));
+                .map_err(|e| ConfigError::new("--docker-host", e));
         }
         match env.filter(|v| !v.is_empty()) {
             Some(url) => match Self::parse(url, "DOCKER_HOST") {

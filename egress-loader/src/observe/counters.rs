@@ -3,15 +3,21 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use aya::maps::{Map, MapData, PerCpuHashMap};
 use egress_ebpf_common::{
-    counters::{Counter, CounterId, IfaceCounters, IfaceSlot},
-    maps::{IFACE_COUNTERS, IFACE_SLOTS},
+    counters::{Counter, CounterId, IfaceCounters},
+    events::{EVENT_STATS_LEN, EVENTS_LOST, EVENTS_SUPPRESSED},
+    maps::{
+        BLOCKED_V4, BLOCKED_V6, COUNTERS, EVENT_STATS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS,
+    },
     rules::{ANY_PORT, NO_RULE},
 };
 use serde::Serialize;
 
-use crate::{error::Error, maps, pins::PinDir};
+use crate::{
+    error::Error,
+    kernel::{attach, maps, pins::PinDir},
+    policy::apply::read_config,
+};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct NamedCounter {
@@ -34,7 +40,7 @@ pub struct Snapshot {
     pub rules: Vec<RuleCounter>,
     pub dry_run: bool,
     /// Drop events not delivered: ring buffer full (lost) or over the budget (suppressed).
-    pub events: crate::events::EventStats,
+    pub events: EventStats,
     /// The same counters per interface whose ingress saw the packets.
     pub interfaces: Vec<InterfaceCounters>,
 }
@@ -63,6 +69,29 @@ impl Snapshot {
     }
 }
 
+/// Events lost (ring buffer full) and suppressed (over the budget), summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct EventStats {
+    pub lost: u64,
+    pub suppressed: u64,
+}
+
+pub fn read_event_stats(pins: &PinDir) -> Result<EventStats, Error> {
+    let map = maps::event_stats(pins)?;
+    let sum = |i: u32| -> Result<u64, Error> {
+        debug_assert!(i < EVENT_STATS_LEN);
+        Ok(map
+            .get(&i, 0)
+            .map_err(|e| Error::map(EVENT_STATS, e))?
+            .iter()
+            .sum())
+    };
+    Ok(EventStats {
+        lost: sum(EVENTS_LOST)?,
+        suppressed: sum(EVENTS_SUPPRESSED)?,
+    })
+}
+
 fn sum(values: &aya::maps::PerCpuValues<Counter>) -> Counter {
     let mut total = Counter::default();
     for v in values.iter() {
@@ -77,7 +106,7 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
     for id in CounterId::ALL {
         let v = counters
             .get(&(id as u32), 0)
-            .map_err(|e| Error::map("COUNTERS", e))?;
+            .map_err(|e| Error::map(COUNTERS, e))?;
         let total = sum(&v);
         out.push(NamedCounter {
             name: id.name(),
@@ -86,13 +115,13 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         });
     }
     let policy = maps::PolicyMaps::open(pins)?;
-    let config = crate::policy::read_config(&policy.active_config, &policy.policy_config)?;
+    let config = read_config(&policy.active_config, &policy.policy_config)?;
     let mut rules = Vec::new();
     for (rule_id, destination) in rule_descriptions(&policy)? {
         let v = policy
             .rule_counters
             .get(&(rule_id as u32), 0)
-            .map_err(|e| Error::map("RULE_COUNTERS", e))?;
+            .map_err(|e| Error::map(RULE_COUNTERS, e))?;
         let total = sum(&v);
         rules.push(RuleCounter {
             rule_id,
@@ -101,7 +130,7 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
             bytes: total.bytes,
         });
     }
-    let events = crate::events::read_stats(pins)?;
+    let events = read_event_stats(pins)?;
     Ok(Snapshot {
         counters: out,
         rules,
@@ -109,17 +138,6 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         events,
         interfaces: read_interfaces(pins)?,
     })
-}
-
-fn iface_map(pins: &PinDir) -> Result<PerCpuHashMap<MapData, u32, IfaceCounters>, Error> {
-    let path = pins.map(IFACE_COUNTERS);
-    if !path.exists() {
-        return Err(Error::NotLoaded(pins.root().to_path_buf()));
-    }
-    let data = MapData::from_pin(&path).map_err(|e| Error::map("IFACE_COUNTERS", e))?;
-    Map::PerCpuHashMap(data)
-        .try_into()
-        .map_err(|e| Error::map("IFACE_COUNTERS", e))
 }
 
 fn add_iface(total: &mut IfaceCounters, v: &IfaceCounters) {
@@ -133,19 +151,15 @@ fn add_iface(total: &mut IfaceCounters, v: &IfaceCounters) {
 /// overflow hash map.
 pub fn all_interfaces(pins: &PinDir) -> Result<BTreeMap<u32, IfaceCounters>, Error> {
     let mut out: BTreeMap<u32, IfaceCounters> = BTreeMap::new();
-    for item in iface_map(pins)?.iter() {
-        let (ifindex, values) = item.map_err(|e| Error::map("IFACE_COUNTERS", e))?;
+    for item in maps::iface_counters(pins)?.iter() {
+        let (ifindex, values) = item.map_err(|e| Error::map(IFACE_COUNTERS, e))?;
         for v in values.iter() {
             add_iface(out.entry(ifindex).or_default(), v);
         }
     }
-    let path = pins.map(IFACE_SLOTS);
-    let data = MapData::from_pin(&path).map_err(|e| Error::map("IFACE_SLOTS", e))?;
-    let slots: aya::maps::PerCpuArray<MapData, IfaceSlot> = Map::PerCpuArray(data)
-        .try_into()
-        .map_err(|e| Error::map("IFACE_SLOTS", e))?;
+    let slots = maps::iface_slots(pins)?;
     for i in 0..slots.len() {
-        let values = slots.get(&i, 0).map_err(|e| Error::map("IFACE_SLOTS", e))?;
+        let values = slots.get(&i, 0).map_err(|e| Error::map(IFACE_SLOTS, e))?;
         for v in values.iter().filter(|v| v.ifindex != 0) {
             add_iface(out.entry(v.ifindex).or_default(), &v.counters);
         }
@@ -171,7 +185,7 @@ fn named(by_verdict: &IfaceCounters) -> Vec<NamedCounter> {
 /// (interfaces that are gone included), sorted by name; names are those of
 /// this network namespace.
 pub fn read_interfaces(pins: &PinDir) -> Result<Vec<InterfaceCounters>, Error> {
-    let names: BTreeMap<u32, String> = crate::attach::interfaces()
+    let names: BTreeMap<u32, String> = attach::interfaces()
         .into_iter()
         .map(|(n, i)| (i, n))
         .collect();
@@ -227,7 +241,7 @@ impl Rates {
 pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, String>, Error> {
     let mut entries: Vec<(u32, String, egress_ebpf_common::rules::BlockRule)> = Vec::new();
     for item in policy.blocked_v4.iter() {
-        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V4", e))?;
+        let (k, v) = item.map_err(|e| Error::map(BLOCKED_V4, e))?;
         entries.push((
             k.prefix_len(),
             std::net::Ipv4Addr::from(k.data()).to_string(),
@@ -235,7 +249,7 @@ pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, Stri
         ));
     }
     for item in policy.blocked_v6.iter() {
-        let (k, v) = item.map_err(|e| Error::map("BLOCKED_V6", e))?;
+        let (k, v) = item.map_err(|e| Error::map(BLOCKED_V6, e))?;
         entries.push((
             k.prefix_len(),
             std::net::Ipv6Addr::from(k.data()).to_string(),

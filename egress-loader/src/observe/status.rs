@@ -5,8 +5,10 @@ use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_SOURCE};
 use serde::Serialize;
 
 use crate::{
-    attach, config::Period, counters::rule_descriptions, error::Error, maps::PolicyMaps,
-    pins::PinDir, system::PinDirLock,
+    error::Error,
+    kernel::{attach, maps::PolicyMaps, netlink, pins::PinDir, system::PinDirLock},
+    observe::counters::rule_descriptions,
+    policy::{apply::read_config, values::Period},
 };
 
 #[derive(Debug, Serialize)]
@@ -88,7 +90,7 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
     {
         for (name, index) in &all {
             let ours = rt
-                .block_on(crate::netlink::legacy_ingress_filters(*index))
+                .block_on(netlink::legacy_ingress_filters(*index))
                 .into_iter()
                 .find(|f| f.program_name == egress_ebpf_common::maps::PROGRAM);
             if let Some(f) = ours {
@@ -103,7 +105,7 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
         }
     }
     let maps = PolicyMaps::open(pins)?;
-    let config = crate::policy::read_config(&maps.active_config, &maps.policy_config)?;
+    let config = read_config(&maps.active_config, &maps.policy_config)?;
     let blocked = rule_descriptions(&maps)?
         .into_iter()
         .map(|(rule_id, destination)| BlockedStatus {

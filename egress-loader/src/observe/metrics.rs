@@ -42,10 +42,15 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use crate::{
-    attach::{self, AttachMode},
     error::Error,
-    identity::DockerIdentity,
-    pins::PinDir,
+    kernel::{
+        attach::{self, AttachMode},
+        pins::PinDir,
+    },
+    observe::{
+        counters::{self, NamedCounter, RuleCounter},
+        identity::DockerIdentity,
+    },
 };
 
 /// `Content-Type` of the OpenMetrics text format (Prometheus 2.5+ asks for it).
@@ -127,7 +132,7 @@ impl Collector for FilterCollector {
         let src = &self.0;
         // Every scrape reads the kernel's maps afresh; a failure leaves the
         // loader unhealthy and the counter families out.
-        let reading = crate::counters::read(&src.pins);
+        let reading = counters::read(&src.pins);
         if let Err(e) = &reading {
             debug!("metrics: reading the pinned maps: {e}");
         }
@@ -198,7 +203,7 @@ impl Collector for FilterCollector {
             "1 in dry-run (every match counted, nothing dropped), 0 when enforcing",
             &single(i64::from(s.dry_run)),
         )?;
-        let host = |f: fn(&crate::counters::NamedCounter) -> u64| -> Vec<_> {
+        let host = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
             s.counters
                 .iter()
                 .map(|c| (vec![("verdict", c.name.to_owned())], f(c)))
@@ -216,7 +221,7 @@ impl Collector for FilterCollector {
             "Bytes per verdict on every filtered interface together (egress-loader counters)",
             &host(|c| c.bytes),
         )?;
-        let iface = |f: fn(&crate::counters::NamedCounter) -> u64| -> Vec<_> {
+        let iface = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
             s.interfaces
                 .iter()
                 .flat_map(|i| {
@@ -244,7 +249,7 @@ impl Collector for FilterCollector {
             "Bytes per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
             &iface(|c| c.bytes),
         )?;
-        let rules = |f: fn(&crate::counters::RuleCounter) -> u64| -> Vec<_> {
+        let rules = |f: fn(&RuleCounter) -> u64| -> Vec<_> {
             s.rules
                 .iter()
                 .map(|r| (vec![("rule", r.destination.clone())], f(r)))

@@ -1,0 +1,108 @@
+//! Keeping the attachments in line with the interfaces that exist and the
+//! patterns that name them: attach to a new match, forget a vanished one,
+//! detach from one the policy no longer names.
+
+use std::collections::HashMap;
+
+use log::{error, info};
+
+use crate::{
+    kernel::{
+        attach::{self, AttachMode, AttachOutcome},
+        maps::PolicyMaps,
+        object,
+        pins::PinDir,
+    },
+    observe::metrics,
+    policy::{Policy, glob::pattern_matches},
+};
+
+/// Everything `run` holds while it runs.
+pub struct Filter {
+    pub ebpf: aya::Ebpf,
+    pub maps: PolicyMaps,
+    pub pins: PinDir,
+    pub mode: AttachMode,
+    pub policy: Policy,
+    /// Interfaces we attached to, with the ifindex we attached to.
+    pub attached: HashMap<String, u32>,
+    /// The same, for the metrics server.
+    pub published: metrics::Attached,
+}
+
+impl Filter {
+    fn wants(&self, ifname: &str) -> bool {
+        self.policy
+            .interfaces
+            .iter()
+            .any(|p| pattern_matches(p, ifname))
+    }
+
+    /// Attaches to new matching interfaces, forgets vanished ones.
+    pub fn reconcile(&mut self) {
+        let present = attach::interfaces();
+        for (name, index) in &present {
+            if !self.wants(name) || self.attached.get(name) == Some(index) {
+                continue;
+            }
+            let prog = match object::classifier(&mut self.ebpf) {
+                Ok(p) => p,
+                Err(e) => {
+                    error!("{e}");
+                    return;
+                }
+            };
+            match attach::attach(prog, &self.pins, name, self.mode) {
+                Ok(AttachOutcome::Attached) => info!(
+                    "{name} (ifindex {index}): attached to ingress [{}]",
+                    self.mode.resolve().name()
+                ),
+                Ok(AttachOutcome::Adopted) => info!(
+                    "{name} (ifindex {index}): adopted the existing attachment, now running this program"
+                ),
+                Err(e) => {
+                    // Retried on the next scan; the interface may be going away.
+                    error!("{name}: {e}");
+                    continue;
+                }
+            }
+            self.attached.insert(name.clone(), *index);
+        }
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|n| !present.iter().any(|(p, _)| p == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.attached.remove(&name);
+            let path = self.pins.link(&name);
+            if path.exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+            info!("{name}: interface gone; forgot its link");
+        }
+        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+        published.clear();
+        published.extend(self.attached.iter().map(|(n, i)| (n.clone(), *i)));
+    }
+
+    /// Pinned links of interfaces that no longer exist or no longer match.
+    pub fn release_unwanted_pins(&mut self) {
+        let present = attach::interfaces();
+        for name in self.pins.pinned_links() {
+            let exists = present.iter().any(|(n, _)| *n == name);
+            if exists && self.wants(&name) {
+                continue;
+            }
+            match attach::detach(&self.pins, &name) {
+                Ok(_) if exists => info!(
+                    "{name}: no longer matches {:?}; detached",
+                    self.policy.interfaces
+                ),
+                Ok(_) => info!("{name}: interface gone; released its stale link"),
+                Err(e) => error!("{name}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `run`: load, apply the policy, attach to every matching interface, follow
+//! interfaces as they come and go, and leave everything pinned on exit (or
+//! remove it with `--detach-on-exit`).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use aya::util::KernelVersion;
+use futures::{FutureExt, StreamExt};
+use log::{info, warn};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    daemon::{gc, reconcile::Filter},
+    error::Error,
+    kernel::{
+        attach::{self, AttachMode, detach_all},
+        maps::PolicyMaps,
+        netlink, object,
+        pins::PinDir,
+        system::{self, PinDirLock},
+    },
+    observe::{
+        counters,
+        events::{AddressesOnly, Decoder, EventReader, Identity, Publisher},
+        identity::{DockerEndpoint, DockerIdentity},
+        metrics::{self, MetricsSource},
+    },
+    policy::{Overrides, Policy, apply},
+};
+
+pub struct RunOptions {
+    pub policy: Policy,
+    /// Re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    pub overrides: Overrides,
+    pub pins: PinDir,
+    pub mode: AttachMode,
+    pub detach_on_exit: bool,
+    /// How often interfaces are re-listed.
+    pub rescan: Duration,
+    /// Where `egress-loader events` clients connect; `None`: stdout only.
+    pub events_socket: Option<PathBuf>,
+    /// The Docker engine that names the container behind a source address
+    /// in drop events; `None`: addresses only.
+    pub docker: Option<DockerEndpoint>,
+    /// Where `/metrics` is served; `None`: no metrics server.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Runs until SIGINT/SIGTERM or until the pins are removed. Refuses (exit
+/// 4) a kernel below the floor, missing capabilities or no bpffs before
+/// anything in the kernel changes.
+pub async fn run(opts: RunOptions) -> Result<(), Error> {
+    match KernelVersion::current() {
+        Ok(v) => {
+            system::check_kernel(v)?;
+            if v < system::TCX_SINCE {
+                info!("Linux {v}: {}", system::WITHOUT_TCX);
+            }
+        }
+        // Without a version, let the kernel's own refusals speak.
+        Err(e) => warn!("cannot read the kernel version ({e}); not checking the floor"),
+    }
+    system::check_privileges()?;
+    system::ensure_bpffs(opts.pins.root())?;
+    std::fs::create_dir_all(opts.pins.root())?;
+    let _lock = PinDirLock::acquire(opts.pins.root())?;
+    // Before anything in the kernel changes: a busy port refuses the start.
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let adopting = opts.pins.is_loaded();
+    let mut ebpf = object::load(&opts.pins)?;
+    if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+        log::debug!("classifier logs not available: {e}");
+    }
+    let mut maps = PolicyMaps::open(&opts.pins)?;
+    let report = apply::apply(&mut maps, &opts.policy)?;
+    info!(
+        "{} pinned maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
+        if adopting { "adopted the" } else { "created" },
+        opts.pins.maps().display(),
+        report.trie_entries,
+        report.removed,
+        opts.policy.smtp_ports,
+        opts.policy.smtp_rate,
+        opts.policy.smtp_burst,
+        opts.policy.scope,
+        if opts.policy.dry_run {
+            ", DRY-RUN: nothing will be dropped"
+        } else {
+            ""
+        },
+    );
+    let mut filter = Filter {
+        ebpf,
+        maps,
+        pins: opts.pins.clone(),
+        mode: opts.mode,
+        policy: opts.policy.clone(),
+        attached: HashMap::new(),
+        published: Default::default(),
+    };
+    filter.release_unwanted_pins();
+    filter.reconcile();
+    system::release_freed_heap();
+    let mut reader = EventReader::open(&opts.pins)?;
+    let publisher = Publisher::start(opts.events_socket.as_deref());
+    let docker = opts.docker.clone().map(|endpoint| {
+        let identity = DockerIdentity::new(endpoint);
+        identity.spawn();
+        identity
+    });
+    let identity: Arc<dyn Identity> = match &docker {
+        Some(d) => d.clone(),
+        None => {
+            info!("no Docker engine to ask: drop events carry addresses only");
+            Arc::new(AddressesOnly)
+        }
+    };
+    if let Some(listener) = metrics_listener {
+        let registry = metrics::registry(Arc::new(MetricsSource {
+            pins: opts.pins.clone(),
+            mode: opts.mode,
+            attached: filter.published.clone(),
+            docker: docker.clone(),
+            started: SystemTime::now(),
+        }));
+        tokio::spawn(metrics::serve(listener, Arc::new(registry)));
+    }
+    let mut decoder = Decoder {
+        interfaces: HashMap::new(),
+        rules: counters::rule_descriptions(&filter.maps)?,
+        identity,
+    };
+    if filter.attached.is_empty() {
+        info!(
+            "no interface matches {:?} yet; waiting for one to appear (checking every {:?})",
+            filter.policy.interfaces, opts.rescan
+        );
+    }
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(opts.rescan);
+    let mut link_events = netlink::link_events();
+    if link_events.is_none() {
+        warn!(
+            "no netlink link events; new interfaces are found by the rescan every {:?}",
+            opts.rescan
+        );
+    }
+    let mut last_gc = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sighup.recv() => {
+                filter.reload(opts.config_path.as_deref(), &opts.overrides);
+                if let Ok(rules) = counters::rule_descriptions(&filter.maps) {
+                    decoder.rules = rules;
+                }
+            }
+            batch = reader.next_batch() => {
+                let batch = batch?;
+                if batch.iter().any(|e| !decoder.interfaces.contains_key(&e.ifindex)) {
+                    decoder.interfaces = attach::interfaces().into_iter().map(|(n, i)| (i, n)).collect();
+                }
+                for e in &batch {
+                    publisher.publish(&decoder.decode(e));
+                }
+            }
+            Some(()) = next_event(&mut link_events) => {
+                // Drain a burst (a bridge and its veths come together), then look once.
+                while let Some(Some(())) = link_events.as_mut().and_then(|s| s.next().now_or_never()) {}
+                filter.reconcile();
+            }
+            _ = tick.tick() => {
+                if !filter.pins.is_loaded() {
+                    warn!("the pins at {} were removed (egress-loader detach?); exiting without touching anything", filter.pins.root().display());
+                    return Ok(());
+                }
+                filter.reconcile();
+                if last_gc.elapsed() >= Duration::from_secs(10) {
+                    gc::forget_full_source_buckets(&filter.pins, filter.policy.gcra().emission_ns);
+                    last_gc = Instant::now();
+                }
+            }
+        }
+    };
+    drop(publisher);
+    drop(reader);
+    if opts.detach_on_exit {
+        info!("{reason}: --detach-on-exit: removing the filter");
+        drop(filter.maps);
+        drop(filter.ebpf);
+        let report = detach_all(&opts.pins)?;
+        info!("{report}");
+    } else {
+        info!(
+            "{reason}: exiting; the filter stays attached and pinned at {} (protection continues; `egress-loader detach` removes it)",
+            opts.pins.root().display()
+        );
+    }
+    Ok(())
+}
+async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>) -> Option<()> {
+    match events {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}

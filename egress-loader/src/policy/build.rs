@@ -1,0 +1,477 @@
+//! From a configuration file and the command line to a validated
+//! [`Policy`]. Every setting is layered the same way, a flag over the file
+//! over the default (`layered`), and every error names the field it came
+//! from. Nothing here touches the kernel: every error is found before
+//! anything is written.
+
+use std::{collections::HashMap, path::Path};
+
+use egress_ebpf_common::{
+    bucket::Gcra,
+    config::MAX_SMTP_PORTS,
+    events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC},
+    maps::MAX_RULES,
+};
+
+use crate::{
+    error::ConfigError,
+    policy::{
+        apply::trie_entries,
+        flags::{Overrides, flag_text},
+        glob::validate_patterns,
+        schema::{
+            BlockEntry, ConfigFile, DEFAULT_BLOCKS, DEFAULT_INTERFACES, DEFAULT_SMTP_BURST,
+            DEFAULT_SMTP_PORTS, DEFAULT_SMTP_RATE,
+        },
+        values::{BlockRule, Cidr, Policy, Protocol, Rate, Scope, port},
+    },
+};
+
+/// The largest burst a bucket takes (SMTP and events).
+pub const MAX_BURST: u32 = 1_000_000;
+
+/// One setting from the places that can give it: the flag wins over the
+/// file, the file over the default. Returns the value with the name of
+/// the field it came from, for errors (a default is named by its file key).
+fn layered<T>(
+    flag: (&'static str, Option<T>),
+    file: (&'static str, Option<T>),
+    default: impl FnOnce() -> T,
+) -> (&'static str, T) {
+    match (flag, file) {
+        ((name, Some(v)), _) => (name, v),
+        (_, (name, Some(v))) => (name, v),
+        (_, (name, None)) => (name, default()),
+    }
+}
+
+impl Policy {
+    pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::from_toml(&text, overrides)
+    }
+
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            // toml names the key and the line; keep its message whole.
+            ConfigError::new("config", e.to_string().trim_end().to_string())
+        })?;
+        Self::build(file, overrides)
+    }
+
+    pub fn build(file: ConfigFile, o: &Overrides) -> Result<Self, ConfigError> {
+        let attach = file.attach.unwrap_or_default();
+        let (field, interfaces) = layered(
+            (
+                "--iface",
+                (!o.interfaces.is_empty()).then(|| o.interfaces.clone()),
+            ),
+            ("attach.interfaces", attach.interfaces),
+            || DEFAULT_INTERFACES.iter().map(|s| s.to_string()).collect(),
+        );
+        let interfaces = validate_patterns(field, interfaces)?;
+
+        let blocks = validate_blocks(file.block, &o.extra_blocks)?;
+
+        let smtp = file.smtp.unwrap_or_default();
+        let (field, ports) = layered(
+            ("--smtp-ports", o.smtp_ports.clone()),
+            ("smtp.ports", smtp.ports),
+            || DEFAULT_SMTP_PORTS.iter().map(|&p| p as i64).collect(),
+        );
+        let smtp_ports = validate_smtp_ports(field, &ports)?;
+        let (field, rate) = layered(
+            ("--smtp-rate", o.smtp_rate.clone()),
+            ("smtp.rate", smtp.rate),
+            || DEFAULT_SMTP_RATE.to_string(),
+        );
+        let smtp_rate = validate_rate(field, &rate)?;
+        let (field, burst) = layered(
+            ("--smtp-burst", o.smtp_burst),
+            ("smtp.burst", smtp.burst),
+            || DEFAULT_SMTP_BURST as i64,
+        );
+        let smtp_burst = validate_burst(field, burst, Some(smtp_rate))?;
+        let (field, scope) = layered(
+            ("--scope", o.scope.clone()),
+            ("smtp.scope", smtp.scope),
+            || "global".to_string(),
+        );
+        let scope: Scope = scope.parse().map_err(|e| ConfigError::new(field, e))?;
+
+        // No flags for events: the file or the default.
+        let events = file.events.unwrap_or_default();
+        let event_rate = if events.enabled.unwrap_or(true) {
+            let (field, r) = layered(("events.rate", None), ("events.rate", events.rate), || {
+                format!("{DEFAULT_EVENT_RATE_PER_SEC}/second")
+            });
+            Some(validate_rate(field, &r)?)
+        } else {
+            None
+        };
+        let (field, event_burst) = layered(
+            ("events.burst", None),
+            ("events.burst", events.burst),
+            || DEFAULT_EVENT_BURST as i64,
+        );
+        let event_burst = validate_burst(field, event_burst, event_rate)?;
+
+        let policy = Policy {
+            dry_run: o.dry_run || file.dry_run.unwrap_or(false),
+            interfaces,
+            blocks,
+            smtp_ports,
+            smtp_rate,
+            smtp_burst,
+            scope,
+            event_rate,
+            event_burst,
+        };
+        // The merged trie entries have a capacity per prefix; check it here so
+        // the error names the configuration, not a map.
+        trie_entries(&policy).map_err(|e| ConfigError::new("block", e))?;
+        Ok(policy)
+    }
+}
+
+/// The file's block list (or the defaults when it has none), then the
+/// `--block` flags: flags add to the list rather than replace it.
+fn validate_blocks(
+    file: Option<Vec<BlockEntry>>,
+    flags: &[BlockEntry],
+) -> Result<Vec<BlockRule>, ConfigError> {
+    let mut entries: Vec<(String, BlockEntry)> = match file {
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new(
+                "block",
+                "empty list: remove the key to keep the default metadata blocks",
+            ));
+        }
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (format!("block[{i}]"), b))
+            .collect(),
+        None => DEFAULT_BLOCKS
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p, ports, comment))| {
+                (
+                    format!("default block[{i}]"),
+                    BlockEntry {
+                        cidr: c.to_string(),
+                        protocol: p.map(str::to_string),
+                        ports: if ports.is_empty() {
+                            None
+                        } else {
+                            Some(ports.iter().map(|&p| p as i64).collect())
+                        },
+                        comment: Some(comment.to_string()),
+                    },
+                )
+            })
+            .collect(),
+    };
+    entries.extend(
+        flags
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("--block[{i}] {:?}", flag_text(b)), b.clone())),
+    );
+    let mut blocks = Vec::with_capacity(entries.len());
+    for (field, e) in &entries {
+        blocks.push(validate_block(field, e)?);
+    }
+    if blocks.len() > MAX_RULES as usize {
+        return Err(ConfigError::new(
+            "block",
+            format!("{} rules; at most {MAX_RULES} are supported", blocks.len()),
+        ));
+    }
+    let mut seen = HashMap::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let key = (b.cidr, b.protocol, b.ports.clone());
+        if let Some(j) = seen.insert(key, i) {
+            return Err(ConfigError::new(
+                &entries[i].0,
+                format!("duplicates {} ({b})", entries[j].0),
+            ));
+        }
+    }
+    Ok(blocks)
+}
+
+fn validate_smtp_ports(field: &str, ports: &[i64]) -> Result<Vec<u16>, ConfigError> {
+    if ports.is_empty() {
+        return Err(ConfigError::new(
+            field,
+            "empty list: name at least one port (to rate-limit nothing, leave out nothing: use dry_run to observe)",
+        ));
+    }
+    if ports.len() > MAX_SMTP_PORTS {
+        return Err(ConfigError::new(
+            field,
+            format!("{} ports; at most {MAX_SMTP_PORTS}", ports.len()),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, &p) in ports.iter().enumerate() {
+        let p = port(&format!("{field}[{i}]"), p)?;
+        if out.contains(&p) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("port {p} is listed twice"),
+            ));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn validate_rate(field: &str, text: &str) -> Result<Rate, ConfigError> {
+    text.parse().map_err(|e| ConfigError::new(field, e))
+}
+
+/// A bucket's burst, checked against its rate: the burst window must fit
+/// the bucket's clock.
+fn validate_burst(field: &str, burst: i64, rate: Option<Rate>) -> Result<u32, ConfigError> {
+    if !(1..=MAX_BURST as i64).contains(&burst) {
+        return Err(ConfigError::new(
+            field,
+            format!("{burst} is not a burst: use 1-{MAX_BURST}"),
+        ));
+    }
+    if let Some(r) = rate
+        && Gcra::new(r.count, r.period.nanos(), burst as u64).is_none()
+    {
+        return Err(ConfigError::new(
+            field,
+            format!("burst {burst} at {r} overflows the bucket's clock"),
+        ));
+    }
+    Ok(burst as u32)
+}
+
+fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError> {
+    let cidr: Cidr = e
+        .cidr
+        .parse()
+        .map_err(|p| ConfigError::new(format!("{field}.cidr"), p))?;
+    let protocol = match &e.protocol {
+        None => None,
+        Some(p) => Some(
+            p.parse::<Protocol>()
+                .map_err(|m| ConfigError::new(format!("{field}.protocol"), m))?,
+        ),
+    };
+    let mut ports = Vec::new();
+    if let Some(list) = &e.ports {
+        if protocol.is_none() {
+            return Err(ConfigError::new(
+                format!("{field}.ports"),
+                "ports need a protocol: add protocol = \"tcp\" or \"udp\"",
+            ));
+        }
+        if list.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.ports"),
+                "empty list: leave the key out to block every port",
+            ));
+        }
+        for (i, &p) in list.iter().enumerate() {
+            let p = port(&format!("{field}.ports[{i}]"), p)?;
+            if ports.contains(&p) {
+                return Err(ConfigError::new(
+                    format!("{field}.ports[{i}]"),
+                    format!("port {p} is listed twice"),
+                ));
+            }
+            ports.push(p);
+        }
+    }
+    Ok(BlockRule {
+        cidr,
+        protocol,
+        ports,
+        comment: e.comment.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{flags::parse_block_flag, schema::default_config_toml};
+
+    #[test]
+    fn a_flag_beats_the_file_beats_the_default() {
+        assert_eq!(layered(("f", Some(1)), ("k", Some(2)), || 3), ("f", 1));
+        assert_eq!(layered(("f", None), ("k", Some(2)), || 3), ("k", 2));
+        assert_eq!(layered(("f", None::<i32>), ("k", None), || 3), ("k", 3));
+        // Every layered setting: the error names where the bad value came
+        // from, and a good flag hides a bad file value.
+        let file = "[attach]\ninterfaces = [\"a/b\"]\n[smtp]\nports = [0]\nrate = \"x\"\nburst = 0\nscope = \"x\"\n";
+        let good = Overrides {
+            interfaces: vec!["cni0".into()],
+            smtp_ports: Some(vec![25]),
+            smtp_rate: Some("1/second".into()),
+            smtp_burst: Some(3),
+            scope: Some("per-source".into()),
+            ..Default::default()
+        };
+        let p = Policy::from_toml(file, &good).unwrap();
+        assert_eq!(
+            (
+                p.interfaces.as_slice(),
+                p.smtp_ports.as_slice(),
+                p.smtp_burst
+            ),
+            (&["cni0".to_string()][..], &[25u16][..], 3)
+        );
+        for (o, field) in [
+            (
+                Overrides {
+                    interfaces: vec!["a/b".into()],
+                    ..good.clone()
+                },
+                "--iface[0]",
+            ),
+            (
+                Overrides {
+                    interfaces: vec![],
+                    ..good.clone()
+                },
+                "attach.interfaces[0]",
+            ),
+            (
+                Overrides {
+                    smtp_ports: Some(vec![0]),
+                    ..good.clone()
+                },
+                "--smtp-ports[0]",
+            ),
+            (
+                Overrides {
+                    smtp_ports: None,
+                    ..good.clone()
+                },
+                "smtp.ports[0]",
+            ),
+            (
+                Overrides {
+                    smtp_rate: Some("x".into()),
+                    ..good.clone()
+                },
+                "--smtp-rate",
+            ),
+            (
+                Overrides {
+                    smtp_rate: None,
+                    ..good.clone()
+                },
+                "smtp.rate",
+            ),
+            (
+                Overrides {
+                    smtp_burst: Some(0),
+                    ..good.clone()
+                },
+                "--smtp-burst",
+            ),
+            (
+                Overrides {
+                    smtp_burst: None,
+                    ..good.clone()
+                },
+                "smtp.burst",
+            ),
+            (
+                Overrides {
+                    scope: Some("x".into()),
+                    ..good.clone()
+                },
+                "--scope",
+            ),
+            (
+                Overrides {
+                    scope: None,
+                    ..good.clone()
+                },
+                "smtp.scope",
+            ),
+        ] {
+            assert_eq!(Policy::from_toml(file, &o).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn the_written_out_defaults_are_the_defaults() {
+        let written = Policy::from_toml(&default_config_toml(), &Overrides::default()).unwrap();
+        let mut implicit = Policy::from_toml("", &Overrides::default()).unwrap();
+        // Comments differ only in provenance.
+        for (w, i) in written.blocks.iter().zip(implicit.blocks.iter_mut()) {
+            i.comment = w.comment.clone();
+        }
+        assert_eq!(written, implicit);
+        assert_eq!(implicit.smtp_ports, [25, 465, 587, 2525]);
+        assert_eq!(
+            (
+                implicit.smtp_rate.to_string(),
+                implicit.smtp_burst,
+                implicit.scope
+            ),
+            ("5/minute".into(), 5, Scope::Global)
+        );
+        assert_eq!(implicit.interfaces, ["docker0", "br-*"]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let o = Overrides {
+            interfaces: vec!["cni0".into()],
+            extra_blocks: vec![parse_block_flag("10.0.0.0/8").unwrap()],
+            smtp_ports: Some(vec![25]),
+            smtp_rate: Some("2/minute".into()),
+            smtp_burst: Some(2),
+            scope: Some("per-source".into()),
+            dry_run: true,
+        };
+        let p =
+            Policy::from_toml("[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n", &o).unwrap();
+        assert_eq!(p.interfaces, ["cni0"]);
+        assert_eq!(
+            p.blocks.len(),
+            DEFAULT_BLOCKS.len() + 1,
+            "--block adds to the list"
+        );
+        assert_eq!(
+            (
+                p.smtp_ports.as_slice(),
+                p.smtp_rate.to_string(),
+                p.smtp_burst,
+                p.scope,
+                p.dry_run
+            ),
+            (&[25u16][..], "2/minute".into(), 2, Scope::PerSource, true)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (toml, field) in [
+            ("[[block]]\ncidr = \"10.0.0.0/33\"\n", "block[0].cidr"),
+            ("[smtp]\nburst = 0\n", "smtp.burst"),
+            ("[smtp]\nscope = \"x\"\n", "smtp.scope"),
+            ("[attach]\ninterfaces = [\"a/b\"]\n", "attach.interfaces[0]"),
+        ] {
+            assert_eq!(
+                Policy::from_toml(toml, &Overrides::default())
+                    .unwrap_err()
+                    .field,
+                field,
+                "{toml}"
+            );
+        }
+    }
+}

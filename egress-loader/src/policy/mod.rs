@@ -1,0 +1,22 @@
+//! The policy layer: what the filter enforces, from the configuration file
+//! and the command line to the contents of the maps.
+//!
+//! ```text
+//! schema   the TOML file as written, and the defaults
+//! values   validated values: Rate, Cidr, Protocol, Scope, BlockRule, Policy
+//! flags    the command line's value syntaxes and Overrides
+//! glob     interface patterns
+//! build    file + flags + defaults -> Policy (flag > file > default)
+//! apply    Policy -> map contents, written without a partial state
+//! ```
+
+pub mod apply;
+pub mod build;
+pub mod flags;
+pub mod glob;
+pub mod schema;
+pub mod values;
+
+pub use flags::Overrides;
+pub use schema::{ConfigFile, default_config_toml};
+pub use values::Policy;

@@ -1,0 +1,112 @@
+//! The configuration file as written (TOML): every key optional, unknown
+//! keys refused. Also the defaults that stand in for an absent key, and
+//! those defaults written out as a file.
+
+use egress_ebpf_common::events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC};
+use serde::{Deserialize, Serialize};
+
+/// The file as written. Every key is optional; what is absent takes the default.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub dry_run: Option<bool>,
+    pub attach: Option<AttachSection>,
+    pub block: Option<Vec<BlockEntry>>,
+    pub smtp: Option<SmtpSection>,
+    pub events: Option<EventsSection>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// Report drops at all (default true).
+    pub enabled: Option<bool>,
+    /// At most this many drop events reach userspace (default 100/second).
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AttachSection {
+    pub interfaces: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BlockEntry {
+    pub cidr: String,
+    pub protocol: Option<String>,
+    pub ports: Option<Vec<i64>>,
+    /// Free text, shown by `status`.
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub ports: Option<Vec<i64>>,
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
+    pub scope: Option<String>,
+}
+
+/// The destinations blocked when the configuration names none: instance
+/// metadata services of the major clouds.
+pub const DEFAULT_BLOCKS: &[(&str, Option<&str>, &[u16], &str)] = &[
+    (
+        "169.254.169.254/32",
+        None,
+        &[],
+        "instance metadata: AWS, Azure, GCP, OCI, DigitalOcean, OpenStack",
+    ),
+    (
+        "169.254.170.2/32",
+        None,
+        &[],
+        "ECS task metadata and credentials",
+    ),
+    ("100.100.100.200/32", None, &[], "Alibaba Cloud metadata"),
+    ("192.0.0.192/32", None, &[], "Oracle Cloud metadata (OCI)"),
+    (
+        "fd00:ec2::254/128",
+        None,
+        &[],
+        "AWS instance metadata over IPv6",
+    ),
+    (
+        "168.63.129.16/32",
+        Some("tcp"),
+        &[80, 32526],
+        "Azure WireServer and host agent (its DNS on 53 stays open)",
+    ),
+];
+pub const DEFAULT_INTERFACES: &[&str] = &["docker0", "br-*"];
+pub const DEFAULT_SMTP_PORTS: &[u16] = &[25, 465, 587, 2525];
+pub const DEFAULT_SMTP_RATE: &str = "5/minute";
+pub const DEFAULT_SMTP_BURST: u32 = 5;
+
+/// The defaults written out as a configuration file (`check-config` and the README show it).
+pub fn default_config_toml() -> String {
+    let mut s = String::from("dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\n");
+    for (cidr, proto, ports, comment) in DEFAULT_BLOCKS {
+        s.push_str(&format!("\n[[block]]\ncidr = \"{cidr}\"\n"));
+        if let Some(p) = proto {
+            s.push_str(&format!("protocol = \"{p}\"\n"));
+        }
+        if !ports.is_empty() {
+            let l: Vec<String> = ports.iter().map(u16::to_string).collect();
+            s.push_str(&format!("ports = [{}]\n", l.join(", ")));
+        }
+        s.push_str(&format!("comment = \"{comment}\"\n"));
+    }
+    let ports: Vec<String> = DEFAULT_SMTP_PORTS.iter().map(u16::to_string).collect();
+    s.push_str(&format!(
+        "\n[smtp]\nports = [{}]\nrate = \"{DEFAULT_SMTP_RATE}\"\nburst = {DEFAULT_SMTP_BURST}\nscope = \"global\"\n",
+        ports.join(", ")
+    ));
+    s.push_str(&format!(
+        "\n[events]\nenabled = true\nrate = \"{DEFAULT_EVENT_RATE_PER_SEC}/second\"\nburst = {DEFAULT_EVENT_BURST}\n"
+    ));
+    s
+}

@@ -1,0 +1,390 @@
+//! The validated values a policy is made of: rates, destination prefixes,
+//! protocols, the bucket scope, block rules, and the [`Policy`] itself.
+//! Each parses from the text a file or flag gives and prints back the same.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use egress_ebpf_common::{
+    bucket::Gcra,
+    rules::{PROTO_TCP, PROTO_UDP},
+};
+use serde::Serialize;
+
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// One bucket for the whole host: the iptables `-m limit` semantics.
+    Global,
+    /// One bucket per container source address.
+    PerSource,
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "global" => Ok(Scope::Global),
+            "per-source" => Ok(Scope::PerSource),
+            _ => Err(format!(
+                "{s:?} is not a scope: use \"global\" or \"per-source\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Global => "global",
+            Scope::PerSource => "per-source",
+        })
+    }
+}
+
+/// A rate as iptables writes it: `N/second|minute|hour|day` (unique prefixes
+/// such as `s`, `min`, `h` accepted, like iptables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Period {
+    pub const fn nanos(self) -> u64 {
+        match self {
+            Period::Second => 1_000_000_000,
+            Period::Minute => 60_000_000_000,
+            Period::Hour => 3_600_000_000_000,
+            Period::Day => 86_400_000_000_000,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Period::Second => "second",
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+        }
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, unit) = s.trim().split_once('/').ok_or_else(|| {
+            format!("{s:?} is not a rate: write N/second, N/minute, N/hour or N/day")
+        })?;
+        let count: u64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{n:?} in {s:?} is not a whole number"))?;
+        if count == 0 {
+            return Err(format!(
+                "{s:?}: the rate must be at least 1 (to block SMTP entirely, add a block rule)"
+            ));
+        }
+        let unit = unit.trim().to_ascii_lowercase();
+        let period = [Period::Second, Period::Minute, Period::Hour, Period::Day]
+            .into_iter()
+            .find(|p| !unit.is_empty() && p.name().starts_with(unit.as_str()))
+            .ok_or_else(|| {
+                format!("{unit:?} in {s:?} is not a unit: use second, minute, hour or day")
+            })?;
+        if count > period.nanos() {
+            return Err(format!("{s:?} is faster than one per nanosecond"));
+        }
+        Ok(Rate { count, period })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, self.period.name())
+    }
+}
+
+/// A destination prefix, normalized (no host bits set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Cidr {
+    pub fn max_len(addr: &IpAddr) -> u8 {
+        if addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Address bytes masked to `len` bits.
+    pub fn masked_bytes(addr: &IpAddr, len: u8) -> Vec<u8> {
+        let mut b = match addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        for (i, byte) in b.iter_mut().enumerate() {
+            let bits_before = (i * 8) as u32;
+            let keep = (len as u32).saturating_sub(bits_before).min(8);
+            *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        }
+        b
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        Self::masked_bytes(&self.addr, self.prefix_len)
+    }
+
+    pub fn contains(&self, other: &Cidr) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && self.prefix_len <= other.prefix_len
+            && Self::masked_bytes(&other.addr, self.prefix_len) == self.bytes()
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))?;
+        let max = Self::max_len(&addr);
+        let prefix_len = match len {
+            None => max,
+            Some(l) => {
+                let n: u8 = l
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{l:?} is not a prefix length (0-{max})"))?;
+                if n > max {
+                    return Err(format!(
+                        "/{n} is longer than an {} address (/{max} at most)",
+                        if max == 32 { "IPv4" } else { "IPv6" }
+                    ));
+                }
+                n
+            }
+        };
+        let c = Cidr { addr, prefix_len };
+        let masked = Self::masked_bytes(&addr, prefix_len);
+        let orig = Self::masked_bytes(&addr, max);
+        if masked != orig {
+            let net: IpAddr = match addr {
+                IpAddr::V4(_) => <[u8; 4]>::try_from(masked)
+                    .map(IpAddr::from)
+                    .unwrap_or(addr),
+                IpAddr::V6(_) => <[u8; 16]>::try_from(masked)
+                    .map(IpAddr::from)
+                    .unwrap_or(addr),
+            };
+            return Err(format!(
+                "{s:?} has host bits set: did you mean {net}/{prefix_len}?"
+            ));
+        }
+        if prefix_len == 0 {
+            return Err(format!("{s:?} would block every destination"));
+        }
+        Ok(c)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => Err(format!(
+                "{s:?} is not a protocol: use \"tcp\" or \"udp\" (or leave it out to block every protocol)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// One validated block rule. `protocol: None` blocks every protocol; `ports`
+/// empty with a protocol blocks every port of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockRule {
+    #[serde(serialize_with = "display")]
+    pub cidr: Cidr,
+    pub protocol: Option<Protocol>,
+    pub ports: Vec<u16>,
+    pub comment: Option<String>,
+}
+
+impl fmt::Display for BlockRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cidr)?;
+        if let Some(p) = self.protocol {
+            write!(f, ":{p}")?;
+            if !self.ports.is_empty() {
+                let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+                write!(f, "/{}", ports.join(","))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A port number from a file or flag (TOML integers are i64).
+pub fn port(field: &str, p: i64) -> Result<u16, ConfigError> {
+    if (1..=65535).contains(&p) {
+        Ok(p as u16)
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("{p} is not a port: use 1-65535"),
+        ))
+    }
+}
+
+/// Everything the loader applies, validated ([`Policy::build`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub dry_run: bool,
+    pub interfaces: Vec<String>,
+    pub blocks: Vec<BlockRule>,
+    pub smtp_ports: Vec<u16>,
+    #[serde(serialize_with = "display")]
+    pub smtp_rate: Rate,
+    pub smtp_burst: u32,
+    pub scope: Scope,
+    /// Drop-event budget; `None` when events are disabled.
+    #[serde(serialize_with = "display_opt")]
+    pub event_rate: Option<Rate>,
+    pub event_burst: u32,
+}
+
+fn display_opt<T: fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str("off"),
+    }
+}
+
+fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Policy {
+    /// The GCRA parameters the classifier runs with.
+    pub fn gcra(&self) -> Gcra {
+        // Validation guaranteed these are non-zero and do not overflow.
+        Gcra::new(
+            self.smtp_rate.count,
+            self.smtp_rate.period.nanos(),
+            self.smtp_burst as u64,
+        )
+        .expect("validated rate and burst")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_as_iptables_writes_them() {
+        for (text, count, period) in [
+            ("5/minute", 5, Period::Minute),
+            ("5/min", 5, Period::Minute),
+            ("5/m", 5, Period::Minute),
+            ("10/SECOND", 10, Period::Second),
+            ("1/s", 1, Period::Second),
+            (" 3 / hour ", 3, Period::Hour),
+            ("2/d", 2, Period::Day),
+        ] {
+            assert_eq!(text.parse::<Rate>(), Ok(Rate { count, period }), "{text}");
+        }
+        for bad in [
+            "0/minute",
+            "5/fortnight",
+            "five/minute",
+            "5",
+            "5/",
+            "/minute",
+            "-1/second",
+            "5/minutes",
+        ] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad} must be refused");
+        }
+        assert_eq!("5/minute".parse::<Rate>().unwrap().to_string(), "5/minute");
+    }
+
+    #[test]
+    fn cidrs_are_exact() {
+        assert_eq!(
+            "169.254.169.254".parse::<Cidr>().unwrap().to_string(),
+            "169.254.169.254/32"
+        );
+        assert_eq!(
+            "fd00:ec2::254".parse::<Cidr>().unwrap().to_string(),
+            "fd00:ec2::254/128"
+        );
+        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().prefix_len, 8);
+        let host_bits = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
+        assert!(host_bits.contains("did you mean 10.0.0.0/8"), "{host_bits}");
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0/8",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} must be refused");
+        }
+        let wide: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(wide.contains(&"10.1.2.3/32".parse().unwrap()));
+        assert!(!wide.contains(&"11.0.0.0/32".parse().unwrap()));
+        assert!(!wide.contains(&"::a00:1/128".parse().unwrap()));
+    }
+}

@@ -1,0 +1,213 @@
+//! The probe's network namespace: an anonymous namespace held only by the
+//! probing thread, a veth from it into the bridge, an unused address of
+//! the bridge's subnet and a default route via the bridge. The kernel
+//! deletes the namespace, and the veth pair with it, when that thread
+//! ends, even if the process is killed; the bridge end is also deleted
+//! explicitly.
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkFlags};
+use nix::sched::CloneFlags;
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::verify::{
+    netlink::is_forwarding,
+    probe::{METADATA_PROBE, PROBE_WAIT, send_syns},
+    report::Answer,
+};
+
+/// How long the probe's link gets to come up.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the bridge gets to forward on the probe's port: two default STP
+/// forward delays (15 s each) and some margin; immediate without STP.
+const PORT_FORWARDING_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// One probe of one bridge.
+pub(super) struct ProbeRun {
+    pub bridge_index: u32,
+    /// The bridge end's name.
+    pub veth: String,
+    pub gateway: Ipv4Addr,
+    pub probe: Ipv4Addr,
+    pub prefix: u8,
+    /// The SMTP target and how many SYNs to send it.
+    pub smtp: Option<(SocketAddrV4, u32)>,
+}
+
+pub(super) struct Answers {
+    pub metadata: Answer,
+    pub smtp: Vec<Answer>,
+}
+
+fn ns_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl ProbeRun {
+    /// On a thread of its own: its network namespace changes.
+    pub fn run(&self) -> Result<Answers, String> {
+        let host_ns = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("opening this thread's network namespace: {e}"))?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(ns_err("creating the probe's network namespace"))?;
+        let probe_ns = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("opening the probe's network namespace: {e}"))?;
+        // Interfaces created here get no IPv6 (no router solicitations or
+        // MLD reports on the bridge while it is probed).
+        for key in ["all", "default"] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let runtime = rt.enter();
+        let (conn, probe_nl, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+        rt.spawn(conn);
+        nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET)
+            .map_err(ns_err("returning to the host's network namespace"))?;
+        let (conn, host_nl, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+        rt.spawn(conn);
+        // One request creates both ends: the bridge port here, its peer in
+        // the probe's namespace. Either both exist or neither.
+        let peer = LinkUnspec::new_with_name("eth0")
+            .setns_by_fd(probe_ns.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkVeth>::new(&self.veth, "eth0")
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .controller(self.bridge_index)
+            .up()
+            .build();
+        rt.block_on(host_nl.link().add(veth).execute())
+            .map_err(|e| format!("creating veth {} on the bridge: {e}", self.veth))?;
+        nix::sched::setns(&probe_ns, CloneFlags::CLONE_NEWNET)
+            .map_err(ns_err("entering the probe's network namespace"))?;
+        let result = rt
+            .block_on(self.configure(&probe_nl, &host_nl))
+            .and_then(|()| {
+                let metadata = send_syns(METADATA_PROBE, 1, PROBE_WAIT)
+                    .map_err(|e| format!("metadata probe: {e}"))?
+                    .remove(0);
+                let smtp = match self.smtp {
+                    Some((target, count)) => send_syns(target, count as usize, PROBE_WAIT)
+                        .map_err(|e| format!("SMTP probe: {e}"))?,
+                    None => Vec::new(),
+                };
+                Ok(Answers { metadata, smtp })
+            });
+        // Leave the namespace and delete the bridge end now; the namespace
+        // itself goes when this thread and the runtime's sockets are gone.
+        let back = nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET);
+        let deleted = rt.block_on(async {
+            let link = host_nl
+                .link()
+                .get()
+                .match_name(self.veth.clone())
+                .execute()
+                .try_next()
+                .await;
+            match link {
+                Ok(Some(l)) => host_nl.link().del(l.header.index).execute().await,
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = deleted {
+            log::warn!(
+                "deleting veth {}: {e} (it goes with the probe's namespace)",
+                self.veth
+            );
+        }
+        drop(runtime);
+        drop(rt);
+        back.map_err(ns_err("returning to the host's network namespace"))?;
+        result
+    }
+
+    /// Inside the probe's namespace: address, link up, default route via
+    /// the bridge; then waits until the bridge forwards on the new port.
+    async fn configure(&self, nl: &Handle, host: &Handle) -> Result<(), String> {
+        let link = nl
+            .link()
+            .get()
+            .match_name("eth0".to_owned())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| format!("probe link: {e}"))?
+            .ok_or("probe link missing")?;
+        let index = link.header.index;
+        nl.address()
+            .add(index, IpAddr::V4(self.probe), self.prefix)
+            .execute()
+            .await
+            .map_err(|e| format!("adding {}/{}: {e}", self.probe, self.prefix))?;
+        nl.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| format!("probe link up: {e}"))?;
+        let deadline = Instant::now() + LINK_UP_TIMEOUT;
+        loop {
+            let l = nl
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_next()
+                .await
+                .map_err(|e| format!("probe link: {e}"))?;
+            if l.is_some_and(|l| l.header.flags.contains(LinkFlags::LowerUp)) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the probe's link did not come up within {LINK_UP_TIMEOUT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nl.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(self.gateway)
+                    .output_interface(index)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| format!("default route via {}: {e}", self.gateway))?;
+        // The bridge enables a port when the link watcher reports its
+        // carrier, some time after the link is up; until then it drops
+        // the probe's frames. With STP that takes two forward delays.
+        let deadline = Instant::now() + PORT_FORWARDING_TIMEOUT;
+        loop {
+            let port = host
+                .link()
+                .get()
+                .match_name(self.veth.clone())
+                .execute()
+                .try_next()
+                .await
+                .map_err(|e| format!("bridge port {}: {e}", self.veth))?;
+            if port.is_some_and(|l| is_forwarding(&l.attributes)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the bridge does not forward on the probe's port {} after {PORT_FORWARDING_TIMEOUT:?}",
+                    self.veth
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
