@@ -7,30 +7,25 @@ use clap::Args;
 
 use crate::{setup, util};
 
-/// egress-loader subcommands: arguments starting with one of these are passed
-/// as they are; anything else is passed to `egress-loader run`.
-const LOADER_SUBCOMMANDS: &[&str] = &[
-    "run",
-    "counters",
-    "status",
-    "detach",
-    "check-config",
-    "help",
-];
-
 /// Build egress-loader and run it as root.
 ///
 /// Runs `setup`, builds the loader (release profile unless --debug), prints
 /// the exact command and replaces this process with it. Arguments after `--`
-/// go to `egress-loader run`, unless the first one is a loader subcommand
-/// (run, counters, status, detach, check-config, help), in which case they
-/// are passed as they are. Loading eBPF needs root: when not root, the
-/// loader is started through sudo.
+/// go to the loader: as they are when the first one is a word (a subcommand,
+/// such as `verify` or `counters`), after `run` when it is a flag or there
+/// is none. That is the loader's own rule, so there is no list of
+/// subcommands to keep: `egress-loader run` takes no positional argument,
+/// so a first word can only be a subcommand (a misspelt one gets the
+/// loader's own "unrecognized subcommand" error; the loader's unit tests
+/// keep `run` free of positional arguments).
+/// Loading eBPF needs root: when not root, the loader is started through
+/// sudo.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cargo xtask run                        # egress-loader run\n  \
     cargo xtask run -- --help              # egress-loader run --help\n  \
     cargo xtask run -- counters            # egress-loader counters\n  \
+    cargo xtask run -- verify              # egress-loader verify\n  \
     cargo xtask run --debug -- status      # debug build, egress-loader status")]
 pub struct Options {
     /// Use the release profile (the default).
@@ -50,13 +45,12 @@ pub struct Options {
     args: Vec<OsString>,
 }
 
-/// The loader's argument list: `args` as they are if they start with a
-/// loader subcommand, else `run` followed by `args`.
+/// The loader's argument list: `args` as they are if the first one names a
+/// subcommand (it does not start with `-`), else `run` followed by `args`.
 fn loader_args(args: &[OsString]) -> Vec<OsString> {
     let explicit = args
         .first()
-        .and_then(|first| first.to_str())
-        .is_some_and(|first| LOADER_SUBCOMMANDS.contains(&first));
+        .is_some_and(|first| !first.as_encoded_bytes().starts_with(b"-"));
     if explicit {
         args.to_vec()
     } else {
@@ -121,5 +115,36 @@ mod tests {
             loader_args(&strings(&["run", "--dry-run"])),
             strings(&["run", "--dry-run"])
         );
+        assert_eq!(
+            loader_args(&strings(&["--help"])),
+            strings(&["run", "--help"])
+        );
+        assert_eq!(
+            loader_args(&strings(&["-c", "/etc/egress-filter.toml"])),
+            strings(&["run", "-c", "/etc/egress-filter.toml"])
+        );
+    }
+
+    #[test]
+    fn every_subcommand_passes_through() {
+        for sub in [
+            "run",
+            "reload",
+            "events",
+            "counters",
+            "status",
+            "verify",
+            "detach",
+            "check-config",
+            "help",
+        ] {
+            assert_eq!(
+                loader_args(&strings(&[sub, "--pin-dir", "/sys/fs/bpf/x"])),
+                strings(&[sub, "--pin-dir", "/sys/fs/bpf/x"]),
+                "{sub}"
+            );
+        }
+        // A misspelt subcommand reaches the loader, which names it.
+        assert_eq!(loader_args(&strings(&["verfy"])), strings(&["verfy"]));
     }
 }
