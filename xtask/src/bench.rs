@@ -26,7 +26,8 @@ const FONT: (&str, &str) = (
     "fonts-dejavu-core",
 );
 
-const BENCH_PACKAGE: &str = "egress-tests";
+/// The benchmark's package (bench/) and its binary.
+const BENCH_PACKAGE: &str = "egress-bench";
 const BENCH_BIN: &str = "egress-bench";
 
 /// Measure the filter against no filter and against iptables (needs root).
