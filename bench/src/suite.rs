@@ -413,7 +413,7 @@ fn loadavg() -> String {
 
 /// The workspace's commit, and whether tracked files had uncommitted changes.
 fn source() -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let root = egress_devtools::workspace::workspace_root();
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")

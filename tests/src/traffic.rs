@@ -232,7 +232,7 @@ pub fn is_timeout(err: &anyhow::Error) -> bool {
 /// at least 1). Ok if a reply came back; the error carries ping's output.
 pub fn ping(ns: &NetNs, addr: impl Into<IpAddr>, timeout: Duration) -> Result<()> {
     let addr = addr.into();
-    if crate::which("ping").is_none() {
+    if egress_devtools::machine::on_path("ping").is_none() {
         bail!("`ping` not found in PATH (Debian: apt-get install iputils-ping)");
     }
     let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
