@@ -49,6 +49,17 @@ impl Comparison {
             .collect()
     }
 
+    /// The blocked-list sizes the filter ran with, in the order of `setups`.
+    pub fn filter_sizes(&self) -> Vec<usize> {
+        self.setups
+            .iter()
+            .filter_map(|x| match x {
+                Setup::Filter(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn summary(&self, setup: Setup, metric: Metric) -> Option<Summary> {
         let v: Vec<f64> = self.values(setup, metric).iter().map(|x| x.1).collect();
         (!v.is_empty()).then(|| Summary::of(&v))
