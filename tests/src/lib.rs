@@ -34,6 +34,7 @@ pub mod test_run;
 pub mod topology;
 pub mod traffic;
 pub mod wire;
+pub mod workers;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +45,7 @@ pub use loader::{LoaderProcess, loader_bin, loader_cli};
 pub use netns::{ChildGuard, NetNs};
 pub use topology::{Bridge, Container, Topology};
 pub use traffic::{ServerGuard, UdpSinkGuard};
+pub use workers::Workers;
 
 /// Maximum length of a Linux interface name (IFNAMSIZ - 1).
 pub const IFNAMSIZ_MAX: usize = 15;
