@@ -34,6 +34,7 @@ pub mod test_run;
 pub mod topology;
 pub mod traffic;
 pub mod wire;
+pub mod workers;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +45,7 @@ pub use loader::{LoaderProcess, loader_bin, loader_cli};
 pub use netns::{ChildGuard, NetNs};
 pub use topology::{Bridge, Container, Topology};
 pub use traffic::{ServerGuard, UdpSinkGuard};
+pub use workers::Workers;
 
 /// Maximum length of a Linux interface name (IFNAMSIZ - 1).
 pub const IFNAMSIZ_MAX: usize = 15;
@@ -129,8 +131,7 @@ pub fn skip_unless_privileged(test_name: &str) -> bool {
     match privilege_problem() {
         None => true,
         Some(reason) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-            if ci {
+            if egress_devtools::machine::in_ci() {
                 panic!("{test_name}: cannot run privileged test under CI=true: {reason}");
             }
             eprintln!("SKIP {test_name}: {reason}");
@@ -144,7 +145,7 @@ fn privilege_problem() -> Option<String> {
         return Some("needs root (network namespaces, bpffs, eBPF)".into());
     }
     for tool in ["ip", "nsenter", "sysctl"] {
-        if which(tool).is_none() {
+        if egress_devtools::machine::on_path(tool).is_none() {
             return Some(format!("`{tool}` not found in PATH"));
         }
     }
@@ -163,18 +164,6 @@ fn privilege_problem() -> Option<String> {
         )),
         Err(e) => Some(format!("cannot run `ip netns add`: {e}")),
     }
-}
-
-/// Looks `program` up in `PATH`.
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    if program.contains('/') {
-        let p = std::path::PathBuf::from(program);
-        return p.is_file().then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Polls `cond` every 20 ms until it returns true or `timeout` passes.

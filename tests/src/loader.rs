@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use egress_devtools::workspace::LOADER_PACKAGE;
+
 use crate::netns::{ChildGuard, NetNs};
 
-/// Environment variable naming the loader binary (`cargo xtask test` sets it).
-pub const LOADER_BIN_ENV: &str = "EGRESS_LOADER_BIN";
+pub use egress_devtools::workspace::LOADER_BIN_ENV;
 
 /// How long a dropped [`LoaderProcess`] gets after SIGTERM before SIGKILL.
 const DROP_TERM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,9 +39,9 @@ pub fn loader_bin() -> Result<PathBuf> {
         if dir.file_name() == Some(OsStr::new("deps"))
             && let Some(profile) = dir.parent()
         {
-            candidates.push(profile.join("egress-loader"));
+            candidates.push(profile.join(LOADER_PACKAGE));
         }
-        candidates.push(dir.join("egress-loader"));
+        candidates.push(dir.join(LOADER_PACKAGE));
     }
     candidates
         .into_iter()

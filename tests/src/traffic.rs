@@ -4,14 +4,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::netns::NetNs;
+use crate::workers::Workers;
 
 /// How long the server waits for a request on an accepted connection.
 const SERVER_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,8 +30,7 @@ pub struct ServerGuard {
     accepted: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Workers,
 }
 
 impl ServerGuard {
@@ -62,15 +61,6 @@ impl ServerGuard {
     }
 }
 
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Listens on `addr:port` inside `ns` (port 0 picks a free one; see
 /// [`ServerGuard::addr`]). Accepts connections in a background thread,
 /// counts them, and answers anything it reads with a minimal
@@ -85,44 +75,36 @@ pub fn tcp_server(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> Result<Serv
     let accepted = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let peers = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (accepted, requests, peers, stop) = (
-            accepted.clone(),
-            requests.clone(),
-            peers.clone(),
-            stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name(format!("tcp-server-{local}"))
-            .spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, peer)) => {
-                            accepted.fetch_add(1, Ordering::SeqCst);
-                            peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
-                            let requests = requests.clone();
-                            // Short-lived, bounded by SERVER_READ_TIMEOUT.
-                            std::thread::spawn(move || {
-                                if serve_one(stream, local).unwrap_or(false) {
-                                    requests.fetch_add(1, Ordering::SeqCst);
-                                }
-                            });
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => std::thread::sleep(POLL),
+    let mut acceptor = Workers::new();
+    {
+        let (accepted, requests, peers) = (accepted.clone(), requests.clone(), peers.clone());
+        acceptor.spawn(format!("tcp-server-{local}"), move |stop| {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+                        let requests = requests.clone();
+                        // Short-lived, bounded by SERVER_READ_TIMEOUT.
+                        std::thread::spawn(move || {
+                            if serve_one(stream, local).unwrap_or(false) {
+                                requests.fetch_add(1, Ordering::SeqCst);
+                            }
+                        });
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => std::thread::sleep(POLL),
                 }
-            })?
-    };
+            }
+        })?;
+    }
     Ok(ServerGuard {
         addr: local,
         accepted,
         requests,
         peers,
-        stop,
-        thread: Some(thread),
+        _acceptor: acceptor,
     })
 }
 
@@ -232,7 +214,7 @@ pub fn is_timeout(err: &anyhow::Error) -> bool {
 /// at least 1). Ok if a reply came back; the error carries ping's output.
 pub fn ping(ns: &NetNs, addr: impl Into<IpAddr>, timeout: Duration) -> Result<()> {
     let addr = addr.into();
-    if crate::which("ping").is_none() {
+    if egress_devtools::machine::on_path("ping").is_none() {
         bail!("`ping` not found in PATH (Debian: apt-get install iputils-ping)");
     }
     let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
@@ -260,8 +242,7 @@ pub struct UdpSinkGuard {
     addr: SocketAddr,
     datagrams: Arc<AtomicUsize>,
     bytes: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _receiver: Workers,
 }
 
 impl UdpSinkGuard {
@@ -286,15 +267,6 @@ impl UdpSinkGuard {
     }
 }
 
-impl Drop for UdpSinkGuard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Binds UDP `addr:port` inside `ns` and counts datagrams in a background
 /// thread.
 pub fn udp_sink(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> Result<UdpSinkGuard> {
@@ -306,27 +278,24 @@ pub fn udp_sink(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> Result<UdpSin
     let local = sock.local_addr()?;
     let datagrams = Arc::new(AtomicUsize::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (datagrams, bytes, stop) = (datagrams.clone(), bytes.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("udp-sink-{local}"))
-            .spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop.load(Ordering::SeqCst) {
-                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                        datagrams.fetch_add(1, Ordering::SeqCst);
-                        bytes.fetch_add(n as u64, Ordering::SeqCst);
-                    }
+    let mut receiver = Workers::new();
+    {
+        let (datagrams, bytes) = (datagrams.clone(), bytes.clone());
+        receiver.spawn(format!("udp-sink-{local}"), move |stop| {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    datagrams.fetch_add(1, Ordering::SeqCst);
+                    bytes.fetch_add(n as u64, Ordering::SeqCst);
                 }
-            })?
-    };
+            }
+        })?;
+    }
     Ok(UdpSinkGuard {
         addr: local,
         datagrams,
         bytes,
-        stop,
-        thread: Some(thread),
+        _receiver: receiver,
     })
 }
 

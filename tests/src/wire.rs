@@ -3,16 +3,14 @@
 
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
 use crate::netns::NetNs;
+use crate::workers::Workers;
 
 const ETH_P_ALL: u16 = 0x0003;
 const SOL_PACKET: libc::c_int = 263;
@@ -95,22 +93,16 @@ pub fn send_frames(ns: &NetNs, ifname: &str, frames: &[Vec<u8>], layout: Layout)
 /// Frames seen on an interface, captured by a background thread until drop.
 pub struct Capture {
     frames: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _capturer: Workers,
 }
 
 impl Capture {
     pub fn start(ns: &NetNs, ifname: &str) -> Result<Self> {
         let frames = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
-        let (f, s, ifname, ns_name) = (
-            frames.clone(),
-            stop.clone(),
-            ifname.to_owned(),
-            ns.path().to_path_buf(),
-        );
-        let thread = std::thread::spawn(move || {
+        let (f, ifname, ns_name) = (frames.clone(), ifname.to_owned(), ns.path().to_path_buf());
+        let mut capturer = Workers::new();
+        capturer.spawn(format!("capture-{ifname}"), move |stop| {
             let setup = (|| -> Result<OwnedFd> {
                 let netns = std::fs::File::open(&ns_name)?;
                 nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
@@ -141,20 +133,19 @@ impl Capture {
                 }
             };
             let mut buf = vec![0u8; 65536];
-            while !s.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let n =
                     unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 if n > 0 {
                     f.lock().unwrap().push(buf[..n as usize].to_vec());
                 }
             }
-        });
+        })?;
         rx.recv_timeout(Duration::from_secs(5))
             .context("capture thread start")??;
         Ok(Self {
             frames,
-            stop,
-            thread: Some(thread),
+            _capturer: capturer,
         })
     }
 
@@ -180,15 +171,6 @@ impl Capture {
                     && u32::from_be_bytes([f[14], f[15], f[16], f[17]]) & 0xf_ffff == flow
             })
             .count()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -26,7 +26,8 @@ const FONT: (&str, &str) = (
     "fonts-dejavu-core",
 );
 
-const BENCH_PACKAGE: &str = "egress-tests";
+/// The benchmark's package (bench/) and its binary.
+const BENCH_PACKAGE: &str = "egress-bench";
 const BENCH_BIN: &str = "egress-bench";
 
 /// Measure the filter against no filter and against iptables (needs root).
@@ -84,20 +85,16 @@ pub fn main(opts: &Options) -> Result<()> {
         "--bin",
         BENCH_BIN,
     ]))?;
-    let bench = util::target_dir()?.join("release").join(BENCH_BIN);
-    if !bench.is_file() {
-        bail!(
-            "{} does not exist although the build succeeded",
-            bench.display()
-        );
-    }
+    let bench = util::built_binary(None, true, BENCH_BIN)?;
     let out = if opts.quick && !opts.write_docs {
-        util::target_dir()?.join("bench-quick")
+        util::target_dir().join("bench-quick")
     } else {
-        util::workspace_root()?.join("docs")
+        util::workspace_root().join("docs")
     };
     let mut cmd = util::command(&bench);
-    cmd.env(LOADER_BIN_ENV, &loader).arg("--out").arg(&out);
+    cmd.env(util::LOADER_BIN_ENV, &loader)
+        .arg("--out")
+        .arg(&out);
     if opts.quick {
         cmd.arg("--quick");
     }
@@ -109,9 +106,6 @@ pub fn main(opts: &Options) -> Result<()> {
     println!("results: {}", out.join("benchmarks.md").display());
     Ok(())
 }
-
-/// The harness's variable naming the loader binary (tests/src/loader.rs).
-const LOADER_BIN_ENV: &str = "EGRESS_LOADER_BIN";
 
 /// Installs the Debian packages of missing benchmark tools and of the font.
 fn ensure_bench_tools() -> Result<()> {

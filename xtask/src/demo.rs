@@ -19,7 +19,7 @@ pub fn main(_opts: &Options) -> Result<()> {
     setup::ensure(true)?;
     let loader = util::build_loader(false)?;
     let mut cmd = util::cargo();
-    cmd.env("EGRESS_LOADER_BIN", &loader).args([
+    cmd.env(util::LOADER_BIN_ENV, &loader).args([
         "test",
         "-p",
         "egress-tests",

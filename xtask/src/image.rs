@@ -3,21 +3,16 @@
 //! `DOCKER_HOST` names.
 
 use std::{
-    env, fs,
+    fs,
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::Result;
 use clap::Args;
+use egress_devtools::image;
 
 use crate::{setup, util};
 
-/// The Dockerfile, relative to the workspace root.
-const DOCKERFILE: &str = "deploy/Dockerfile";
-/// The binary's name in the build context (the Dockerfile COPYs it).
-const CONTEXT_BINARY: &str = "egress-loader";
-/// glibc, linked statically: the image has no libc to load.
-const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 /// The build context, under the target directory.
 const CONTEXT_DIR: &str = "egress-image";
 
@@ -53,7 +48,7 @@ pub struct Options {
 
 pub fn main(opts: &Options) -> Result<()> {
     setup::ensure(false)?;
-    let bin = build_static_loader(true)?;
+    let bin = util::build_static_loader(true)?;
     let context = stage_context(&bin)?;
     if opts.context_only {
         println!("build context: {}", context.display());
@@ -68,110 +63,22 @@ pub fn main(opts: &Options) -> Result<()> {
          docker run -d --name egress-filter --restart always --privileged --network host \
          -v /sys/fs/bpf:/sys/fs/bpf {}",
         opts.tag,
-        CONTEXT_BINARY,
+        image::CONTEXT_BINARY,
         size as f64 / (1024.0 * 1024.0),
         opts.tag
     );
     Ok(())
 }
 
-/// The host's glibc target, e.g. `x86_64-unknown-linux-gnu`.
-pub fn host_gnu_target() -> String {
-    format!("{}-unknown-linux-gnu", env::consts::ARCH)
-}
-
-/// Builds egress-loader statically linked for the host's glibc target and
-/// returns the binary's path (`target/<triple>/{release,debug}/egress-loader`).
-/// The flag is set for that target only (`CARGO_TARGET_<TRIPLE>_RUSTFLAGS`):
-/// with a plain RUSTFLAGS it would reach proc macros, which cannot be static.
-pub fn build_static_loader(release: bool) -> Result<PathBuf> {
-    let target = host_gnu_target();
-    let var = format!(
-        "CARGO_TARGET_{}_RUSTFLAGS",
-        target.to_uppercase().replace('-', "_")
-    );
-    let mut cmd = util::cargo();
-    cmd.env(&var, STATIC_RUSTFLAGS)
-        .args(["build", "--package", util::LOADER_PACKAGE, "--target"])
-        .arg(&target);
-    if release {
-        cmd.arg("--release");
-    }
-    util::run(&mut cmd)?;
-    let profile = if release { "release" } else { "debug" };
-    let bin = util::target_dir()?
-        .join(&target)
-        .join(profile)
-        .join(util::LOADER_PACKAGE);
-    ensure!(
-        bin.is_file(),
-        "{} does not exist after the build",
-        bin.display()
-    );
-    if !is_static_elf(&bin)? {
-        bail!(
-            "{} is dynamically linked although it was built with {var}='{STATIC_RUSTFLAGS}'; \
-             is RUSTFLAGS set in the environment (it takes precedence)?",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// `target/egress-image/` with the Dockerfile and `bin`, nothing else.
-fn stage_context(bin: &Path) -> Result<PathBuf> {
-    let context = util::target_dir()?.join(CONTEXT_DIR);
-    if context.exists() {
-        fs::remove_dir_all(&context).with_context(|| format!("removing {}", context.display()))?;
-    }
-    fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
-    let dockerfile = util::workspace_root()?.join(DOCKERFILE);
-    fs::copy(&dockerfile, context.join("Dockerfile"))
-        .with_context(|| format!("copying {}", dockerfile.display()))?;
-    fs::copy(bin, context.join(CONTEXT_BINARY))
-        .with_context(|| format!("copying {}", bin.display()))?;
+/// `target/egress-image/` with the Dockerfile and `loader`, nothing else.
+fn stage_context(loader: &Path) -> Result<PathBuf> {
+    let context = util::target_dir().join(CONTEXT_DIR);
+    image::stage_context(&context, loader)?;
     println!(
         "   staged {} and {} in {}",
-        DOCKERFILE,
-        bin.display(),
+        image::DOCKERFILE,
+        loader.display(),
         context.display()
     );
     Ok(context)
-}
-
-/// Whether the ELF file at `path` needs no dynamic loader (no `PT_INTERP`
-/// program header; static-pie binaries still have `PT_DYNAMIC`).
-fn is_static_elf(path: &Path) -> Result<bool> {
-    use object::read::elf::{ElfFile64, ProgramHeader as _};
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let elf = ElfFile64::<object::Endianness>::parse(&*data)
-        .with_context(|| format!("{} is not a 64-bit ELF file", path.display()))?;
-    // A dynamic executable names its loader in a PT_INTERP program header.
-    Ok(!elf
-        .elf_program_headers()
-        .iter()
-        .any(|h| h.p_type(elf.endian()) == object::elf::PT_INTERP))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_test_binary_is_dynamic() {
-        let me = env::current_exe().unwrap();
-        assert!(!is_static_elf(&me).unwrap());
-    }
-
-    #[test]
-    fn dockerfile_copies_the_context_binary() {
-        let text = fs::read_to_string(util::workspace_root().unwrap().join(DOCKERFILE)).unwrap();
-        assert!(text.contains("FROM scratch"), "{text}");
-        assert!(text.contains(&format!("COPY {CONTEXT_BINARY} ")), "{text}");
-    }
-
-    #[test]
-    fn target_triple() {
-        assert!(host_gnu_target().ends_with("-unknown-linux-gnu"));
-    }
 }

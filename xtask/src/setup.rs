@@ -28,18 +28,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
 ];
 
-/// The Docker engine that the end-to-end test (tests/tests/docker_e2e.rs)
-/// starts inside a network namespace, with the Debian package providing each
-/// program. Checked by program, not by package, so an existing Docker CE
-/// install is used as it is instead of being replaced.
-const DOCKER_TOOLS: &[(&str, &str)] = &[
-    ("dockerd", "docker.io"),
-    ("containerd", "docker.io"),
-    ("containerd-shim-runc-v2", "docker.io"),
-    ("runc", "docker.io"),
-    ("docker", "docker.io"),
-    ("busybox", "busybox-static"),
-];
+/// The Docker engine that the end-to-end tests start inside a network
+/// namespace; the list is shared with the tests' own check.
+const DOCKER_TOOLS: &[(&str, &str)] = egress_devtools::machine::DOCKER_ENGINE_TOOLS;
 
 /// Debian's hook that `invoke-rc.d` (and `deb-systemd-invoke`) asks before
 /// starting a service from a package's postinst; exit status 101 = "don't".

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::{image, setup, util};
+use crate::{setup, util};
 
 /// The eBPF crate only builds for bpfel-unknown-none (nightly, no_std); the
 /// loader's build script builds it, so the host test run leaves it out.
@@ -76,10 +76,10 @@ pub fn main(opts: &Options) -> Result<()> {
     setup::ensure(true)?;
     // Statically linked, so that the Docker end-to-end test can put this
     // very binary into its FROM-scratch image (tests/tests/docker_e2e.rs).
-    let loader = image::build_static_loader(false)?;
+    let loader = util::build_static_loader(false)?;
 
     let mut cmd = util::cargo();
-    cmd.env("EGRESS_LOADER_BIN", &loader).arg("test");
+    cmd.env(util::LOADER_BIN_ENV, &loader).arg("test");
     if !selects_packages(&opts.args) {
         cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
     }

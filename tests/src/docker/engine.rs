@@ -35,6 +35,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use egress_devtools::image::is_static_elf;
+use egress_devtools::machine::{DOCKER_ENGINE_TOOLS, SBIN_DIRS, find_program, in_ci};
 use nix::mount::MntFlags;
 use nix::sys::signal::Signal;
 
@@ -48,16 +50,10 @@ pub const DOCKER_CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// Grace period after SIGTERM before SIGKILL when stopping a daemon.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Programs the engine needs, with the Debian package that provides each.
-const ENGINE_TOOLS: &[(&str, &str)] = &[
-    ("dockerd", "docker.io"),
-    ("containerd", "docker.io"),
-    ("containerd-shim-runc-v2", "docker.io"),
-    ("runc", "docker.io"),
-    ("docker", "docker.io"),
-    ("iptables", "iptables"),
-    ("busybox", "busybox-static"),
-];
+/// Programs the engine needs besides [`DOCKER_ENGINE_TOOLS`] (which
+/// `cargo xtask setup --test-deps` installs), with their Debian packages:
+/// dockerd writes its iptables rules in the engine's namespace.
+const MORE_ENGINE_TOOLS: &[(&str, &str)] = &[("iptables", "iptables")];
 
 /// Host paths that these engine versions create outside their own
 /// directories; removed on drop when they did not exist before (and are
@@ -70,27 +66,14 @@ const STRAY_HOST_PATHS: &[&str] = &[
     "/run/containerd",
 ];
 
-/// `PATH` entries the daemons need (dockerd runs iptables, runc,
-/// docker-init, containerd-shim-runc-v2 from there).
-const SBIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin"];
-
-/// Looks `program` up in `PATH`, then in the sbin directories.
-pub fn find_tool(program: &str) -> Option<PathBuf> {
-    crate::which(program).or_else(|| {
-        SBIN_DIRS
-            .iter()
-            .map(|d| Path::new(d).join(program))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Why a real Docker engine cannot be run here, or `None` if it can.
 /// Covers the programs (see `cargo xtask setup --test-deps`) and a
 /// statically linked busybox for the test image.
 pub fn docker_problem() -> Option<String> {
-    let missing: Vec<String> = ENGINE_TOOLS
+    let missing: Vec<String> = DOCKER_ENGINE_TOOLS
         .iter()
-        .filter(|(tool, _)| find_tool(tool).is_none())
+        .chain(MORE_ENGINE_TOOLS)
+        .filter(|(tool, _)| find_program(tool).is_none())
         .map(|(tool, package)| format!("{tool} (Debian: {package})"))
         .collect();
     if !missing.is_empty() {
@@ -100,8 +83,8 @@ pub fn docker_problem() -> Option<String> {
             missing.join(", ")
         ));
     }
-    let busybox = find_tool("busybox")?;
-    match super::images::is_static_elf(&busybox) {
+    let busybox = find_program("busybox")?;
+    match is_static_elf(&busybox) {
         Ok(true) => None,
         Ok(false) => Some(format!(
             "{} is dynamically linked; the FROM-scratch test image needs busybox-static",
@@ -118,8 +101,7 @@ pub fn skip_unless_docker(test_name: &str) -> bool {
     let Some(reason) = docker_problem() else {
         return true;
     };
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    if ci {
+    if in_ci() {
         panic!("{test_name}: cannot run the Docker end-to-end test under CI=true: {reason}");
     }
     eprintln!("SKIP {test_name}: {reason}");
@@ -226,7 +208,7 @@ impl DockerHost {
         if dir.as_os_str().len() > 60 {
             dir = PathBuf::from("/tmp").join(&base);
         }
-        let cli = find_tool("docker").context("docker CLI not found")?;
+        let cli = find_program("docker").context("docker CLI not found")?;
         let mut dh = DockerHost {
             cgroup_parent: format!("egress-e2e-{base}"),
             dir: dir.clone(),
@@ -468,7 +450,7 @@ impl DockerHost {
                 opt = ctd.join("opt").display(),
             ),
         )?;
-        let containerd = find_tool("containerd").context("containerd not found")?;
+        let containerd = find_program("containerd").context("containerd not found")?;
         let child = self.spawn_daemon(
             &containerd,
             &[OsStr::new("--config"), config.as_os_str()],
@@ -497,7 +479,7 @@ impl DockerHost {
     }
 
     fn start_dockerd(&mut self) -> Result<()> {
-        let dockerd = find_tool("dockerd").context("dockerd not found")?;
+        let dockerd = find_program("dockerd").context("dockerd not found")?;
         // dockerd < 23 writes its identity key to /etc/docker/key.json
         // unless told otherwise; later versions reject the unknown key.
         let daemon_json = if dockerd_major(&dockerd)? < 23 {

@@ -459,14 +459,7 @@ fn scaling_tables(s: &mut String, c: &Comparison, plotted: bool) {
     if plotted {
         s.push_str("![cost vs rule count](benchmarks.png)\n\n");
     }
-    let sizes: Vec<usize> = c
-        .setups
-        .iter()
-        .filter_map(|x| match x {
-            Setup::Filter(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
+    let sizes = c.filter_sizes();
     for m in SCALING_METRICS {
         let _ = writeln!(
             s,
@@ -585,14 +578,7 @@ fn targets(r: &Results) -> Vec<Target> {
     let mut flat = None;
     let mut measured = "–".to_owned();
     if let Some(c) = sc {
-        let sizes: Vec<usize> = c
-            .setups
-            .iter()
-            .filter_map(|x| match x {
-                Setup::Filter(n) => Some(*n),
-                _ => None,
-            })
-            .collect();
+        let sizes = c.filter_sizes();
         if let (Some(&lo), Some(&hi)) = (sizes.iter().min(), sizes.iter().max()) {
             let mut parts = Vec::new();
             let mut ok = true;

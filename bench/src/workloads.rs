@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use egress_tests::Workers;
 use serde::Serialize;
 
 use crate::world::{self, CRR_PORT, IPERF_PORT, RR_PORT, SERVER, UDP_PORT, World};
@@ -241,26 +242,14 @@ fn readable(fd: i32) -> bool {
     r > 0 && p.revents & libc::POLLIN != 0
 }
 
-/// Server threads; stopped and joined by [`Servers::stop`] or on drop.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<u64>>,
-}
+/// Server threads, each returning the CPU time it used (ns); stopped and
+/// joined by [`Servers::stop`] or on drop.
+struct Servers(Workers<u64>);
 
 impl Servers {
     /// Stops the threads; returns the CPU time they used, ns.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.threads.drain(..).filter_map(|t| t.join().ok()).sum()
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    fn stop(self) -> u64 {
+        self.0.stop().into_iter().sum()
     }
 }
 
@@ -280,31 +269,23 @@ fn tcp_servers(
         .with_context(|| format!("binding {sa} in the cloud namespace"))?;
     listener.set_nonblocking(true)?;
     let listener = Arc::new(listener);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
+    let mut workers = Workers::new();
     for i in 0..threads {
-        let (listener, stop) = (listener.clone(), stop.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("bench-srv-{port}-{i}"))
-                .spawn(move || {
-                    pin_to(SERVER_CPU);
-                    while !stop.load(Ordering::Relaxed) {
-                        if !readable(listener.as_raw_fd()) {
-                            continue;
-                        }
-                        if let Ok((s, _)) = listener.accept() {
-                            serve(s, &stop);
-                        }
-                    }
-                    thread_cpu_ns()
-                })?,
-        );
+        let listener = listener.clone();
+        workers.spawn(format!("bench-srv-{port}-{i}"), move |stop| {
+            pin_to(SERVER_CPU);
+            while !stop.load(Ordering::Relaxed) {
+                if !readable(listener.as_raw_fd()) {
+                    continue;
+                }
+                if let Ok((s, _)) = listener.accept() {
+                    serve(s, stop);
+                }
+            }
+            thread_cpu_ns()
+        })?;
     }
-    Ok(Servers {
-        stop,
-        threads: handles,
-    })
+    Ok(Servers(workers))
 }
 
 fn prepare(s: &TcpStream) -> io::Result<()> {
@@ -459,10 +440,10 @@ pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
     // whether the sink keeps up.
     sink.set_nonblocking(true)?;
     let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sink_thread = {
-        let (received, stop) = (received.clone(), stop.clone());
-        std::thread::spawn(move || {
+    let mut sink_thread = Workers::new();
+    {
+        let received = received.clone();
+        sink_thread.spawn("bench-udp-sink", move |stop| {
             pin_to(SERVER_CPU);
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
@@ -473,8 +454,8 @@ pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
                     Err(_) => std::hint::spin_loop(),
                 }
             }
-        })
-    };
+        })?;
+    }
     let k0 = ksoftirqd_ns();
     let sent = w.client().run_in(|| -> io::Result<(u64, f64, u64)> {
         pin_to(CLIENT_CPU);
@@ -490,8 +471,7 @@ pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
     });
     // Let the sink drain what is queued, then stop it.
     std::thread::sleep(Duration::from_millis(150));
-    stop.store(true, Ordering::SeqCst);
-    let _ = sink_thread.join();
+    sink_thread.stop();
     let (sent, secs, sender_cpu) = sent??;
     // The sending thread runs the whole path up to the sink's socket in
     // softirq; the spinning sink's own time is not a cost of the path.

@@ -49,6 +49,17 @@ impl Comparison {
             .collect()
     }
 
+    /// The blocked-list sizes the filter ran with, in the order of `setups`.
+    pub fn filter_sizes(&self) -> Vec<usize> {
+        self.setups
+            .iter()
+            .filter_map(|x| match x {
+                Setup::Filter(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn summary(&self, setup: Setup, metric: Metric) -> Option<Summary> {
         let v: Vec<f64> = self.values(setup, metric).iter().map(|x| x.1).collect();
         (!v.is_empty()).then(|| Summary::of(&v))
@@ -413,7 +424,7 @@ fn loadavg() -> String {
 
 /// The workspace's commit, and whether tracked files had uncommitted changes.
 fn source() -> String {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let root = egress_devtools::workspace::workspace_root();
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")

@@ -17,27 +17,16 @@
 //! route and firewall rule is made inside namespaces this run created, and
 //! every traffic loop is bounded in time and count.
 
-#[path = "egress-bench/cidrs.rs"]
 mod cidrs;
-#[path = "egress-bench/footprint.rs"]
 mod footprint;
-#[path = "egress-bench/plan.rs"]
 mod plan;
-#[path = "egress-bench/plot.rs"]
 mod plot;
-#[path = "egress-bench/prog_cost.rs"]
 mod prog_cost;
-#[path = "egress-bench/report.rs"]
 mod report;
-#[path = "egress-bench/setups.rs"]
 mod setups;
-#[path = "egress-bench/stats.rs"]
 mod stats;
-#[path = "egress-bench/suite.rs"]
 mod suite;
-#[path = "egress-bench/workloads.rs"]
 mod workloads;
-#[path = "egress-bench/world.rs"]
 mod world;
 
 use std::path::PathBuf;

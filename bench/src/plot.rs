@@ -33,14 +33,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<bool> {
         println!("warning: no plot: {e:#} (Debian: apt-get install fonts-dejavu-core)");
         return Ok(false);
     }
-    let sizes: Vec<usize> = c
-        .setups
-        .iter()
-        .filter_map(|x| match x {
-            Setup::Filter(n) => Some(*n),
-            _ => None,
-        })
-        .collect();
+    let sizes = c.filter_sizes();
     let root = BitMapBackend::new(path, (1400, 1150)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (title, body) = root.split_vertically(70);
