@@ -6,7 +6,9 @@
 //! kernel   object, maps, pins, attach, netlink, system (privileges, bpffs,
 //!          lock, kernel floor), clock
 //! policy   schema, values, flags, glob, build (flag > file > default), apply
-//! observe  counters, events, identity, metrics, status
+//! endpoint what sends traffic here: the container engine's inventory and
+//!          identity (which container holds a source address)
+//! observe  counters, events, metrics, status
 //! verify   proving on this host that each bridge filters
 //! daemon   the run loop: reconcile, reload, GC
 //! ```
@@ -15,6 +17,7 @@
 //! subcommand) sits on top; the tests drive the library directly too.
 
 pub mod daemon;
+pub mod endpoint;
 pub mod error;
 pub mod kernel;
 pub mod observe;

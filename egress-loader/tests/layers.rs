@@ -13,7 +13,7 @@ use std::{
 
 /// Bottom first.
 const LAYERS: &[&str] = &[
-    "error", "kernel", "policy", "observe", "verify", "daemon", "cli",
+    "error", "kernel", "policy", "endpoint", "observe", "verify", "daemon", "cli",
 ];
 
 fn rank(layer: &str) -> Option<usize> {

@@ -4,12 +4,12 @@ use egress_loader::{
     daemon::{RunOptions, run},
     error::ConfigError,
     kernel::{attach::AttachMode, pins::PinDir},
-    observe::{events::DEFAULT_SOCKET, identity::DockerEndpoint},
     policy::{
         ConfigFile, Overrides, Policy,
         flags::{PortList, parse_block_flag, parse_port_list},
         schema::BlockEntry,
     },
+    {endpoint::engine::DockerEndpoint, observe::events::DEFAULT_SOCKET},
 };
 
 use super::{PinDirArg, Result};

@@ -17,6 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     daemon::{gc, reconcile::Filter},
+    endpoint::{
+        engine::{DockerEndpoint, DockerIdentity},
+        identity::{AddressesOnly, Identity},
+    },
     error::Error,
     kernel::{
         attach::{self, AttachMode, detach_all},
@@ -27,8 +31,7 @@ use crate::{
     },
     observe::{
         counters,
-        events::{AddressesOnly, Decoder, EventReader, Identity, Publisher},
-        identity::{DockerEndpoint, DockerIdentity},
+        events::{Decoder, EventReader, Publisher},
         metrics::{self, MetricsSource},
     },
     policy::{Overrides, Policy, apply},

@@ -21,34 +21,12 @@ use serde::Serialize;
 use tokio::{io::AsyncWriteExt, io::unix::AsyncFd, net::UnixListener, sync::broadcast};
 
 use crate::{
+    endpoint::identity::{Container, Identity},
     error::Error,
     kernel::{clock::monotonic_ns, maps, pins::PinDir},
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/egress-filter/events.sock";
-
-/// Who sent a packet, when a container engine can say.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Container {
-    pub name: String,
-    pub id: String,
-    pub image: String,
-    pub network: String,
-}
-
-/// Maps a source address to the container that holds it.
-pub trait Identity: Send + Sync {
-    fn lookup(&self, addr: IpAddr) -> Option<Container>;
-}
-
-/// No engine: events carry addresses only.
-pub struct AddressesOnly;
-
-impl Identity for AddressesOnly {
-    fn lookup(&self, _: IpAddr) -> Option<Container> {
-        None
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {

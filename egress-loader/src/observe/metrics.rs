@@ -42,15 +42,13 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use crate::{
+    endpoint::engine::DockerIdentity,
     error::Error,
     kernel::{
         attach::{self, AttachMode},
         pins::PinDir,
     },
-    observe::{
-        counters::{self, NamedCounter, RuleCounter},
-        identity::DockerIdentity,
-    },
+    observe::counters::{self, NamedCounter, RuleCounter},
 };
 
 /// `Content-Type` of the OpenMetrics text format (Prometheus 2.5+ asks for it).

@@ -3,13 +3,11 @@
 //! ```text
 //! counters  the per-CPU counters summed, per verdict, rule and interface
 //! events    drop events: ring buffer -> JSON lines -> stdout and a socket
-//! identity  which Docker container holds a source address
 //! metrics   Prometheus /metrics, read from the maps on every scrape
 //! status    what is attached and enforced now
 //! ```
 
 pub mod counters;
 pub mod events;
-pub mod identity;
 pub mod metrics;
 pub mod status;

@@ -33,8 +33,8 @@ use futures::StreamExt;
 use log::{debug, info, warn};
 
 use crate::{
+    endpoint::identity::{Container, Identity},
     error::ConfigError,
-    observe::events::{Container, Identity},
 };
 
 /// Where Docker listens unless `DOCKER_HOST` or `--docker-host` says otherwise.
