@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use egress_loader::policy::{Overrides, Policy, default_config_toml};
+use egress_loader::policy::{Overrides, Policy, commented_default_config, default_config_toml};
 
 use super::Result;
 
@@ -17,10 +17,18 @@ pub struct Args {
     /// Print the default configuration as a TOML file instead.
     #[arg(long, conflicts_with = "file")]
     defaults: bool,
+    /// With --defaults: every setting commented out under a header (the
+    /// packaged /etc/egress-filter/config.toml).
+    #[arg(long, requires = "defaults")]
+    commented: bool,
 }
 
 pub fn main(a: Args) -> Result {
     if a.defaults {
+        if a.commented {
+            print!("{}", commented_default_config());
+            return Ok(());
+        }
         print!("{}", default_config_toml());
         return Ok(());
     }

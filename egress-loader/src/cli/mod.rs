@@ -1,9 +1,12 @@
 //! The command line: one module per subcommand.
 
 mod check_config;
+mod completions;
 mod counters;
 mod detach;
 mod events;
+mod install_unit;
+mod manpages;
 mod reload;
 mod run;
 mod status;
@@ -36,7 +39,8 @@ use egress_loader::{
         egress-loader verify                       # prove each attached bridge drops metadata traffic\n  \
         egress-loader run --metrics-addr 127.0.0.1:9184   # Prometheus /metrics\n  \
         egress-loader reload                       # re-read the running loader's --config\n  \
-        egress-loader detach                       # remove everything"
+        egress-loader detach                       # remove everything\n  \
+        egress-loader install-unit --root /host    # from the image: the systemd unit onto the host"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,6 +57,10 @@ pub enum Command {
     Verify(verify::Args),
     Detach(detach::Args),
     CheckConfig(check_config::Args),
+    InstallUnit(install_unit::Args),
+    Completions(completions::Args),
+    #[command(hide = true)]
+    Manpages(manpages::Args),
 }
 
 /// `--pin-dir`, shared by every subcommand.
@@ -96,6 +104,9 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::main(a),
         Command::Detach(a) => detach::main(a),
         Command::CheckConfig(a) => check_config::main(a),
+        Command::InstallUnit(a) => install_unit::main(a),
+        Command::Completions(a) => completions::main(a),
+        Command::Manpages(a) => manpages::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

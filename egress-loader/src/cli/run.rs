@@ -4,6 +4,7 @@ use egress_loader::{
     daemon::{RunOptions, run},
     error::ConfigError,
     kernel::{attach::AttachMode, pins::PinDir},
+    observe::config_record::{DEFAULT_STATE_FILE, state_file_arg},
     policy::{
         ConfigFile, Overrides, Policy,
         flags::{PortList, parse_block_flag, parse_port_list},
@@ -22,14 +23,27 @@ use super::{PinDirArg, Result};
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     egress-loader run\n  \
-    egress-loader run --config /etc/egress-filter.toml --iface cni0\n  \
+    egress-loader run --config /etc/egress-filter/config.toml --iface cni0\n  \
+    egress-loader run --config /etc/egress-filter/config.toml --no-watch-config   # SIGHUP only\n  \
     egress-loader run --block 10.0.0.5/32:tcp/8080 --smtp-rate 2/minute --smtp-burst 2\n  \
     egress-loader run --dry-run --detach-on-exit\n  \
     egress-loader run --metrics-addr 127.0.0.1:9184 --docker-host unix:///run/docker.sock")]
 pub struct Args {
-    /// TOML configuration file (see README: "Configuration"). Re-read on SIGHUP.
+    /// TOML configuration file (docs/configuration.md). Followed: a change
+    /// on disk (an edit, a file renamed over it, a ConfigMap's symlink swap)
+    /// is validated and applied within a second, as on SIGHUP; an invalid
+    /// version is refused and logged, and the policy in force stays.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Do not follow the --config file: re-read it on SIGHUP (`egress-loader
+    /// reload`) only.
+    #[arg(long, requires = "config")]
+    no_watch_config: bool,
+    /// Where the loader records which configuration is in force (file,
+    /// SHA-256, generation, last refusal) for `egress-loader status`;
+    /// "none" to keep no record.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
+    state_file: PathBuf,
     /// Interface name or pattern (`*`, `?`) to filter; repeatable; replaces the
     /// configured list [default: docker0, br-*].
     #[arg(long = "iface", value_name = "PATTERN")]
@@ -112,9 +126,19 @@ pub fn policy_for_reload(a: &Args, cwd: &std::path::Path) -> Result<Option<Polic
 
 pub fn main(a: Args) -> Result {
     let overrides = a.overrides();
-    let policy = match &a.config {
-        Some(path) => Policy::from_file(path, &overrides)?,
-        None => Policy::build(ConfigFile::default(), &overrides)?,
+    let config_path = match &a.config {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .map_err(|e| ConfigError::new("--config", format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let (policy, config_sha256) = match &config_path {
+        Some(path) => {
+            let (p, sha) = Policy::load(path, &overrides)?;
+            (p, Some(sha))
+        }
+        None => (Policy::build(ConfigFile::default(), &overrides)?, None),
     };
     if !(0.05..=3600.0).contains(&a.rescan) {
         return Err(ConfigError::new(
@@ -131,7 +155,10 @@ pub fn main(a: Args) -> Result {
     };
     let opts = RunOptions {
         policy,
-        config_path: a.config,
+        config_path,
+        config_sha256,
+        watch_config: !a.no_watch_config,
+        state_file: state_file_arg(&a.state_file),
         overrides,
         pins: PinDir::new(a.pin_dir.pin_dir),
         mode: a.attach_mode,

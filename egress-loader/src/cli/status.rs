@@ -1,4 +1,13 @@
-use egress_loader::{Error, kernel::pins::PinDir, observe::status};
+use std::path::PathBuf;
+
+use egress_loader::{
+    Error,
+    kernel::pins::PinDir,
+    observe::{
+        config_record::{DEFAULT_STATE_FILE, state_file_arg},
+        status,
+    },
+};
 
 use super::{PinDirArg, Result};
 
@@ -10,6 +19,10 @@ use super::{PinDirArg, Result};
 pub struct Args {
     #[command(flatten)]
     pin_dir: PinDirArg,
+    /// The running loader's state file, which says which config file and
+    /// version is in force ("none": do not read it).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
+    state_file: PathBuf,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -21,7 +34,8 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result {
-    let s = status::read(&PinDir::new(a.pin_dir.pin_dir))?;
+    let state_file = state_file_arg(&a.state_file);
+    let s = status::read(&PinDir::new(a.pin_dir.pin_dir), state_file.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string(&s).expect("serializable"));
     } else {

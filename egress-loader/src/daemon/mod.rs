@@ -3,13 +3,19 @@
 //! ```text
 //! run        load, apply, attach, then follow signals, link events, drop events
 //! reconcile  attachments in line with the interfaces that exist and match
-//! reload     SIGHUP: re-read --config, apply it without detaching
+//! reload     SIGHUP or a file change: re-read --config, apply it without detaching
+//! watch      follow the --config file (its directory: renames, symlink swaps)
+//! record     the config in force, for status (state file) and /metrics
+//! readiness  READY=1 for systemd once the filter is in force
 //! gc         forget refilled per-source SMTP buckets
 //! ```
 
 mod gc;
+mod readiness;
 mod reconcile;
+mod record;
 mod reload;
 mod run;
+mod watch;
 
 pub use run::{RunOptions, run};

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use log::{error, info};
 
 use crate::{
+    daemon::record::ConfigTracker,
     kernel::{
         attach::{self, AttachMode, AttachOutcome},
         maps::PolicyMaps,
@@ -28,6 +29,8 @@ pub struct Filter {
     pub attached: HashMap<String, u32>,
     /// The same, for the metrics server.
     pub published: metrics::Attached,
+    /// Which configuration is in force.
+    pub config: ConfigTracker,
 }
 
 impl Filter {

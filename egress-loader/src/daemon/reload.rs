@@ -1,48 +1,96 @@
-//! SIGHUP: re-read the --config file and apply it without detaching; a bad
-//! file is refused and the policy in force stays.
+//! Re-reading the --config file and applying it without detaching, on
+//! SIGHUP and when the file changes (`watch`) alike: a bad file is refused
+//! and logged, counted, and the policy in force stays.
 
 use std::path::Path;
 
-use log::{error, info};
+use log::{debug, error, info};
 
 use crate::{
-    daemon::reconcile::Filter,
+    daemon::{readiness, reconcile::Filter},
     kernel::system,
-    policy::{Overrides, Policy, apply, glob::pattern_matches},
+    observe::config_record::Trigger,
+    policy::{Overrides, Policy, apply, build::sha256_hex, glob::pattern_matches},
 };
 
 impl Filter {
-    pub fn reload(&mut self, config_path: Option<&Path>, overrides: &Overrides) {
+    /// Re-reads `config_path` and applies it (SIGHUP, a file change).
+    /// Returns whether the new policy is in force.
+    pub fn reload(
+        &mut self,
+        trigger: Trigger,
+        config_path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> bool {
+        let what = trigger.name();
         let Some(path) = config_path else {
-            info!("SIGHUP: no --config file to re-read; policy unchanged");
-            return;
+            info!("{what}: no --config file to re-read; policy unchanged");
+            return false;
         };
-        let policy = match Policy::from_file(path, overrides) {
+        let (policy, sha256) = match Policy::load(path, overrides) {
             Ok(p) => p,
             Err(e) => {
                 error!(
-                    "SIGHUP: {}: {e}; keeping the policy in force",
+                    "{what}: {}: {e}; refused, the policy in force stays",
                     path.display()
                 );
-                return;
+                let sha = std::fs::read(path).ok().map(|b| sha256_hex(&b));
+                self.config.record().refused(sha, e.to_string(), trigger);
+                self.config.save();
+                return false;
             }
         };
         match apply::apply(&mut self.maps, &policy) {
             Ok(r) => {
-                info!(
-                    "SIGHUP: applied {}: {} blocked prefixes ({} removed)",
-                    path.display(),
-                    r.trie_entries,
-                    r.removed
-                );
                 self.policy = policy;
                 self.release_unwanted_pins();
                 self.attached
                     .retain(|n, _| self.policy.interfaces.iter().any(|p| pattern_matches(p, n)));
                 self.reconcile();
                 system::release_freed_heap();
+                let generation = {
+                    let mut rec = self.config.record();
+                    rec.applied(sha256.clone(), trigger);
+                    rec.generation
+                };
+                self.config.save();
+                info!(
+                    "{what}: applied {} (sha256 {}, generation {generation}): {} blocked prefixes ({} removed)",
+                    path.display(),
+                    &sha256[..12],
+                    r.trie_entries,
+                    r.removed
+                );
+                readiness::status(&format!(
+                    "in force: {} generation {generation}",
+                    path.display()
+                ));
+                true
             }
-            Err(e) => error!("SIGHUP: applying {}: {e}", path.display()),
+            Err(e) => {
+                // apply() leaves the previous policy whole when it fails.
+                error!("{what}: applying {}: {e}", path.display());
+                self.config
+                    .record()
+                    .refused(Some(sha256), e.to_string(), trigger);
+                self.config.save();
+                false
+            }
         }
+    }
+
+    /// A change seen on disk: reloads unless the file holds the version in
+    /// force or the one last refused (an event that changed nothing).
+    pub fn reload_if_changed(&mut self, config_path: &Path, overrides: &Overrides) {
+        let now = std::fs::read(config_path).ok().map(|b| sha256_hex(&b));
+        {
+            let rec = self.config.record();
+            let refused = rec.last_refused.as_ref().and_then(|r| r.sha256.clone());
+            if now.is_some() && (now == rec.sha256 || now == refused) {
+                debug!("{}: unchanged", config_path.display());
+                return;
+            }
+        }
+        self.reload(Trigger::FileChanged, Some(config_path), overrides);
     }
 }

@@ -16,7 +16,7 @@ use log::{info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    daemon::{gc, reconcile::Filter},
+    daemon::{gc, readiness, reconcile::Filter, record::ConfigTracker, watch::ConfigWatch},
     endpoint::{
         engine::{DockerEndpoint, DockerIdentity},
         identity::{AddressesOnly, Identity},
@@ -30,6 +30,7 @@ use crate::{
         system::{self, PinDirLock},
     },
     observe::{
+        config_record::{ConfigRecord, Trigger},
         counters,
         events::{Decoder, EventReader, Publisher},
         metrics::{self, MetricsSource},
@@ -39,8 +40,16 @@ use crate::{
 
 pub struct RunOptions {
     pub policy: Policy,
-    /// Re-read on SIGHUP.
+    /// Re-read on SIGHUP, and when it changes unless `watch_config` is off.
+    /// Absolute.
     pub config_path: Option<PathBuf>,
+    /// SHA-256 of the bytes `policy` was built from (with `config_path`).
+    pub config_sha256: Option<String>,
+    /// Follow `config_path`: a change on disk is applied like SIGHUP.
+    pub watch_config: bool,
+    /// Where the record of the configuration in force is written for
+    /// `status`; `None`: nowhere.
+    pub state_file: Option<PathBuf>,
     pub overrides: Overrides,
     pub pins: PinDir,
     pub mode: AttachMode,
@@ -110,10 +119,48 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         policy: opts.policy.clone(),
         attached: HashMap::new(),
         published: Default::default(),
+        config: ConfigTracker::new(
+            ConfigRecord::new(
+                opts.pins.root(),
+                opts.config_path.as_deref(),
+                opts.config_sha256.clone(),
+                opts.watch_config,
+            ),
+            opts.state_file.clone(),
+        ),
     };
     filter.release_unwanted_pins();
     filter.reconcile();
     system::release_freed_heap();
+    // In force: the policy is in the maps and every interface that exists
+    // and matches runs the filter. Units ordered after this one start now.
+    readiness::ready(&format!(
+        "in force on {} interface(s){}",
+        filter.attached.len(),
+        match &opts.config_path {
+            Some(p) => format!(", {} generation 1", p.display()),
+            None => String::new(),
+        }
+    ));
+    let mut watch = match (&opts.config_path, opts.watch_config) {
+        (Some(path), true) => match ConfigWatch::start(path) {
+            Ok(w) => {
+                info!(
+                    "following {}: a change is applied like SIGHUP",
+                    path.display()
+                );
+                Some(w)
+            }
+            Err(e) => {
+                warn!(
+                    "cannot follow {} ({e}); it is re-read on SIGHUP only",
+                    path.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     let mut reader = EventReader::open(&opts.pins)?;
     let publisher = Publisher::start(opts.events_socket.as_deref());
     let docker = opts.docker.clone().map(|endpoint| {
@@ -135,6 +182,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             attached: filter.published.clone(),
             docker: docker.clone(),
             started: SystemTime::now(),
+            config: Some(filter.config.record.clone()),
         }));
         tokio::spawn(metrics::serve(listener, Arc::new(registry)));
     }
@@ -167,9 +215,22 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             _ = sighup.recv() => {
-                filter.reload(opts.config_path.as_deref(), &opts.overrides);
-                if let Ok(rules) = counters::rule_descriptions(&filter.maps) {
+                if filter.reload(Trigger::Sighup, opts.config_path.as_deref(), &opts.overrides)
+                    && let Ok(rules) = counters::rule_descriptions(&filter.maps)
+                {
                     decoder.rules = rules;
+                }
+            }
+            () = next_change(&mut watch) => {
+                if let (Some(path), Some(w)) = (opts.config_path.as_deref(), watch.as_mut()) {
+                    let generation = filter.config.record().generation;
+                    filter.reload_if_changed(path, &opts.overrides);
+                    w.rewatch();
+                    if filter.config.record().generation != generation
+                        && let Ok(rules) = counters::rule_descriptions(&filter.maps)
+                    {
+                        decoder.rules = rules;
+                    }
                 }
             }
             batch = reader.next_batch() => {
@@ -189,6 +250,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             _ = tick.tick() => {
                 if !filter.pins.is_loaded() {
                     warn!("the pins at {} were removed (egress-loader detach?); exiting without touching anything", filter.pins.root().display());
+                    filter.config.remove();
                     return Ok(());
                 }
                 filter.reconcile();
@@ -199,10 +261,13 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             }
         }
     };
+    readiness::stopping();
+    drop(watch);
     drop(publisher);
     drop(reader);
     if opts.detach_on_exit {
         info!("{reason}: --detach-on-exit: removing the filter");
+        filter.config.remove();
         drop(filter.maps);
         drop(filter.ebpf);
         let report = detach_all(&opts.pins)?;
@@ -215,6 +280,13 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     }
     Ok(())
 }
+async fn next_change(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>) -> Option<()> {
     match events {
         Some(s) => s.next().await,

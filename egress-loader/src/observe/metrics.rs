@@ -19,6 +19,10 @@
 //! egress_loader_build_info{version}
 //! egress_docker_engine_connected             with container identity (not --no-docker)
 //! egress_docker_known_addresses
+//! egress_config_reloads_total{result}        ok | refused (SIGHUP, reload, file changes)
+//! egress_config_generation                   1 at start, +1 per applied reload
+//! egress_config_info{path,sha256}            the file and version in force
+//! egress_config_applied_timestamp_seconds
 //! ```
 
 use std::{
@@ -48,7 +52,10 @@ use crate::{
         attach::{self, AttachMode},
         pins::PinDir,
     },
-    observe::counters::{self, NamedCounter, RuleCounter},
+    observe::{
+        config_record::SharedRecord,
+        counters::{self, NamedCounter, RuleCounter},
+    },
 };
 
 /// `Content-Type` of the OpenMetrics text format (Prometheus 2.5+ asks for it).
@@ -65,6 +72,8 @@ pub struct MetricsSource {
     pub attached: Attached,
     pub docker: Option<Arc<DockerIdentity>>,
     pub started: SystemTime,
+    /// The configuration in force and the reload counts.
+    pub config: Option<SharedRecord>,
 }
 
 #[derive(Debug)]
@@ -178,6 +187,42 @@ impl Collector for FilterCollector {
             "1 for each interface the loader attached to while the filter runs there, 0 once its link is gone",
             &per_iface,
         )?;
+        if let Some(config) = &src.config {
+            let r = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+            counter(
+                e,
+                "egress_config_reloads",
+                "Configuration reloads (SIGHUP, egress-loader reload, the file changing), applied or refused",
+                &[
+                    (vec![("result", "ok".to_owned())], r.reloads_ok),
+                    (vec![("result", "refused".to_owned())], r.reloads_refused),
+                ],
+            )?;
+            gauge(
+                e,
+                "egress_config_generation",
+                "Version of the policy in force: 1 at start, one more per applied reload",
+                &single(r.generation as i64),
+            )?;
+            gauge(
+                e,
+                "egress_config_info",
+                "The configuration in force: its file (\"\" for defaults and flags) and the SHA-256 of its bytes",
+                &[(
+                    vec![
+                        ("path", r.path.clone().unwrap_or_default()),
+                        ("sha256", r.sha256.clone().unwrap_or_default()),
+                    ],
+                    1i64,
+                )],
+            )?;
+            gauge(
+                e,
+                "egress_config_applied_timestamp_seconds",
+                "When the policy in force was applied, in seconds since the Unix epoch",
+                &single(r.applied_at as i64),
+            )?;
+        }
         if let Some(docker) = &src.docker {
             gauge(
                 e,
@@ -405,6 +450,14 @@ mod tests {
             attached: Attached::default(),
             docker: None,
             started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            config: Some(Arc::new(RwLock::new(
+                crate::observe::config_record::ConfigRecord::new(
+                    std::path::Path::new("/nonexistent/egress"),
+                    Some(std::path::Path::new("/etc/egress-filter/config.toml")),
+                    Some("ab12".into()),
+                    true,
+                ),
+            ))),
         });
         let text = render(&registry(source));
         assert!(text.contains("\negress_loader_healthy 0\n"), "{text}");
@@ -413,6 +466,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("egress_attached_interfaces 0"), "{text}");
+        // The configuration is known without the maps.
+        assert!(
+            text.contains("egress_config_reloads_total{result=\"ok\"} 0\n")
+                && text.contains("egress_config_reloads_total{result=\"refused\"} 0\n")
+                && text.contains("egress_config_generation 1\n")
+                && text.contains(
+                    "egress_config_info{path=\"/etc/egress-filter/config.toml\",sha256=\"ab12\"} 1\n"
+                ),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         // No counter families without a reading.
         assert!(!text.contains("egress_host_packets_total"), "{text}");

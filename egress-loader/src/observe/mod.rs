@@ -1,12 +1,14 @@
 //! The observe layer: what the filter did and does, read from the kernel.
 //!
 //! ```text
+//! config_record  which config file and version is in force, reloads
 //! counters  the per-CPU counters summed, per verdict, rule and interface
 //! events    drop events: ring buffer -> JSON lines -> stdout and a socket
 //! metrics   Prometheus /metrics, read from the maps on every scrape
 //! status    what is attached and enforced now
 //! ```
 
+pub mod config_record;
 pub mod counters;
 pub mod events;
 pub mod metrics;

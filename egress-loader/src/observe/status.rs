@@ -1,5 +1,7 @@
-//! What is enforced right now, read from the kernel (pins and link queries),
-//! not from any file a loader wrote.
+//! What is enforced right now, read from the kernel (pins and link queries).
+//! Only where the policy came from (which file, which version) is not in
+//! the kernel: that comes from the running loader's state file
+//! (`config_record`), checked against the file as it is now.
 
 use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_SOURCE};
 use serde::Serialize;
@@ -7,8 +9,11 @@ use serde::Serialize;
 use crate::{
     error::Error,
     kernel::{attach, maps::PolicyMaps, netlink, pins::PinDir, system::PinDirLock},
-    observe::counters::rule_descriptions,
-    policy::{apply::read_config, values::Period},
+    observe::{
+        config_record::{ConfigRecord, read_state},
+        counters::rule_descriptions,
+    },
+    policy::{apply::read_config, build::sha256_hex, values::Period},
 };
 
 #[derive(Debug, Serialize)]
@@ -18,6 +23,37 @@ pub struct Status {
     pub dry_run: bool,
     pub interfaces: Vec<InterfaceStatus>,
     pub policy: PolicyStatus,
+    /// Where the policy came from; `None` when no state file of this
+    /// filter's loader is readable here (no loader, another mount
+    /// namespace, `--state-file none`).
+    pub config: Option<ConfigStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigStatus {
+    #[serde(flatten)]
+    pub record: ConfigRecord,
+    /// SHA-256 of the file as it is now (`None`: no file, or unreadable:
+    /// see `file_error`).
+    pub file_sha256_now: Option<String>,
+    pub file_error: Option<String>,
+}
+
+impl ConfigStatus {
+    fn read(record: ConfigRecord) -> Self {
+        let (now, err) = match &record.path {
+            None => (None, None),
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => (Some(sha256_hex(&b)), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
+        ConfigStatus {
+            record,
+            file_sha256_now: now,
+            file_error: err,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -64,7 +100,9 @@ fn rate_text(c: &PolicyConfig) -> String {
     format!("1 every {} ns", c.emission_ns)
 }
 
-pub fn read(pins: &PinDir) -> Result<Status, Error> {
+/// What is enforced at `pins`; `state_file` is where the running loader
+/// records its configuration (`None`: do not look).
+pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Status, Error> {
     if !pins.is_loaded() {
         return Err(Error::NotLoaded(pins.root().to_path_buf()));
     }
@@ -134,7 +172,83 @@ pub fn read(pins: &PinDir) -> Result<Status, Error> {
         dry_run: config.dry_run != 0,
         interfaces,
         policy: PolicyStatus { blocked, smtp },
+        config: state_file
+            .and_then(|f| read_state(f, pins.root()))
+            .map(ConfigStatus::read),
     })
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+fn when(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+fn render_config(t: &mut String, c: &ConfigStatus) {
+    use std::fmt::Write;
+    let r = &c.record;
+    let Some(path) = &r.path else {
+        let _ = writeln!(
+            t,
+            "config:   defaults and flags, no file (generation {}, applied {})",
+            r.generation,
+            when(r.applied_at)
+        );
+        return;
+    };
+    let sha = r.sha256.as_deref().unwrap_or("?");
+    let _ = writeln!(
+        t,
+        "config:   {path} sha256:{} (generation {}, applied {} on {}{})",
+        short(sha),
+        r.generation,
+        when(r.applied_at),
+        r.applied_by.name(),
+        if r.follows_file {
+            "; followed: edits apply on their own"
+        } else {
+            "; re-read on SIGHUP/reload"
+        }
+    );
+    match (&c.file_sha256_now, &c.file_error) {
+        (Some(now), _) if now == sha => {}
+        (now, err) => {
+            let what = match (now, err) {
+                (Some(now), _) => format!("sha256:{}", short(now)),
+                (None, Some(e)) => format!("unreadable ({e})"),
+                (None, None) => "unreadable".into(),
+            };
+            let refused = r
+                .last_refused
+                .as_ref()
+                .filter(|f| f.sha256.is_none() || f.sha256 == *now);
+            match refused {
+                Some(f) => {
+                    let _ = writeln!(
+                        t,
+                        "          the file now is {what}: REFUSED {} ({}): {}; the version above stays in force",
+                        when(f.at),
+                        f.trigger.name(),
+                        f.error
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "          the file now is {what}: not applied yet{}",
+                        if r.follows_file {
+                            " (a change is applied within a second)"
+                        } else {
+                            " (egress-loader reload applies it)"
+                        }
+                    );
+                }
+            }
+        }
+    }
 }
 
 pub fn render(s: &Status) -> String {
@@ -159,6 +273,9 @@ pub fn render(s: &Status) -> String {
             "enforcing"
         }
     );
+    if let Some(c) = &s.config {
+        render_config(&mut t, c);
+    }
     let _ = writeln!(t, "interfaces:");
     if s.interfaces.is_empty() {
         let _ = writeln!(t, "  (none attached)");

@@ -45,12 +45,33 @@ fn layered<T>(
     }
 }
 
+/// The SHA-256 of a configuration file's bytes, in hex: what `sha256sum`
+/// prints, so an operator can compare a host's file with what it enforces.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Policy {
     pub fn from_file(path: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        Self::load(path, overrides).map(|(policy, _)| policy)
+    }
+
+    /// [`from_file`](Self::from_file), also returning the SHA-256 of the
+    /// bytes it was built from (read once: the hash is of what was parsed).
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<(Self, String), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
-        Self::from_toml(&text, overrides)
+        let hash = sha256_hex(&bytes);
+        let text = String::from_utf8(bytes).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
+        })?;
+        Ok((Self::from_toml(&text, overrides)?, hash))
     }
 
     pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -302,7 +323,37 @@ fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{flags::parse_block_flag, schema::default_config_toml};
+    use crate::policy::{
+        flags::parse_block_flag,
+        schema::{commented_default_config, default_config_toml},
+    };
+
+    #[test]
+    fn the_commented_defaults_give_the_default_policy_and_show_every_setting() {
+        let text = commented_default_config();
+        let commented = Policy::from_toml(&text, &Overrides::default()).unwrap();
+        let implicit = Policy::from_toml("", &Overrides::default()).unwrap();
+        assert_eq!(commented, implicit);
+        // Below the header, the defaults line by line, each commented out.
+        let (_, body) = text.split_once("\n\n").unwrap();
+        let uncommented: String = body
+            .lines()
+            .map(|l| match l {
+                "" => "\n".to_owned(),
+                l => format!("{}\n", l.strip_prefix("# ").expect("commented")),
+            })
+            .collect();
+        assert_eq!(uncommented, default_config_toml());
+    }
+
+    #[test]
+    fn the_hash_is_sha256sums() {
+        // `printf 'abc' | sha256sum`
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn a_flag_beats_the_file_beats_the_default() {

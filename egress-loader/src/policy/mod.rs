@@ -18,5 +18,5 @@ pub mod schema;
 pub mod values;
 
 pub use flags::Overrides;
-pub use schema::{ConfigFile, default_config_toml};
+pub use schema::{ConfigFile, commented_default_config, default_config_toml};
 pub use values::Policy;

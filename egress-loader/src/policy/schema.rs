@@ -87,6 +87,34 @@ pub const DEFAULT_SMTP_RATE: &str = "5/minute";
 pub const DEFAULT_SMTP_BURST: u32 = 5;
 
 /// The defaults written out as a configuration file (`check-config` and the README show it).
+/// [`default_config_toml`] with every setting commented out, under a header
+/// saying so: the packaged `/etc/egress-filter/config.toml`. As shipped it
+/// gives exactly the defaults; uncommenting a line changes one setting.
+pub fn commented_default_config() -> String {
+    let mut s = String::from(
+        "# egress-filter configuration (egress-loader run --config FILE).\n\
+         #\n\
+         # Every setting below is commented out and shows its default: as shipped\n\
+         # this file gives the default policy. Uncomment and change what you need;\n\
+         # a [[block]] list replaces the default list, so keep the metadata\n\
+         # addresses in it. The running loader follows this file: a valid edit is\n\
+         # applied within a second, an invalid one is refused (logged, the policy\n\
+         # in force stays). Check an edit first with\n\
+         #   egress-loader check-config /etc/egress-filter/config.toml\n\
+         # Reference: egress-loader-run(1), docs/configuration.md.\n\n",
+    );
+    for line in default_config_toml().lines() {
+        if line.is_empty() {
+            s.push('\n');
+        } else {
+            s.push_str("# ");
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s
+}
+
 pub fn default_config_toml() -> String {
     let mut s = String::from("dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\n");
     for (cidr, proto, ports, comment) in DEFAULT_BLOCKS {

@@ -128,7 +128,7 @@ fn plan(pins: &PinDir) -> Result<Plan, Error> {
 }
 
 pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
-    let status = status::read(&opts.pins)?;
+    let status = status::read(&opts.pins, None)?;
     let plan = plan(&opts.pins)?;
     let present = attach::interfaces();
     let mut problems = Vec::new();
