@@ -135,3 +135,26 @@ pub fn assert_http_ok(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> String 
     assert!(body.starts_with("ok"), "unexpected body {body:?}");
     body
 }
+
+/// A temporary directory, removed on drop (also after a panic).
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `$TMPDIR/egress-<tag>-<unique>`, created.
+pub fn tempdir(tag: &str) -> TempDir {
+    let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
