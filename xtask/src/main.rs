@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod image;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -32,7 +33,8 @@ use clap::{Parser, Subcommand};
         cargo xtask test -- -p egress-tests -- --nocapture\n  \
         cargo xtask demo                  # the narrated end-to-end demo\n  \
         cargo xtask bench --quick         # benchmarks vs no filter and iptables (under 3 minutes)\n  \
-        cargo xtask image                 # the container image (FROM scratch) into DOCKER_HOST's engine"
+        cargo xtask image                 # the container image (FROM scratch) into DOCKER_HOST's engine\n  \
+        cargo xtask package               # the Debian package (target/debian/*.deb), checked by lintian"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +50,7 @@ enum Command {
     Demo(demo::Options),
     Bench(bench::Options),
     Image(image::Options),
+    Package(package::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(opts) => demo::main(&opts),
         Command::Bench(opts) => bench::main(&opts),
         Command::Image(opts) => image::main(&opts),
+        Command::Package(opts) => package::main(&opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

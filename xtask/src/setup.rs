@@ -26,7 +26,26 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
     ("iptables", "iptables"),
+    // The deployment tests (tests/tests/deploy.rs): the unit, the package,
+    // the Kubernetes manifests.
+    ("systemd-analyze", "systemd"),
+    ("setpriv", "util-linux"),
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    ("kubectl", "kubernetes-client"),
 ];
+
+/// From PyPI: offline validation of the Kubernetes manifests against the
+/// API's schemas, which it ships (tests/tests/deploy.rs). Installed into a
+/// virtual environment of its own under the target directory.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// The `kubernetes-validate` program that `setup --test-deps` installs.
+pub fn kubernetes_validate() -> PathBuf {
+    util::target_dir().join("test-tools/python/bin/kubernetes-validate")
+}
 
 /// The Docker engine that the end-to-end tests start inside a network
 /// namespace; the list is shared with the tests' own check.
@@ -49,7 +68,9 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
     cargo xtask setup --test-deps  # also the test tools and Docker's engine")]
 pub struct Options {
     /// Also install the tools the tests need: ip, ping, bpftool, nsenter,
-    /// iptables, and for the end-to-end test Docker's engine (Debian's
+    /// iptables; systemd-analyze, setpriv, dpkg-deb, dpkg-shlibdeps, strip,
+    /// lintian, kubectl and (PyPI) kubernetes-validate for the deployment
+    /// tests; and for the end-to-end test Docker's engine (Debian's
     /// docker.io, installed without starting it; the test runs its own
     /// daemon in a network namespace) and busybox-static.
     #[arg(long)]
@@ -206,7 +227,38 @@ impl Setup {
     /// The test tools; their packages are installed when a tool is missing.
     fn test_tools(&mut self) -> Result<()> {
         println!("== setup: test tools");
-        self.tools(TEST_TOOLS, false)
+        self.tools(TEST_TOOLS, false)?;
+        self.python_tool()
+    }
+
+    /// kubernetes-validate in its own virtual environment (python3 -m venv).
+    fn python_tool(&mut self) -> Result<()> {
+        let program = kubernetes_validate();
+        let mut check = command(&program);
+        check.arg("--version");
+        if let Some(out) = util::probe(&mut check)?
+            && out.status.success()
+        {
+            println!("   ok: kubernetes-validate ({})", program.display());
+            return Ok(());
+        }
+        println!("   missing: {KUBERNETES_VALIDATE} (PyPI), installing into a virtual environment");
+        let venv = program
+            .parent()
+            .and_then(|bin| bin.parent())
+            .context("venv path")?
+            .to_path_buf();
+        if util::find_program("python3").is_none() {
+            self.ensure_apt(&["python3", "python3-venv"])?;
+        }
+        util::run(command("python3").args(["-m", "venv"]).arg(&venv))?;
+        util::run(
+            command(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(KUBERNETES_VALIDATE),
+        )?;
+        self.installed.push(KUBERNETES_VALIDATE.into());
+        Ok(())
     }
 
     /// Docker's engine and a static busybox for the end-to-end test. Debian's

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::{setup, util};
+use crate::{package, setup, util};
 
 /// The eBPF crate only builds for bpfel-unknown-none (nightly, no_std); the
 /// loader's build script builds it, so the host test run leaves it out.
@@ -18,7 +18,9 @@ const EBPF_PACKAGE: &str = "egress-ebpf";
 /// end-to-end test, installed but never started), builds egress-loader
 /// (debug, statically linked), then
 /// `cargo test --workspace --exclude egress-ebpf` with EGRESS_LOADER_BIN set
-/// to the absolute path of target/<arch>-unknown-linux-gnu/debug/egress-loader.
+/// to the absolute path of target/<arch>-unknown-linux-gnu/debug/egress-loader,
+/// EGRESS_DEB to the Debian package of the debug build (target/debian-test/)
+/// and EGRESS_KUBERNETES_VALIDATE to the validator setup installed.
 /// Arguments after `--` are passed to `cargo test`; if they select packages
 /// (-p/--package), the `--workspace --exclude egress-ebpf` pair is left out.
 /// The tests build network namespaces and load eBPF programs, so they need
@@ -77,9 +79,18 @@ pub fn main(opts: &Options) -> Result<()> {
     // Statically linked, so that the Docker end-to-end test can put this
     // very binary into its FROM-scratch image (tests/tests/docker_e2e.rs).
     let loader = util::build_static_loader(false)?;
+    // The Debian package of the (dynamically linked) debug build, for
+    // tests/tests/deploy.rs: its contents, lintian, its check-config.
+    let deb = package::build_deb(
+        &util::build_loader(false)?,
+        &util::target_dir().join("debian-test"),
+    )?;
 
     let mut cmd = util::cargo();
-    cmd.env(util::LOADER_BIN_ENV, &loader).arg("test");
+    cmd.env(util::LOADER_BIN_ENV, &loader)
+        .env("EGRESS_DEB", &deb)
+        .env("EGRESS_KUBERNETES_VALIDATE", setup::kubernetes_validate())
+        .arg("test");
     if !selects_packages(&opts.args) {
         cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
     }
