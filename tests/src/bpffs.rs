@@ -42,6 +42,21 @@ impl BpffsMount {
         Ok(Self { dir })
     }
 
+    /// Replaces the filesystem with a fresh, empty one at the same path,
+    /// as a reboot does to /sys/fs/bpf: everything pinned is released.
+    pub fn reset(&self) -> Result<()> {
+        nix::mount::umount2(&self.dir, MntFlags::MNT_DETACH)
+            .with_context(|| format!("umount {}", self.dir.display()))?;
+        nix::mount::mount(
+            Some("bpf"),
+            &self.dir,
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .with_context(|| format!("mount -t bpf bpf {}", self.dir.display()))
+    }
+
     /// The mount point; use it (or a directory below it) as `--pin-dir`.
     pub fn path(&self) -> &Path {
         &self.dir

@@ -535,6 +535,41 @@ impl DockerHost {
         }
     }
 
+    /// Stops the engine the way a shutdown does: dockerd (which stops every
+    /// container, keeping their restart policies), then containerd and any
+    /// shim left; then deletes the bridges, which a reboot would not bring
+    /// back (the engine creates them again when it starts). Containers are
+    /// kept: [`start_engine`](Self::start_engine) restarts the ones whose
+    /// policy says so, as after a boot.
+    pub fn stop_engine(&mut self) -> Result<()> {
+        Self::stop_daemon(&mut self.dockerd, "dockerd");
+        Self::stop_daemon(&mut self.containerd, "containerd");
+        for _ in 0..3 {
+            let shims: Vec<i32> = self.leftover_pids();
+            if shims.is_empty() {
+                break;
+            }
+            for pid in shims {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let links = self
+            .host()
+            .exec_stdout(&["ip", "-o", "link", "show", "type", "bridge"])?;
+        for name in crate::parse_link_names(&links) {
+            self.host().ip(&["link", "del", &name])?;
+        }
+        Ok(())
+    }
+
+    /// Starts containerd and dockerd again after [`stop_engine`](Self::stop_engine).
+    pub fn start_engine(&mut self) -> Result<()> {
+        ensure!(self.dockerd.is_none(), "the engine is running");
+        self.start_containerd()?;
+        self.start_dockerd()
+    }
+
     /// Every cgroup directory named after our cgroup parent, in every
     /// hierarchy (cgroup v1 controllers and the unified one).
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
