@@ -154,6 +154,19 @@ pub enum Error {
          run `egress-loader detach --pin-dir {dir}` first (this drops the counters)"
     )]
     IncompatiblePins { dir: PathBuf, detail: String },
+    #[error(
+        "the filter pinned at {dir} has map layout {found}, made by a newer egress-loader \
+         (this one knows layout {ours}): refusing to downgrade; nothing was changed. Run the \
+         newer version, or remove the filter with that version's `egress-loader detach` \
+         (which drops the counters and leaves the bridges unfiltered until the next run)"
+    )]
+    NewerLayout { dir: PathBuf, found: u32, ours: u32 },
+    #[error(
+        "the filter pinned at {dir} has map layout {found}; this egress-loader reads layout \
+         {ours}: this version's `egress-loader run` migrates it in place (no gap, counters \
+         kept), or use the version that pinned it"
+    )]
+    OtherLayout { dir: PathBuf, found: u32, ours: u32 },
     /// `reload` reached the loader but could not see its policy take effect.
     #[error("{0}")]
     Reload(String),
@@ -191,6 +204,8 @@ impl Error {
             | Error::Link { .. }
             | Error::Pin { .. }
             | Error::IncompatiblePins { .. }
+            | Error::NewerLayout { .. }
+            | Error::OtherLayout { .. }
             | Error::Reload(_)
             | Error::EventsClosed
             | Error::CheckFailed(_)
@@ -237,6 +252,14 @@ mod tests {
             (Error::AlreadyRunning(p()), 1),
             (Error::Object("no object".into()), 1),
             (Error::Reload("timed out".into()), 1),
+            (
+                Error::NewerLayout {
+                    dir: p(),
+                    found: 3,
+                    ours: 2,
+                },
+                1,
+            ),
             (Error::EventsClosed, 1),
             (Error::CheckFailed("unhealthy".into()), 1),
             (Error::Io(io::Error::other("x")), 1),

@@ -32,7 +32,7 @@ impl Classifier {
     pub fn with_policy(policy_toml: &str) -> Self {
         let mount = BpffsMount::new();
         let pins = PinDir::new(mount.path().join("egress"));
-        let ebpf = object::load(&pins).expect("load the classifier");
+        let ebpf = object::load(&pins).expect("load the classifier").0;
         let mut maps = PolicyMaps::open(&pins).expect("open the pinned maps");
         let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
         apply::apply(&mut maps, &p).expect("apply the policy");
@@ -49,7 +49,7 @@ impl Classifier {
     /// it before `other`, which owns the bpffs mount.
     pub fn sharing(other: &Classifier) -> Self {
         let pins = other.pins.clone();
-        let ebpf = object::load(&pins).expect("load the classifier again");
+        let ebpf = object::load(&pins).expect("load the classifier again").0;
         let maps = PolicyMaps::open(&pins).expect("open the pinned maps");
         Self {
             ebpf,

@@ -24,6 +24,7 @@ use crate::{
     error::Error,
     kernel::{
         attach::{self, AttachMode, detach_all},
+        layout,
         maps::PolicyMaps,
         netlink, object,
         pins::PinDir,
@@ -89,15 +90,28 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         None => None,
     };
     let adopting = opts.pins.is_loaded();
-    let mut ebpf = object::load(&opts.pins)?;
+    let (mut ebpf, prepared) = object::load(&opts.pins)?;
+    if let Some(from) = prepared.migrated_from {
+        info!(
+            "the pins at {} have map layout {from}, this loader layout {}: migrating in place; \
+             carried {:?} (same kernel layout), the rest starts fresh",
+            opts.pins.root().display(),
+            crate::kernel::pins::LAYOUT_VERSION,
+            prepared.carried
+        );
+    }
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
         log::debug!("classifier logs not available: {e}");
     }
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
     info!(
-        "{} pinned maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
-        if adopting { "adopted the" } else { "created" },
+        "{} maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
+        match (adopting, prepared.migrated_from) {
+            (true, _) => "adopted the pinned",
+            (false, Some(_)) => "created the new layout's",
+            (false, None) => "created and pinned the",
+        },
         opts.pins.maps().display(),
         report.trie_entries,
         report.removed,
@@ -131,6 +145,17 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     filter.release_unwanted_pins();
     filter.reconcile();
+    if !prepared.older.is_empty() {
+        // Every link now runs this program (one whose swap failed keeps the
+        // old program, and its maps by reference, enforcing as before).
+        match layout::remove_older(&opts.pins, &prepared.older) {
+            Ok(n) => info!(
+                "removed {n} pin(s) of map layout(s) {:?}: the links run this loader's program",
+                prepared.older
+            ),
+            Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", prepared.older),
+        }
+    }
     system::release_freed_heap();
     // In force: the policy is in the maps and every interface that exists
     // and matches runs the filter. Units ordered after this one start now.

@@ -248,15 +248,19 @@ pub fn detach_all(pins: &PinDir) -> Result<String, Error> {
             links += 1;
         }
     }
+    // The maps of every layout pinned here, this build's and any other.
     let mut maps = 0;
-    for name in egress_ebpf_common::maps::ALL {
-        let p = pins.map(name);
-        if p.exists() {
-            std::fs::remove_file(&p)?;
+    let mut dirs = vec![pins.links()];
+    for version in pins.pinned_layouts() {
+        let dir = pins.layout_dir(version);
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            std::fs::remove_file(e.path())?;
             maps += 1;
         }
+        dirs.push(dir);
     }
-    for d in [pins.links(), pins.maps(), pins.root().to_path_buf()] {
+    dirs.push(pins.root().to_path_buf());
+    for d in dirs {
         if d.exists() {
             std::fs::remove_dir(&d).map_err(|e| {
                 Error::Io(io::Error::new(

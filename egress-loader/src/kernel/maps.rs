@@ -17,10 +17,22 @@ use egress_ebpf_common::{
 
 use crate::{error::Error, kernel::pins::PinDir};
 
+/// Why nothing of this build's layout is pinned at `pins`: nothing at all,
+/// or another version's layout.
+pub fn not_loaded(pins: &PinDir) -> Error {
+    let dir = pins.root().to_path_buf();
+    let ours = crate::kernel::pins::LAYOUT_VERSION;
+    match pins.pinned_layouts().last() {
+        Some(&found) if found > ours => Error::NewerLayout { dir, found, ours },
+        Some(&found) if found != ours => Error::OtherLayout { dir, found, ours },
+        _ => Error::NotLoaded(dir),
+    }
+}
+
 fn open(pins: &PinDir, name: &'static str) -> Result<Map, Error> {
     let path = pins.map(name);
     if !path.exists() {
-        return Err(Error::NotLoaded(pins.root().to_path_buf()));
+        return Err(not_loaded(pins));
     }
     let data = MapData::from_pin(&path).map_err(|e| Error::map(name, e))?;
     Map::from_map_data(data).map_err(|e| Error::map(name, e))

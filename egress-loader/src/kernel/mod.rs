@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod clock;
+pub mod layout;
 pub mod maps;
 pub mod netlink;
 pub mod object;

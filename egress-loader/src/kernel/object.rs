@@ -5,17 +5,22 @@ use egress_ebpf_common::maps::PROGRAM;
 
 use crate::{
     error::Error,
-    kernel::{maps, pins::PinDir},
+    kernel::{
+        layout::{self, Prepared},
+        pins::PinDir,
+    },
 };
 
 /// The eBPF object; empty when build.rs skipped the eBPF build (clippy/check
 /// without bpf-linker), in which case loading says so.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress-ebpf"));
 
-/// Loads the object with every map pinned under `pins` (existing pins are
-/// reused: counters and buckets carry on), and loads the classifier into the
-/// kernel. Nothing is attached yet.
-pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
+/// Loads the object with every map pinned under `pins` (existing pins of
+/// this layout are reused: counters and buckets carry on; an older layout's
+/// state maps are carried over, see `kernel::layout`), and loads the
+/// classifier into the kernel. Nothing is attached yet. A newer layout is
+/// refused before anything changes.
+pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     if OBJECT.is_empty() {
         return Err(Error::Object(
             "this binary was built without the eBPF object (bpf-linker was missing); \
@@ -23,9 +28,9 @@ pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
                 .into(),
         ));
     }
+    let prepared = layout::prepare(pins)?;
     std::fs::create_dir_all(pins.maps())?;
     std::fs::create_dir_all(pins.links())?;
-    maps::check_pinned_layout(pins)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)?;
@@ -34,7 +39,7 @@ pub fn load(pins: &PinDir) -> Result<Ebpf, Error> {
         context: "the kernel refused the classifier (verifier)".into(),
         source,
     })?;
-    Ok(ebpf)
+    Ok((ebpf, prepared))
 }
 
 pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {

@@ -1,14 +1,25 @@
 //! Where everything lives on bpffs; nothing else spells a path.
 //!
 //! ```text
-//! <pin dir>/maps/<MAP NAME>    every map (policy, counters, buckets)
-//! <pin dir>/links/<ifname>     one TCX link per filtered interface
+//! <pin dir>/layout-<N>/<MAP NAME>   every map (policy, counters, buckets), of map layout N
+//! <pin dir>/links/<ifname>          one TCX link per filtered interface
+//! <pin dir>/maps/<MAP NAME>         the maps of loaders before layouts were numbered (layout 1)
 //! ```
+//!
+//! The maps are versioned and the links are not: a loader with a newer
+//! layout creates its maps beside the old ones and swaps its program into
+//! the same links (`kernel::layout`).
 
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/egress";
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// The layout of the loaders that pinned their maps in `<pin dir>/maps/`.
+pub const LEGACY_LAYOUT: u32 = 1;
+/// This build's map layout. Bumped by hand whenever the layout table
+/// (`kernel::layout::table`) changes; a test fails until it is
+/// (`kernel::layout`, `the_layout_table_has_its_version`).
+pub const LAYOUT_VERSION: u32 = 2;
 /// `statfs` magic of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -24,8 +35,34 @@ impl PinDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
+    /// The maps of this build's layout.
     pub fn maps(&self) -> PathBuf {
-        self.root.join("maps")
+        self.layout_dir(LAYOUT_VERSION)
+    }
+    /// Where the maps of layout `version` are pinned.
+    pub fn layout_dir(&self, version: u32) -> PathBuf {
+        if version == LEGACY_LAYOUT {
+            self.root.join("maps")
+        } else {
+            self.root.join(format!("layout-{version}"))
+        }
+    }
+    /// The map layouts pinned here (those whose directory exists), oldest first.
+    pub fn pinned_layouts(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                if name == "maps" {
+                    return Some(LEGACY_LAYOUT);
+                }
+                name.strip_prefix("layout-")?.parse().ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
     }
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps().join(name)

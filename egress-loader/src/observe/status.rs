@@ -104,7 +104,7 @@ fn rate_text(c: &PolicyConfig) -> String {
 /// records its configuration (`None`: do not look).
 pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Status, Error> {
     if !pins.is_loaded() {
-        return Err(Error::NotLoaded(pins.root().to_path_buf()));
+        return Err(crate::kernel::maps::not_loaded(pins));
     }
     // Links first, policy second: the loader writes the policy before it
     // attaches, so a link seen attached here always comes with its policy.
