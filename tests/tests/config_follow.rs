@@ -193,7 +193,9 @@ fn an_edit_is_applied_within_a_second_and_a_bad_one_refused() {
     assert_eq!(st["config"]["generation"], before["config"]["generation"]);
     assert_eq!(st["config"]["sha256"], before["config"]["sha256"]);
     assert!(
-        loader.log().contains("refused, the policy in force stays"),
+        loader
+            .log()
+            .contains("refused, keeping the policy in force"),
         "{}",
         loader.log()
     );

@@ -31,7 +31,7 @@ impl Filter {
             Ok(p) => p,
             Err(e) => {
                 error!(
-                    "{what}: {}: {e}; refused, the policy in force stays",
+                    "{what}: {}: {e}; refused, keeping the policy in force",
                     path.display()
                 );
                 let sha = std::fs::read(path).ok().map(|b| sha256_hex(&b));
