@@ -34,19 +34,19 @@ pub struct Clock {
     precise: u64,
 }
 
+/// bpf_ktime_get_coarse_ns (Linux 5.11).
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 impl Clock {
     #[inline(always)]
     pub fn now() -> Self {
         Self {
-            coarse: unsafe { bpf_ktime_get_coarse_ns() },
+            coarse: coarse_now(),
             precise: 0,
         }
-    }
-
-    /// bpf_ktime_get_coarse_ns, read when the packet's decision began.
-    #[inline(always)]
-    pub fn coarse(&self) -> u64 {
-        self.coarse
     }
 
     /// bpf_ktime_get_ns, read on first use (it is never 0 after boot).

@@ -1,0 +1,57 @@
+//! The policy as the kernel's maps hold it: the [`PolicyView`] the shared
+//! decision (`egress_ebpf_common::decide`) runs against in the classifier.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use egress_ebpf_common::{
+    bucket::Gcra,
+    config::{PolicyConfig, SCOPE_PER_SOURCE},
+    decide::PolicyView,
+    rules::BlockRule,
+};
+
+use crate::{
+    bucket::{self, Clock},
+    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, POLICY_CONFIG},
+};
+
+pub struct Maps;
+
+impl PolicyView for Maps {
+    #[inline(always)]
+    fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
+        BLOCKED_V4.get(Key::new(32, *dst))
+    }
+
+    #[inline(always)]
+    fn blocked_v6(&self, dst: &[u8; 16]) -> Option<&BlockRule> {
+        BLOCKED_V6.get(Key::new(128, *dst))
+    }
+
+    #[inline(always)]
+    fn config(&self) -> Option<&PolicyConfig> {
+        active_config()
+    }
+
+    #[inline(always)]
+    fn admit_smtp(&self, gcra: &Gcra, scope: u8, src: &[u8; 16]) -> bool {
+        // Refusals on the coarse clock, admissions on the precise one (Clock).
+        let mut clock = Clock::now();
+        if scope == SCOPE_PER_SOURCE {
+            bucket::admit_per_source(gcra, src, &mut clock)
+        } else {
+            bucket::admit_global(gcra, &mut clock)
+        }
+    }
+}
+
+#[inline(always)]
+fn active_config() -> Option<&'static PolicyConfig> {
+    let slot = *ACTIVE_CONFIG.get(0)?;
+    let config = POLICY_CONFIG.get(slot)?;
+    // A slot the loader never wrote limits nothing (blocked destinations still apply).
+    if config.valid == 0 {
+        None
+    } else {
+        Some(config)
+    }
+}
