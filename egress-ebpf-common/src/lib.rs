@@ -12,6 +12,7 @@ pub mod config;
 pub mod counters;
 pub mod decide;
 pub mod events;
+pub mod logs;
 pub mod maps;
 #[cfg(any(test, feature = "model"))]
 pub mod model;

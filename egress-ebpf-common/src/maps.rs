@@ -42,6 +42,9 @@ macro_rules! for_each_map {
             /// `PerCpuArray<counters::IfaceSlot>`: direct-mapped per-interface counters,
             /// `IFACE_COUNTERS` taking the interfaces whose slot is held by another.
             IFACE_SLOTS: PerCpuArray<u32, $crate::counters::IfaceSlot> = $crate::counters::IFACE_SLOT_COUNT;
+            /// `Array<u64>` indexed by `logs::RareCondition`: the GCRA TAT of each
+            /// condition's log budget (one aya-log line per second at most).
+            LOG_BUDGET: Array<u32, u64> = $crate::logs::RareCondition::COUNT;
         }
     };
 }
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn names_are_the_identifiers_and_unique() {
         assert_eq!(BLOCKED_V4, "BLOCKED_V4");
-        assert_eq!(IFACE_SLOTS, "IFACE_SLOTS");
+        assert_eq!(LOG_BUDGET, "LOG_BUDGET");
         for (i, a) in ALL.iter().enumerate() {
             assert_eq!(LAYOUT[i].name, *a);
             assert!(!ALL[..i].contains(a), "{a} listed twice");

@@ -2,6 +2,7 @@
 //! drops must not turn into a flood of events: a GCRA budget decides which
 //! are sent, and what is refused or does not fit is counted, never hidden.
 
+use aya_ebpf::programs::TcContext;
 use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
@@ -11,7 +12,7 @@ use egress_ebpf_common::{
 };
 
 use crate::{
-    bucket,
+    bucket, log,
     maps::{EVENT_STATS, EVENTS},
 };
 
@@ -25,7 +26,13 @@ fn bump(index: u32) {
 /// Reports a dropping decision (the event is built only here, off the pass
 /// path), with the config the decision read.
 #[inline(always)]
-pub fn report(ifindex: u32, config: &PolicyConfig, parsed: &Parsed, decision: &Decision) {
+pub fn report(
+    ctx: &TcContext,
+    ifindex: u32,
+    config: &PolicyConfig,
+    parsed: &Parsed,
+    decision: &Decision,
+) {
     if config.event_emission_ns == 0 {
         return;
     }
@@ -37,6 +44,7 @@ pub fn report(ifindex: u32, config: &PolicyConfig, parsed: &Parsed, decision: &D
     let now = bucket::coarse_now();
     if !bucket::admit_event(&budget, now) {
         bump(EVENTS_SUPPRESSED);
+        log::event_budget_exhausted(ctx, ifindex, now);
         return;
     }
     let event = DropEvent {

@@ -10,6 +10,7 @@
 mod bucket;
 mod counters;
 mod events;
+mod log;
 mod maps;
 mod skb;
 mod view;
@@ -29,13 +30,14 @@ use egress_ebpf_common::{
 pub fn egress_filter(ctx: TcContext) -> i32 {
     let skb = skb::Skb(&ctx);
     let parsed = parse(&skb);
-    let decision = decide(&parsed, &view::Maps);
+    let maps = view::Maps { ctx: &ctx };
+    let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
     if decision.verdict.drops()
         && let Some(config) = decision.config
     {
-        events::report(ifindex, config, &parsed, &decision);
+        events::report(&ctx, ifindex, config, &parsed, &decision);
     }
     match decision.action {
         Action::Drop => TC_ACT_SHOT,

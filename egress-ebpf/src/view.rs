@@ -1,7 +1,7 @@
 //! The policy as the kernel's maps hold it: the [`PolicyView`] the shared
 //! decision (`egress_ebpf_common::decide`) runs against in the classifier.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use egress_ebpf_common::{
     bucket::Gcra,
     config::{PolicyConfig, SCOPE_PER_SOURCE},
@@ -11,12 +11,16 @@ use egress_ebpf_common::{
 
 use crate::{
     bucket::{self, Clock},
+    log,
     maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, POLICY_CONFIG},
 };
 
-pub struct Maps;
+pub struct Maps<'a> {
+    /// For the rare-condition logs.
+    pub ctx: &'a TcContext,
+}
 
-impl PolicyView for Maps {
+impl PolicyView for Maps<'_> {
     #[inline(always)]
     fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
         BLOCKED_V4.get(Key::new(32, *dst))
@@ -29,7 +33,11 @@ impl PolicyView for Maps {
 
     #[inline(always)]
     fn config(&self) -> Option<&PolicyConfig> {
-        active_config()
+        let config = active_config();
+        if config.is_none() {
+            log::config_missing(self.ctx);
+        }
+        config
     }
 
     #[inline(always)]
@@ -37,7 +45,7 @@ impl PolicyView for Maps {
         // Refusals on the coarse clock, admissions on the precise one (Clock).
         let mut clock = Clock::now();
         if scope == SCOPE_PER_SOURCE {
-            bucket::admit_per_source(gcra, src, &mut clock)
+            bucket::admit_per_source(self.ctx, gcra, src, &mut clock)
         } else {
             bucket::admit_global(gcra, &mut clock)
         }

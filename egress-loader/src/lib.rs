@@ -8,6 +8,7 @@ pub mod counters;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod kernel_log;
 pub mod maps;
 pub mod metrics;
 pub mod netlink;

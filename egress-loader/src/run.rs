@@ -71,9 +71,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     let adopting = opts.pins.is_loaded();
     let mut ebpf = object::load(&opts.pins)?;
-    if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
-        log::debug!("classifier logs not available: {e}");
-    }
+    crate::kernel_log::spawn(&mut ebpf);
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = policy::apply(&mut maps, &opts.policy)?;
     info!(
