@@ -139,7 +139,8 @@ pub fn update(tat: *mut u64, mut decide: impl FnMut(u64) -> Option<u64>) -> bool
             return false;
         };
         // SeqCst: with a relaxed ordering LLVM may drop BPF_FETCH and the
-        // returned success flag would be wrong (DESIGN.md).
+        // returned success flag would be wrong (docs/design.md, verifier
+        // notes: the LLVM relaxed-atomic fetch bug).
         let (_, swapped) = unsafe {
             atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
                 tat, seen, next,
