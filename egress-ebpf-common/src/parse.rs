@@ -317,6 +317,12 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
     let mut reached_upper_layer = false;
     let mut truncated = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
+        // The previous header ends past the frame: the chain is cut short,
+        // whatever its next-header byte says.
+        if off > pkt.len() {
+            truncated = true;
+            break;
+        }
         match next {
             IPPROTO_FRAGMENT => {
                 // next header, reserved, offset (13 bits) | res (2) | M (1), id.
@@ -361,9 +367,14 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
         }
     }
     // After MAX_IPV6_EXT_HEADERS headers, `next` may already name the upper
-    // layer: a chain exactly at the bound is complete.
+    // layer: a chain exactly at the bound is complete (unless its last
+    // header ends past the frame).
     if !reached_upper_layer && !truncated && !is_extension_header(next) {
-        reached_upper_layer = true;
+        if off > pkt.len() {
+            truncated = true;
+        } else {
+            reached_upper_layer = true;
+        }
     }
     let (transport, evasive) = if reached_upper_layer {
         transport(pkt, off, next, fragment)
@@ -433,6 +444,41 @@ mod tests {
         t.proto = 17;
         t.fragment = Fragment::Whole;
         assert!(!t.is_connection_attempt());
+    }
+
+    /// Found by the differential test against etherparse: a first fragment
+    /// whose authentication header (12 bytes by its length field) is cut
+    /// after 5 bytes. Its next-header byte (7, no ports) was taken for the
+    /// upper layer, so the chain looked complete; RFC 7112 requires the
+    /// whole chain in a first fragment, so it is evasive.
+    #[test]
+    fn a_first_fragment_whose_last_extension_header_is_cut_is_evasive() {
+        let hex = "02425e0000010242ac11000286dd60000000003c2c40fd00dead000000000000000000000002\
+                   fd000ec200000000000000000000025433000001deadbeef0701000000";
+        let frame: alloc::vec::Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let p = parse(&frame[..]);
+        assert_eq!(p.family, Family::V6);
+        assert_eq!(p.transport.fragment, Fragment::First);
+        assert_eq!(p.transport.proto, PROTO_UNKNOWN);
+        assert!(p.evasive, "{p:?}");
+        // The same cut in a whole packet (fragment offset 0, M clear): the
+        // receiver discards it; not evasive, nothing to match.
+        let mut whole = frame.clone();
+        whole[14 + 40 + 3] = 0;
+        let p = parse(&whole[..]);
+        assert_eq!(
+            (p.transport.fragment, p.transport.proto),
+            (Fragment::Whole, PROTO_UNKNOWN)
+        );
+        assert!(!p.evasive);
+        // A header that ends exactly at the frame's end is complete.
+        let mut exact = frame[..14 + 40 + 8].to_vec();
+        exact[14 + 40] = 58; // the fragment header's next: ICMPv6, no payload
+        let p = parse(&exact[..]);
+        assert_eq!((p.transport.proto, p.evasive), (58, false));
     }
 
     #[test]
