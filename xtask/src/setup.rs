@@ -28,6 +28,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
 ];
 
+/// cargo-fuzz, for the bounded fuzz run of the parser (fuzz/) in `cargo
+/// xtask test`; pinned: this version builds with the stable rustc here.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// The Docker engine that the end-to-end test (tests/tests/docker_e2e.rs)
 /// starts inside a network namespace, with the Debian package providing each
 /// program. Checked by program, not by package, so an existing Docker CE
@@ -58,9 +62,10 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
     cargo xtask setup --test-deps  # also the test tools and Docker's engine")]
 pub struct Options {
     /// Also install the tools the tests need: ip, ping, bpftool, nsenter,
-    /// iptables, and for the end-to-end test Docker's engine (Debian's
-    /// docker.io, installed without starting it; the test runs its own
-    /// daemon in a network namespace) and busybox-static.
+    /// iptables, cargo-fuzz (for the parser's fuzz run), and for the
+    /// end-to-end test Docker's engine (Debian's docker.io, installed
+    /// without starting it; the test runs its own daemon in a network
+    /// namespace) and busybox-static.
     #[arg(long)]
     test_deps: bool,
 }
@@ -215,7 +220,32 @@ impl Setup {
     /// The test tools; their packages are installed when a tool is missing.
     fn test_tools(&mut self) -> Result<()> {
         println!("== setup: test tools");
-        self.tools(TEST_TOOLS, false)
+        self.tools(TEST_TOOLS, false)?;
+        self.cargo_fuzz()
+    }
+
+    /// cargo-fuzz (`cargo install`, into ~/.cargo/bin) unless `cargo fuzz`
+    /// already runs. libFuzzer itself comes with the libfuzzer-sys crate.
+    fn cargo_fuzz(&mut self) -> Result<()> {
+        if let Some(version) = cargo_fuzz_version()? {
+            println!("   ok: {version}");
+            return Ok(());
+        }
+        println!("   missing: cargo-fuzz, installing {CARGO_FUZZ_VERSION} (about a minute)");
+        let mut cmd = util::cargo();
+        cmd.args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]);
+        util::run(&mut cmd)?;
+        let version = cargo_fuzz_version()?
+            .context("cargo-fuzz was installed but `cargo fuzz --version` still fails")?;
+        println!("   ok: {version}");
+        self.installed.push("cargo-fuzz".into());
+        Ok(())
     }
 
     /// Docker's engine and a static busybox for the end-to-end test. Debian's
@@ -369,6 +399,15 @@ impl Drop for NoServiceStarts {
 /// (`None` if the program does not exist).
 fn stdout_of(cmd: &mut std::process::Command) -> Result<Option<String>> {
     Ok(util::probe(cmd)?.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `cargo fuzz --version`, if cargo-fuzz is installed and runs.
+fn cargo_fuzz_version() -> Result<Option<String>> {
+    let mut cmd = util::cargo();
+    cmd.args(["fuzz", "--version"]);
+    Ok(util::probe(&mut cmd)?
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// bpf-linker's path and `--version` line, if it is on PATH or in
