@@ -100,6 +100,15 @@ impl Classifier {
         (r.return_value, r.duration.as_nanos() as u64)
     }
 
+    /// What the kernel reports of the loaded classifier (id, translated
+    /// size, verified instructions).
+    pub fn program_info(&mut self) -> aya::programs::ProgramInfo {
+        object::classifier(&mut self.ebpf)
+            .expect("classifier")
+            .info()
+            .expect("program info")
+    }
+
     /// Every drop event waiting in the ring buffer.
     pub fn drain_events(&self) -> Vec<egress_ebpf_common::events::DropEvent> {
         use aya::maps::{Map, MapData, RingBuf};
