@@ -78,6 +78,7 @@ const NOT_WALKED_BY_ETHERPARSE: [IpNumber; 5] = [
     IpNumber::EXPERIMENTAL_AND_TESTING_1,
 ];
 const TCP: u8 = IpNumber::TCP.0;
+const AH_OF_LENGTH_0: &str = "an AH of payload length 0 (difference 6)";
 const UDP: u8 = IpNumber::UDP.0;
 
 /// An extension header to ours: etherparse's list, less ESP, which ends
@@ -339,12 +340,25 @@ fn ipv6(frame: &[u8], ip_off: usize) -> Expected {
     match stop {
         // The header that stopped etherparse is the ninth: ours never reads it.
         Some(_) if walked == EXT_HEADER_BOUND => over_the_bound(fragment),
+        // etherparse checks an AH's minimum size (12 bytes) before its
+        // length field, so an AH of payload length 0 near the end of the
+        // frame is "cut short" to it; ours steps over its 8 bytes
+        // (difference 6). The failing header starts the payload slice.
+        Some((ipv6_exts::HeaderSliceError::Len(_), _))
+            if next == IpNumber::AUTHENTICATION_HEADER.0
+                && ip.payload().payload.get(1) == Some(&0) =>
+        {
+            Expected::Addresses(Family::V6, src, dst, AH_OF_LENGTH_0)
+        }
         Some((ipv6_exts::HeaderSliceError::Len(_), _)) => Expected::Truncated(Family::V6, src, dst),
+        Some((ipv6_exts::HeaderSliceError::Content(ipv6_exts::HeaderError::IpAuth(_)), _)) => {
+            Expected::Addresses(Family::V6, src, dst, AH_OF_LENGTH_0)
+        }
         Some((ipv6_exts::HeaderSliceError::Content(_), _)) => Expected::Addresses(
             Family::V6,
             src,
             dst,
-            "a hop-by-hop header after the first, or an AH of length 0 (difference 6)",
+            "a hop-by-hop header after the first (difference 6)",
         ),
         None if walked == EXT_HEADER_BOUND && is_extension_header(next) => over_the_bound(fragment),
         None if NOT_WALKED_BY_ETHERPARSE.contains(&IpNumber(next)) => Expected::Addresses(
