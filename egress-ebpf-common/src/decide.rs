@@ -55,6 +55,7 @@ pub struct Decision<'c> {
 }
 
 impl Decision<'_> {
+    #[inline(always)]
     const fn pass() -> Self {
         Self {
             verdict: CounterId::Passed,
@@ -65,6 +66,7 @@ impl Decision<'_> {
     }
 
     /// A dropping verdict let through because the policy is in dry-run.
+    #[inline(always)]
     pub fn is_dry_run(&self) -> bool {
         self.verdict.drops() && self.action == Action::Pass
     }
