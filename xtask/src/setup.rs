@@ -225,8 +225,10 @@ impl Setup {
     }
 
     /// cargo-fuzz (`cargo install`, into ~/.cargo/bin) unless `cargo fuzz`
-    /// already runs. libFuzzer itself comes with the libfuzzer-sys crate.
+    /// already runs. libFuzzer itself comes with the libfuzzer-sys crate,
+    /// whose build script compiles it with the C++ compiler.
     fn cargo_fuzz(&mut self) -> Result<()> {
+        self.tools(&[("c++", "g++")], false)?;
         if let Some(version) = cargo_fuzz_version()? {
             println!("   ok: {version}");
             return Ok(());
