@@ -30,6 +30,13 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .find(|p| p.name == "egress-ebpf")
         .ok_or_else(|| anyhow!("egress-ebpf package not found"))?;
+    // aya-build watches the eBPF crate's own directory only; the parser and
+    // the decision it runs live in egress-ebpf-common (a path dependency).
+    for dep in &pkg.dependencies {
+        if let Some(path) = &dep.path {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
     let root = pkg
         .manifest_path
         .parent()

@@ -1,9 +1,9 @@
 //! The SMTP token bucket as GCRA: one "theoretical arrival time" (TAT) per
 //! bucket, so an update is a single compare-and-swap of a u64.
 //!
-//! Contract (DESIGN.md): starting from a full bucket, over any window of
-//! length `t`, admitted <= burst + rate * t; traffic within the rate is never
-//! dropped.
+//! Contract (docs/design.md, the SMTP bucket): starting from a full bucket,
+//! over any window of length `t`, admitted <= burst + rate * t; traffic
+//! within the rate is never dropped.
 
 /// How far `bpf_ktime_get_coarse_ns` may trail `bpf_ktime_get_ns` for the
 /// coarse clock's "refused" to be trusted without the precise one: two ticks

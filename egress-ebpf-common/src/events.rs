@@ -11,7 +11,9 @@ pub const EVENT_DRY_RUN: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropEvent {
-    /// bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the drop.
+    /// bpf_ktime_get_coarse_ns() at the drop: CLOCK_MONOTONIC as of the last
+    /// timer tick (CLOCK_MONOTONIC_COARSE), so up to one tick (1-10 ms)
+    /// before the drop itself.
     pub timestamp_ns: u64,
     /// Interface whose ingress saw the packet (the bridge).
     pub ifindex: u32,

@@ -1,14 +1,23 @@
 //! Shared between the classifier (`egress-ebpf`) and its loader (`egress-loader`):
-//! the `#[repr(C)]` map keys and values, map names, counter ids, and the pure
-//! decision logic (rule matching, token bucket) that both sides run unchanged.
+//! the `#[repr(C)]` map keys and values, the one list of maps, counter ids,
+//! and all the decision logic (parser, per-packet decision, rule matching,
+//! token bucket) that the kernel and the host run unchanged.
 #![no_std]
+
+#[cfg(any(test, feature = "model"))]
+extern crate alloc;
 
 pub mod bucket;
 pub mod config;
 pub mod counters;
+pub mod decide;
 pub mod events;
+pub mod logs;
 pub mod maps;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod packet;
+pub mod parse;
 pub mod rules;
 
 /// Asserts at compile time that a shared type has exactly the expected size,

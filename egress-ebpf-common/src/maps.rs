@@ -1,54 +1,118 @@
-//! Map names, the single place they are spelled. The loader pins each map under
+//! Every map the classifier pins, listed once in [`for_each_map!`]. The
+//! kernel crate generates its `#[map]` statics from that list; this module
+//! generates the name constants, [`ALL`] and [`LAYOUT`] (the loader's check
+//! of maps already pinned) from it. The loader pins each map under
 //! `<pin dir>/maps/<NAME>`.
 
-/// `LpmTrie<[u8; 4], BlockRule>`: blocked IPv4 destinations.
-pub const BLOCKED_V4: &str = "BLOCKED_V4";
-/// `LpmTrie<[u8; 16], BlockRule>`: blocked IPv6 destinations.
-pub const BLOCKED_V6: &str = "BLOCKED_V6";
-/// `Array<PolicyConfig>` with [`CONFIG_SLOTS`] entries, double-buffered.
-pub const POLICY_CONFIG: &str = "POLICY_CONFIG";
-/// `Array<u32>` with one entry: which `POLICY_CONFIG` slot is in force.
-pub const ACTIVE_CONFIG: &str = "ACTIVE_CONFIG";
-/// `PerCpuArray<Counter>` indexed by [`crate::counters::CounterId`].
-pub const COUNTERS: &str = "COUNTERS";
-/// `PerCpuArray<Counter>` indexed by block rule id: drops per configured rule.
-pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
-/// `Array<u64>` with [`SMTP_GLOBAL_SLOTS`] entries: the GCRA theoretical arrival
-/// time of the global bucket (slot 0) and of the per-source overflow bucket (slot 1).
-pub const SMTP_BUCKET: &str = "SMTP_BUCKET";
-/// `HashMap<[u8; 16], u64>`: per-source GCRA buckets (IPv4 as v4-mapped IPv6).
-pub const SMTP_SOURCE_BUCKETS: &str = "SMTP_SOURCE_BUCKETS";
+/// Calls `$callback! { ... }` with every map the classifier pins, as
+/// `NAME: Kind<Key, Value> = max_entries;` entries (each with its doc).
+/// `Kind` is one of [`MapKind`]'s variants; arrays name their `u32` index as
+/// the key, and the ring buffer has `()` for both (its `max_entries` is its
+/// size in bytes). A new map is one entry here; the kernel static, the name,
+/// `ALL` and the layout check follow.
+#[macro_export]
+macro_rules! for_each_map {
+    ($callback:ident) => {
+        $callback! {
+            /// `LpmTrie<[u8; 4], BlockRule>`: blocked IPv4 destinations.
+            BLOCKED_V4: LpmTrie<[u8; 4], $crate::rules::BlockRule> = $crate::maps::BLOCKED_CAPACITY;
+            /// `LpmTrie<[u8; 16], BlockRule>`: blocked IPv6 destinations.
+            BLOCKED_V6: LpmTrie<[u8; 16], $crate::rules::BlockRule> = $crate::maps::BLOCKED_CAPACITY;
+            /// `Array<PolicyConfig>` with [`CONFIG_SLOTS`] entries, double-buffered.
+            POLICY_CONFIG: Array<u32, $crate::config::PolicyConfig> = $crate::maps::CONFIG_SLOTS;
+            /// `Array<u32>` with one entry: which `POLICY_CONFIG` slot is in force.
+            ACTIVE_CONFIG: Array<u32, u32> = 1;
+            /// `PerCpuArray<Counter>` indexed by [`crate::counters::CounterId`].
+            COUNTERS: PerCpuArray<u32, $crate::counters::Counter> = $crate::counters::CounterId::COUNT;
+            /// `PerCpuArray<Counter>` indexed by block rule id: drops per configured rule.
+            RULE_COUNTERS: PerCpuArray<u32, $crate::counters::Counter> = $crate::maps::MAX_RULES;
+            /// `Array<u64>` with [`SMTP_GLOBAL_SLOTS`] entries: the GCRA theoretical arrival
+            /// time of the global bucket (slot 0) and of the per-source overflow bucket (slot 1).
+            SMTP_BUCKET: Array<u32, u64> = $crate::maps::SMTP_GLOBAL_SLOTS;
+            /// `HashMap<[u8; 16], u64>`: per-source GCRA buckets (IPv4 as v4-mapped IPv6).
+            SMTP_SOURCE_BUCKETS: HashMap<[u8; 16], u64> = $crate::maps::SMTP_SOURCE_CAPACITY;
+            /// `RingBuf` of `events::DropEvent`.
+            EVENTS: RingBuf<(), ()> = $crate::events::EVENTS_RING_BYTES;
+            /// `Array<u64>` with one entry: the GCRA TAT of the event budget.
+            EVENT_BUCKET: Array<u32, u64> = 1;
+            /// `PerCpuArray<u64>`: events lost (ring full) and suppressed (over budget).
+            EVENT_STATS: PerCpuArray<u32, u64> = $crate::events::EVENT_STATS_LEN;
+            /// `PerCpuHashMap<u32, counters::IfaceCounters>`: counters per ingress ifindex.
+            IFACE_COUNTERS: PerCpuHashMap<u32, $crate::counters::IfaceCounters> = $crate::maps::IFACE_CAPACITY;
+            /// `PerCpuArray<counters::IfaceSlot>`: direct-mapped per-interface counters,
+            /// `IFACE_COUNTERS` taking the interfaces whose slot is held by another.
+            IFACE_SLOTS: PerCpuArray<u32, $crate::counters::IfaceSlot> = $crate::counters::IFACE_SLOT_COUNT;
+            /// `Array<u64>` indexed by `logs::RareCondition`: the GCRA TAT of each
+            /// condition's log budget (one aya-log line per second at most).
+            LOG_BUDGET: Array<u32, u64> = $crate::logs::RareCondition::COUNT;
+        }
+    };
+}
 
-/// `RingBuf` of `events::DropEvent`.
-pub const EVENTS: &str = "EVENTS";
-/// `Array<u64>` with one entry: the GCRA TAT of the event budget.
-pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
-/// `PerCpuArray<u64>`: events lost (ring full) and suppressed (over budget).
-pub const EVENT_STATS: &str = "EVENT_STATS";
-/// `PerCpuHashMap<u32, counters::IfaceCounters>`: counters per ingress ifindex.
-pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
-/// `PerCpuArray<counters::IfaceSlot>`: direct-mapped per-interface counters,
-/// `IFACE_COUNTERS` taking the interfaces whose slot is held by another.
-pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+/// The kinds of map in [`for_each_map!`], as the kernel names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Array,
+    PerCpuArray,
+    HashMap,
+    PerCpuHashMap,
+    LpmTrie,
+    RingBuf,
+}
+
+/// What the kernel reports of a map (`bpf_map_info`), as this build creates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    /// Per CPU, for the per-CPU kinds.
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// Key size as the kernel sees it: an LPM trie's key is a u32 prefix length
+/// followed by the address.
+macro_rules! key_size {
+    (LpmTrie, $k:ty) => {
+        4 + core::mem::size_of::<$k>() as u32
+    };
+    ($kind:ident, $k:ty) => {
+        core::mem::size_of::<$k>() as u32
+    };
+}
+
+macro_rules! names_and_layout {
+    ($( $(#[$doc:meta])* $name:ident : $kind:ident < $key:ty , $value:ty > = $max:expr ; )*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: &str = stringify!($name);
+        )*
+
+        /// Number of maps in [`for_each_map!`].
+        pub const MAP_COUNT: usize = [$($name),*].len();
+
+        /// Every map the classifier pins, for the loader's checks and for `detach`.
+        pub const ALL: [&str; MAP_COUNT] = [$($name),*];
+
+        /// The layout this build gives each map. A pin made by a build with
+        /// another layout would be misread, so the loader refuses it.
+        pub const LAYOUT: [MapLayout; MAP_COUNT] = [$(
+            MapLayout {
+                name: $name,
+                kind: MapKind::$kind,
+                key_size: key_size!($kind, $key),
+                value_size: core::mem::size_of::<$value>() as u32,
+                max_entries: $max,
+            }
+        ),*];
+    };
+}
+
+for_each_map!(names_and_layout);
+
 /// Capacity of `IFACE_COUNTERS`; interfaces beyond it are counted only globally.
 pub const IFACE_CAPACITY: u32 = 4096;
-
-/// Every map the classifier pins, for the loader's checks and for `detach`.
-pub const ALL: [&str; 13] = [
-    IFACE_SLOTS,
-    EVENTS,
-    EVENT_BUCKET,
-    EVENT_STATS,
-    IFACE_COUNTERS,
-    BLOCKED_V4,
-    BLOCKED_V6,
-    POLICY_CONFIG,
-    ACTIVE_CONFIG,
-    COUNTERS,
-    RULE_COUNTERS,
-    SMTP_BUCKET,
-    SMTP_SOURCE_BUCKETS,
-];
 
 /// Name of the classifier program in the object file.
 pub const PROGRAM: &str = "egress_filter";
@@ -67,3 +131,35 @@ pub const SMTP_SOURCE_CAPACITY: u32 = 16384;
 pub const BLOCKED_CAPACITY: u32 = 65536;
 /// Number of per-rule counters; rule ids are below this.
 pub const MAX_RULES: u32 = 16384;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_identifiers_and_unique() {
+        assert_eq!(BLOCKED_V4, "BLOCKED_V4");
+        assert_eq!(LOG_BUDGET, "LOG_BUDGET");
+        for (i, a) in ALL.iter().enumerate() {
+            assert_eq!(LAYOUT[i].name, *a);
+            assert!(!ALL[..i].contains(a), "{a} listed twice");
+        }
+    }
+
+    #[test]
+    fn layout_follows_the_kernel_conventions() {
+        let get = |n: &str| *LAYOUT.iter().find(|l| l.name == n).unwrap();
+        // An LPM trie key is struct bpf_lpm_trie_key: a u32 prefix length, then the data.
+        assert_eq!(get(BLOCKED_V4).key_size, 4 + 4);
+        assert_eq!(get(BLOCKED_V6).key_size, 4 + 16);
+        // Arrays are indexed by u32.
+        assert_eq!(get(COUNTERS).key_size, 4);
+        assert_eq!(get(COUNTERS).kind, MapKind::PerCpuArray);
+        // A ring buffer has neither key nor value; its size is max_entries.
+        let ring = get(EVENTS);
+        assert_eq!((ring.key_size, ring.value_size), (0, 0));
+        assert_eq!(ring.max_entries, crate::events::EVENTS_RING_BYTES);
+        assert_eq!(get(SMTP_SOURCE_BUCKETS).key_size, 16);
+        assert_eq!(get(SMTP_SOURCE_BUCKETS).kind, MapKind::HashMap);
+    }
+}

@@ -6,13 +6,17 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    programs::TcContext,
 };
 use egress_ebpf_common::{
     bucket::{COARSE_CLOCK_SLACK_NS, Gcra},
     maps::{SMTP_GLOBAL_SLOT, SMTP_OVERFLOW_SLOT},
 };
 
-use crate::maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_SOURCE_BUCKETS};
+use crate::{
+    log,
+    maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_SOURCE_BUCKETS},
+};
 
 /// CAS attempts before giving up. Each failure means another CPU admitted or
 /// refused an attempt in between; running out refuses this one (fail closed).
@@ -34,19 +38,19 @@ pub struct Clock {
     precise: u64,
 }
 
+/// bpf_ktime_get_coarse_ns (Linux 5.11).
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 impl Clock {
     #[inline(always)]
     pub fn now() -> Self {
         Self {
-            coarse: unsafe { bpf_ktime_get_coarse_ns() },
+            coarse: coarse_now(),
             precise: 0,
         }
-    }
-
-    /// bpf_ktime_get_coarse_ns, read when the packet's decision began.
-    #[inline(always)]
-    pub fn coarse(&self) -> u64 {
-        self.coarse
     }
 
     /// bpf_ktime_get_ns, read on first use (it is never 0 after boot).
@@ -68,7 +72,7 @@ pub fn admit_global(g: &Gcra, clock: &mut Clock) -> bool {
 }
 
 #[inline(always)]
-pub fn admit_per_source(g: &Gcra, src: &[u8; 16], clock: &mut Clock) -> bool {
+pub fn admit_per_source(ctx: &TcContext, g: &Gcra, src: &[u8; 16], clock: &mut Clock) -> bool {
     if let Some(tat) = SMTP_SOURCE_BUCKETS.get_ptr_mut(src) {
         return admit(tat, g, clock);
     }
@@ -81,10 +85,13 @@ pub fn admit_per_source(g: &Gcra, src: &[u8; 16], clock: &mut Clock) -> bool {
         Ok(()) => true,
         // Table full: share the overflow bucket rather than evicting anyone
         // (eviction would hand out fresh buckets to whoever fills the table).
-        Err(e) if e == -E2BIG => match SMTP_BUCKET.get_ptr_mut(SMTP_OVERFLOW_SLOT) {
-            Some(tat) => admit(tat, g, clock),
-            None => false,
-        },
+        Err(e) if e == -E2BIG => {
+            log::source_table_full(ctx, src, clock.coarse);
+            match SMTP_BUCKET.get_ptr_mut(SMTP_OVERFLOW_SLOT) {
+                Some(tat) => admit(tat, g, clock),
+                None => false,
+            }
+        }
         // Another CPU inserted it first: go through its bucket.
         Err(_) => match SMTP_SOURCE_BUCKETS.get_ptr_mut(src) {
             Some(tat) => admit(tat, g, clock),
@@ -124,7 +131,7 @@ fn admit(tat: *mut u64, g: &Gcra, clock: &mut Clock) -> bool {
 /// Compare-and-swap loop: `decide` maps the TAT seen to the TAT to store
 /// (`None` refuses, leaving the bucket as it was).
 #[inline(always)]
-fn update(tat: *mut u64, mut decide: impl FnMut(u64) -> Option<u64>) -> bool {
+pub fn update(tat: *mut u64, mut decide: impl FnMut(u64) -> Option<u64>) -> bool {
     for _ in 0..MAX_CAS_ATTEMPTS {
         // A plain volatile read: the CAS below validates it.
         let seen = unsafe { core::ptr::read_volatile(tat) };
@@ -132,7 +139,8 @@ fn update(tat: *mut u64, mut decide: impl FnMut(u64) -> Option<u64>) -> bool {
             return false;
         };
         // SeqCst: with a relaxed ordering LLVM may drop BPF_FETCH and the
-        // returned success flag would be wrong (DESIGN.md).
+        // returned success flag would be wrong (docs/design.md, verifier
+        // notes: the LLVM relaxed-atomic fetch bug).
         let (_, swapped) = unsafe {
             atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
                 tat, seen, next,

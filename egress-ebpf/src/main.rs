@@ -10,26 +10,40 @@
 mod bucket;
 mod counters;
 mod events;
+mod log;
 mod maps;
-mod parse;
-mod policy;
+mod skb;
+mod view;
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT, bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext,
 };
-use egress_ebpf_common::counters::CounterId;
+use egress_ebpf_common::{
+    decide::{Action, decide},
+    packet::Packet,
+    parse::parse,
+};
 
+/// Parse and decide with the shared code (egress-ebpf-common), then count,
+/// report a drop, and act.
 #[classifier]
 pub fn egress_filter(ctx: TcContext) -> i32 {
-    let outcome = policy::classify(&ctx);
+    let skb = skb::Skb(&ctx);
+    let parsed = parse(&skb);
+    let maps = view::Maps { ctx: &ctx };
+    let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    counters::count(outcome.counter, outcome.rule, ifindex, ctx.len());
-    if outcome.counter.drops() && !outcome.dry_run {
-        TC_ACT_SHOT
-    } else {
+    counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
+    if decision.verdict.drops()
+        && let Some(config) = decision.config
+    {
+        events::report(&ctx, ifindex, config, &parsed, &decision);
+    }
+    match decision.action {
+        Action::Drop => TC_ACT_SHOT,
         // TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook (Cilium,
         // Calico...) still runs, and with none left the packet goes on.
-        TC_ACT_UNSPEC
+        Action::Pass => TC_ACT_UNSPEC,
     }
 }
 
@@ -38,17 +52,6 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_noop(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
-}
-
-/// What the program decided for one packet.
-pub struct Outcome {
-    pub counter: CounterId,
-    /// Block rule that matched, for the per-rule counters, or `NO_RULE`.
-    /// Not an `Option`: LLVM may compute with the undefined payload of a
-    /// `None`, and the verifier rejects arithmetic on whatever register
-    /// (here the ctx pointer) held it.
-    pub rule: u16,
-    pub dry_run: bool,
 }
 
 #[cfg(not(test))]

@@ -1,57 +1,51 @@
 //! The maps, pinned by name so they (and the counters and buckets in them)
-//! outlive the loader. Names must equal the constants in
-//! `egress_ebpf_common::maps` (the loader checks every one exists).
+//! outlive the loader: one `#[map]` static per entry of the common crate's
+//! `for_each_map!` list, so the names, key and value types and sizes here
+//! are the ones the loader checks.
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use egress_ebpf_common::{
-    config::PolicyConfig,
-    counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters, IfaceSlot},
-    events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
-    maps::{
-        BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES, SMTP_GLOBAL_SLOTS,
-        SMTP_SOURCE_CAPACITY,
-    },
-    rules::BlockRule,
-};
 
-#[map]
-pub static BLOCKED_V4: LpmTrie<[u8; 4], BlockRule> = LpmTrie::pinned(BLOCKED_CAPACITY, 0);
+/// One static per list entry; arrays drop the `u32` index the list names as
+/// their key, the ring buffer both of its `()`.
+macro_rules! kernel_map {
+    ($(#[$doc:meta])* $name:ident, Array, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: Array<$value> = Array::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, PerCpuArray, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: PerCpuArray<$value> = PerCpuArray::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, HashMap, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: HashMap<$key, $value> = HashMap::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, PerCpuHashMap, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: PerCpuHashMap<$key, $value> = PerCpuHashMap::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, LpmTrie, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: LpmTrie<$key, $value> = LpmTrie::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, RingBuf, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: RingBuf = RingBuf::pinned($max, 0);
+    };
+}
 
-#[map]
-pub static BLOCKED_V6: LpmTrie<[u8; 16], BlockRule> = LpmTrie::pinned(BLOCKED_CAPACITY, 0);
+macro_rules! kernel_maps {
+    ($( $(#[$doc:meta])* $name:ident : $kind:ident < $key:ty , $value:ty > = $max:expr ; )*) => {
+        $( kernel_map!($(#[$doc])* $name, $kind, $key, $value, $max); )*
+    };
+}
 
-#[map]
-pub static POLICY_CONFIG: Array<PolicyConfig> = Array::pinned(CONFIG_SLOTS, 0);
-
-#[map]
-pub static ACTIVE_CONFIG: Array<u32> = Array::pinned(1, 0);
-
-#[map]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(CounterId::COUNT, 0);
-
-#[map]
-pub static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
-
-#[map]
-pub static SMTP_BUCKET: Array<u64> = Array::pinned(SMTP_GLOBAL_SLOTS, 0);
-
-#[map]
-pub static SMTP_SOURCE_BUCKETS: HashMap<[u8; 16], u64> = HashMap::pinned(SMTP_SOURCE_CAPACITY, 0);
-
-#[map]
-pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
-
-#[map]
-pub static EVENT_BUCKET: Array<u64> = Array::pinned(1, 0);
-
-#[map]
-pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVENT_STATS_LEN, 0);
-
-#[map]
-pub static IFACE_COUNTERS: PerCpuHashMap<u32, IfaceCounters> =
-    PerCpuHashMap::pinned(IFACE_CAPACITY, 0);
-
-#[map]
-pub static IFACE_SLOTS: PerCpuArray<IfaceSlot> = PerCpuArray::pinned(IFACE_SLOT_COUNT, 0);
+egress_ebpf_common::for_each_map!(kernel_maps);

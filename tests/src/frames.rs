@@ -115,6 +115,9 @@ pub enum Ext {
     },
     /// Authentication header with `len` 32-bit words beyond the first two.
     Auth,
+    /// Any other extension header in RFC 6564's uniform format (Mobility
+    /// 135, HIP 139, Shim6 140, experimental 253 and 254): 8 bytes.
+    Generic(u8),
 }
 
 impl Ext {
@@ -125,6 +128,7 @@ impl Ext {
             Ext::Fragment { .. } => 44,
             Ext::Auth => 51,
             Ext::DestOpts => 60,
+            Ext::Generic(n) => *n,
         }
     }
 
@@ -133,7 +137,7 @@ impl Ext {
             // 8 bytes: next, hdr ext len 0, PadN option of 4.
             Ext::HopByHop | Ext::DestOpts => vec![next, 0, 1, 4, 0, 0, 0, 0],
             // Type 0 segments-left 0 routing header, 8 bytes.
-            Ext::Routing => vec![next, 0, 0, 0, 0, 0, 0, 0],
+            Ext::Routing | Ext::Generic(_) => vec![next, 0, 0, 0, 0, 0, 0, 0],
             Ext::Fragment { offset, more } => {
                 let v = (offset << 3) | (*more as u16);
                 let mut b = vec![next, 0];

@@ -26,10 +26,13 @@
 
 pub mod addrs;
 pub mod bpffs;
+pub mod corpus;
 pub mod docker;
 pub mod frames;
+pub mod host;
 pub mod loader;
 pub mod netns;
+pub mod reference;
 pub mod test_run;
 pub mod topology;
 pub mod traffic;

@@ -73,6 +73,17 @@ impl Classifier {
         self.run_repeat(frame, 1).0
     }
 
+    /// Runs one frame through the program; `None` if BPF_PROG_TEST_RUN
+    /// refuses the frame itself (too short for the kernel's skb setup).
+    pub fn try_run(&mut self, frame: &[u8]) -> Option<u32> {
+        let prog = object::classifier(&mut self.ebpf).expect("classifier");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        };
+        prog.test_run(opts).ok().map(|r| r.return_value)
+    }
+
     /// Runs a frame `repeat` times in the kernel; returns the verdict and the
     /// kernel's mean duration per run in nanoseconds.
     pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> (u32, u64) {
@@ -84,6 +95,15 @@ impl Classifier {
         };
         let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
         (r.return_value, r.duration.as_nanos() as u64)
+    }
+
+    /// What the kernel reports of the loaded classifier (id, translated
+    /// size, verified instructions).
+    pub fn program_info(&mut self) -> aya::programs::ProgramInfo {
+        object::classifier(&mut self.ebpf)
+            .expect("classifier")
+            .info()
+            .expect("program info")
     }
 
     /// Every drop event waiting in the ring buffer.

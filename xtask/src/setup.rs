@@ -51,6 +51,10 @@ pub fn kubernetes_validate() -> PathBuf {
 /// namespace; the list is shared with the tests' own check.
 const DOCKER_TOOLS: &[(&str, &str)] = egress_devtools::machine::DOCKER_ENGINE_TOOLS;
 
+/// cargo-fuzz, for the bounded fuzz run of the parser (fuzz/) in `cargo
+/// xtask test`; pinned: this version builds with the stable rustc here.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian's hook that `invoke-rc.d` (and `deb-systemd-invoke`) asks before
 /// starting a service from a package's postinst; exit status 101 = "don't".
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -70,9 +74,10 @@ pub struct Options {
     /// Also install the tools the tests need: ip, ping, bpftool, nsenter,
     /// iptables; systemd-analyze, setpriv, dpkg-deb, dpkg-shlibdeps, strip,
     /// lintian, kubectl and (PyPI) kubernetes-validate for the deployment
-    /// tests; and for the end-to-end test Docker's engine (Debian's
-    /// docker.io, installed without starting it; the test runs its own
-    /// daemon in a network namespace) and busybox-static.
+    /// tests; cargo-fuzz (for the parser's fuzz run); and for the end-to-end
+    /// test Docker's engine (Debian's docker.io, installed without starting
+    /// it; the test runs its own daemon in a network namespace) and
+    /// busybox-static.
     #[arg(long)]
     test_deps: bool,
 }
@@ -228,7 +233,8 @@ impl Setup {
     fn test_tools(&mut self) -> Result<()> {
         println!("== setup: test tools");
         self.tools(TEST_TOOLS, false)?;
-        self.python_tool()
+        self.python_tool()?;
+        self.cargo_fuzz()
     }
 
     /// kubernetes-validate in its own virtual environment (python3 -m venv).
@@ -258,6 +264,32 @@ impl Setup {
                 .arg(KUBERNETES_VALIDATE),
         )?;
         self.installed.push(KUBERNETES_VALIDATE.into());
+        Ok(())
+    }
+
+    /// cargo-fuzz (`cargo install`, into ~/.cargo/bin) unless `cargo fuzz`
+    /// already runs. libFuzzer itself comes with the libfuzzer-sys crate,
+    /// whose build script compiles it with the C++ compiler.
+    fn cargo_fuzz(&mut self) -> Result<()> {
+        self.tools(&[("c++", "g++")], false)?;
+        if let Some(version) = cargo_fuzz_version()? {
+            println!("   ok: {version}");
+            return Ok(());
+        }
+        println!("   missing: cargo-fuzz, installing {CARGO_FUZZ_VERSION} (about a minute)");
+        let mut cmd = util::cargo();
+        cmd.args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]);
+        util::run(&mut cmd)?;
+        let version = cargo_fuzz_version()?
+            .context("cargo-fuzz was installed but `cargo fuzz --version` still fails")?;
+        println!("   ok: {version}");
+        self.installed.push("cargo-fuzz".into());
         Ok(())
     }
 
@@ -412,6 +444,15 @@ impl Drop for NoServiceStarts {
 /// (`None` if the program does not exist).
 fn stdout_of(cmd: &mut std::process::Command) -> Result<Option<String>> {
     Ok(util::probe(cmd)?.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `cargo fuzz --version`, if cargo-fuzz is installed and runs.
+fn cargo_fuzz_version() -> Result<Option<String>> {
+    let mut cmd = util::cargo();
+    cmd.args(["fuzz", "--version"]);
+    Ok(util::probe(&mut cmd)?
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
 /// bpf-linker's path and `--version` line, if it is on PATH or in

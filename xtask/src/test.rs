@@ -20,9 +20,12 @@ const EBPF_PACKAGE: &str = "egress-ebpf";
 /// `cargo test --workspace --exclude egress-ebpf` with EGRESS_LOADER_BIN set
 /// to the absolute path of target/<arch>-unknown-linux-gnu/debug/egress-loader,
 /// EGRESS_DEB to the Debian package of the debug build (target/debian-test/)
-/// and EGRESS_KUBERNETES_VALIDATE to the validator setup installed.
+/// and EGRESS_KUBERNETES_VALIDATE to the validator setup installed, then a
+/// bounded fuzz run of the parser against etherparse (fuzz/, nightly,
+/// libFuzzer; EGRESS_FUZZ_SECONDS, default 60).
 /// Arguments after `--` are passed to `cargo test`; if they select packages
-/// (-p/--package), the `--workspace --exclude egress-ebpf` pair is left out.
+/// (-p/--package), the `--workspace --exclude egress-ebpf` pair and the fuzz
+/// run are left out.
 /// The tests build network namespaces and load eBPF programs, so they need
 /// root: with CI=true and not root this fails at once.
 #[derive(Debug, Args)]
@@ -95,6 +98,46 @@ pub fn main(opts: &Options) -> Result<()> {
         cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
     }
     cmd.args(&opts.args);
+    util::run(&mut cmd)?;
+    if !selects_packages(&opts.args) {
+        fuzz_parser()?;
+    }
+    Ok(())
+}
+
+/// Default length of the fuzz run in `cargo xtask test`.
+const FUZZ_SECONDS: u64 = 60;
+
+/// `cargo fuzz run parse` for `EGRESS_FUZZ_SECONDS` (default 60; 0 skips
+/// it, which CI=true refuses): arbitrary bytes through the parser, checked
+/// against etherparse. No sanitizer (the parser is safe Rust; a panic is
+/// the failure), debug assertions on (arithmetic overflow panics).
+fn fuzz_parser() -> Result<()> {
+    let seconds = match std::env::var("EGRESS_FUZZ_SECONDS") {
+        Ok(s) => s
+            .parse::<u64>()
+            .map_err(|e| anyhow::anyhow!("EGRESS_FUZZ_SECONDS={s:?}: {e}"))?,
+        Err(_) => FUZZ_SECONDS,
+    };
+    if seconds == 0 {
+        if util::in_ci() {
+            bail!("CI=true and EGRESS_FUZZ_SECONDS=0: the fuzz run is part of the test suite");
+        }
+        println!("EGRESS_FUZZ_SECONDS=0: skipping the parser's fuzz run");
+        return Ok(());
+    }
+    let root = util::workspace_root();
+    let mut cmd = util::command("rustup");
+    // The nightly toolchain's cargo, not the one running xtask.
+    cmd.current_dir(&root)
+        .env_remove("CARGO")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .args(["run", "nightly", "cargo", "fuzz", "run", "parse"])
+        .args(["--sanitizer", "none", "--debug-assertions", "--"])
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-max_len=512")
+        .arg("-print_final_stats=1")
+        .arg(format!("-dict={}", root.join("fuzz/parse.dict").display()));
     util::run(&mut cmd)
 }
 

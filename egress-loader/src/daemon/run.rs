@@ -100,9 +100,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             prepared.carried
         );
     }
-    if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
-        log::debug!("classifier logs not available: {e}");
-    }
+    crate::observe::kernel_log::spawn(&mut ebpf);
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
     info!(

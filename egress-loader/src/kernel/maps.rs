@@ -6,12 +6,8 @@ use aya::maps::{
 };
 use egress_ebpf_common::{
     config::PolicyConfig,
-    counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters, IfaceSlot},
-    events::{EVENT_STATS_LEN, EVENTS_RING_BYTES},
-    maps::{
-        self as names, BLOCKED_CAPACITY, CONFIG_SLOTS, IFACE_CAPACITY, MAX_RULES,
-        SMTP_GLOBAL_SLOTS, SMTP_SOURCE_CAPACITY,
-    },
+    counters::{Counter, IfaceCounters, IfaceSlot},
+    maps as names,
     rules::BlockRule,
 };
 
@@ -98,60 +94,12 @@ pub fn smtp_source_buckets(pins: &PinDir) -> Result<HashMap<MapData, [u8; 16], u
 }
 
 /// The layout this build expects of each pinned map: (name, key size, value
-/// size, max entries). A pin made by a build with another layout would be
-/// misread, so the loader refuses it.
-pub fn expected_layout() -> [(&'static str, u32, u32, u32); 13] {
-    use core::mem::size_of;
-    [
-        (
-            names::BLOCKED_V4,
-            4 + 4,
-            size_of::<BlockRule>() as u32,
-            BLOCKED_CAPACITY,
-        ),
-        (
-            names::BLOCKED_V6,
-            4 + 16,
-            size_of::<BlockRule>() as u32,
-            BLOCKED_CAPACITY,
-        ),
-        (
-            names::POLICY_CONFIG,
-            4,
-            size_of::<PolicyConfig>() as u32,
-            CONFIG_SLOTS,
-        ),
-        (names::ACTIVE_CONFIG, 4, 4, 1),
-        (
-            names::COUNTERS,
-            4,
-            size_of::<Counter>() as u32,
-            CounterId::COUNT,
-        ),
-        (
-            names::RULE_COUNTERS,
-            4,
-            size_of::<Counter>() as u32,
-            MAX_RULES,
-        ),
-        (names::SMTP_BUCKET, 4, 8, SMTP_GLOBAL_SLOTS),
-        (names::SMTP_SOURCE_BUCKETS, 16, 8, SMTP_SOURCE_CAPACITY),
-        (
-            names::IFACE_SLOTS,
-            4,
-            size_of::<IfaceSlot>() as u32,
-            IFACE_SLOT_COUNT,
-        ),
-        (names::EVENTS, 0, 0, EVENTS_RING_BYTES),
-        (names::EVENT_BUCKET, 4, 8, 1),
-        (names::EVENT_STATS, 4, 8, EVENT_STATS_LEN),
-        (
-            names::IFACE_COUNTERS,
-            4,
-            size_of::<IfaceCounters>() as u32,
-            IFACE_CAPACITY,
-        ),
-    ]
+/// size, max entries), from the common crate's one list of maps. A pin made
+/// by a build with another layout would be misread, so the loader refuses it.
+pub fn expected_layout() -> impl Iterator<Item = (&'static str, u32, u32, u32)> {
+    names::LAYOUT
+        .iter()
+        .map(|m| (m.name, m.key_size, m.value_size, m.max_entries))
 }
 
 /// Checks the maps already pinned in `pins` against [`expected_layout`].

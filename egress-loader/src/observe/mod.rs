@@ -6,10 +6,12 @@
 //! events    drop events: ring buffer -> JSON lines -> stdout and a socket
 //! metrics   Prometheus /metrics, read from the maps on every scrape
 //! status    what is attached and enforced now
+//! kernel_log the classifier's aya-log lines (rare conditions) through `log`
 //! ```
 
 pub mod config_record;
 pub mod counters;
 pub mod events;
+pub mod kernel_log;
 pub mod metrics;
 pub mod status;
