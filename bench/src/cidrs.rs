@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 /// Name of the ipset of the ipset variant.
 pub const IPSET_NAME: &str = "egress-bench";
 
-/// The seed's three rules (DESIGN.md), as Docker's DOCKER-USER chain holds
+/// The seed's three rules (docs/design.md, "The problem"), as Docker's DOCKER-USER chain holds
 /// them after `iptables -I DOCKER-USER 1..3`.
 const SEED_RULES: [&str; 3] = [
     "-A DOCKER-USER -p tcp --syn -m multiport --dports 25,465,587 -m limit --limit 5/minute -j RETURN",

@@ -28,7 +28,7 @@ pub enum CounterId {
     /// No rule matched: passed to the next program untouched.
     Passed = 3,
     /// A shape no conforming stack sends that hides what the rules look at
-    /// (see the README's threat model); dropped.
+    /// (see docs/threat-model.md); dropped.
     Evasive = 4,
 }
 

@@ -1,7 +1,7 @@
 //! Test harness for the egress filter: network namespaces that look like a
 //! Docker host, real sockets, a private bpffs mount and the loader process.
 //!
-//! Everything here follows DESIGN.md, "Test topology without touching the
+//! Everything here follows docs/design.md, "Test topology without touching the
 //! host": every object a test creates lives in a network namespace that the
 //! test made (or in a bpffs mount under a temp dir), carries a unique name so
 //! tests can run in parallel, and is torn down in a `Drop` impl so it also

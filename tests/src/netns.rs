@@ -4,7 +4,7 @@
 //! Commands enter a namespace with `nsenter --net=/var/run/netns/NAME`, which
 //! switches only the network namespace. `ip netns exec` is deliberately not
 //! used: it remounts /sys, which hides /sys/fs/bpf and the cgroup mounts from
-//! the command (DESIGN.md).
+//! the command (docs/design.md, "Test topology without touching the host").
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

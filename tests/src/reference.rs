@@ -61,8 +61,8 @@ use etherparse::{
     LaxNetSlice, LaxSlicedPacket, LinkSlice, TcpHeaderSlice, UdpHeaderSlice, err::ipv6_exts,
 };
 
-// The reference's own statement of the parser's documented limits (README,
-// threat model), not the parser's constants: a change of the parser's
+// The reference's own statement of the parser's documented limits
+// (docs/threat-model.md), not the parser's constants: a change of the parser's
 // bounds has to show up here as a disagreement.
 /// VLAN tags walked: 802.1Q and 802.1ad, two at most.
 const VLAN_TAGS: usize = 2;

@@ -1,5 +1,5 @@
-//! The boot window, on a real engine (DESIGN.md of the repository's
-//! harness: Docker inside a network namespace of the test's own): how many
+//! The boot window, on a real engine (docs/design.md, "Real Docker,
+//! still isolated": Docker inside a network namespace of the test's own): how many
 //! requests from restart-always containers reach the metadata service after
 //! a reboot before the filter is in force.
 //!
@@ -10,7 +10,7 @@
 //! particular order. Four such containers try the fake metadata service
 //! every 50 ms; the service counts the answers it gave.
 //!
-//! 1. The container deployment (README: `docker run --restart always` with
+//! 1. The container deployment (docs/deployment.md: `docker run --restart always` with
 //!    the exact capabilities): three reboots, each answer counted and
 //!    reported. Nothing can be asserted about the count but that the
 //!    probes ran: it is the window this test measures.
@@ -250,7 +250,7 @@ fn docker_boot_window() {
         dh.host().name()
     );
 
-    // 1. The container deployment, as the README runs it.
+    // 1. The container deployment, as docs/deployment.md runs it.
     let volume = format!("{}:/sys/fs/bpf", bpffs.path().display());
     let caps: &[&str] = if dh.server_major() >= 23 {
         &[

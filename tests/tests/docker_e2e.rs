@@ -1,8 +1,8 @@
 //! End to end on a real Docker engine, isolated from the machine
-//! (DESIGN.md, "Real Docker, still isolated"): Debian's dockerd and
+//! (docs/design.md, "Real Docker, still isolated"): Debian's dockerd and
 //! containerd run inside a network namespace of the test's own, the filter
 //! runs as the shipped image (`deploy/Dockerfile`, FROM scratch) the way the
-//! README says to run it, and real containers probe a fake cloud behind the
+//! docs/deployment.md says to run it, and real containers probe a fake cloud behind the
 //! engine's uplink:
 //!
 //! 1. on docker0, and on a user-defined network created after the filter
@@ -36,7 +36,7 @@ use serde_json::Value;
 const TEST: &str = "docker_engine_end_to_end";
 /// The filter image, built into the test's engine from deploy/Dockerfile.
 const FILTER_IMAGE: &str = "egress-filter:e2e";
-/// The filter container's name, as in the README.
+/// The filter container's name, as in docs/deployment.md.
 const FILTER: &str = "egress-filter";
 /// The user-defined network created after the filter started.
 const NETWORK: &str = "e2e-net";
@@ -358,7 +358,7 @@ fn inspect(dh: &DockerHost, container: &str, format: &str) -> String {
 }
 
 /// The capabilities the filter container gets: exactly what the loader
-/// needs (README, "Run on a Docker host"). Engines before 23.0 do not know
+/// needs (docs/deployment.md, "Capabilities"). Engines before 23.0 do not know
 /// CAP_BPF and CAP_PERFMON; CAP_SYS_ADMIN covers both there.
 fn filter_capabilities(dh: &DockerHost) -> &'static [&'static str] {
     if dh.server_major() >= 23 {
@@ -473,7 +473,7 @@ fn docker_engine_end_to_end() {
     );
     phases.mark("images built (FROM scratch)");
 
-    // The filter, as the README runs it, with a private bpffs in place of
+    // The filter, as docs/deployment.md runs it, with a private bpffs in place of
     // the machine's /sys/fs/bpf.
     let volume = format!("{}:/sys/fs/bpf", bpffs.path().display());
     let smtp_burst = SMTP_BURST.to_string();

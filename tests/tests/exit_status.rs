@@ -1,4 +1,4 @@
-//! The loader's exit status contract (`egress-loader --help`, README), one
+//! The loader's exit status contract (`egress-loader --help`, README.md and docs/design.md), one
 //! code at a time, with the real binary in a network namespace of its own:
 //! 0 success, 1 runtime failure, 2 invalid input, 3 not running, 4 this
 //! host cannot run the filter. Each refusal is also checked to change

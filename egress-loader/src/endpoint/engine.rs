@@ -10,7 +10,7 @@
 //! trying with a backoff.
 //!
 //! A source address is what the container put in the packet: one with
-//! CAP_NET_RAW can use another container's address (README, threat model),
+//! CAP_NET_RAW can use another container's address (docs/threat-model.md),
 //! so the name is the owner of that address, not proof of the sender.
 
 use std::{

@@ -86,7 +86,7 @@ pub const DEFAULT_SMTP_PORTS: &[u16] = &[25, 465, 587, 2525];
 pub const DEFAULT_SMTP_RATE: &str = "5/minute";
 pub const DEFAULT_SMTP_BURST: u32 = 5;
 
-/// The defaults written out as a configuration file (`check-config` and the README show it).
+/// The defaults written out as a configuration file (`check-config --defaults` prints it; docs/configuration.md shows it).
 /// [`default_config_toml`] with every setting commented out, under a header
 /// saying so: the packaged `/etc/egress-filter/config.toml`. As shipped it
 /// gives exactly the defaults; uncommenting a line changes one setting.

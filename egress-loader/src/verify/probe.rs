@@ -11,7 +11,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::verify::report::Answer;
 
-/// The instance metadata address every cloud uses (README: defaults).
+/// The instance metadata address every cloud uses (docs/configuration.md, "The defaults, written out").
 pub const METADATA_PROBE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80);
 /// TEST-NET-1 (RFC 5737): never routed on the internet; TTL 1 keeps the
 /// probes on this host anyway.

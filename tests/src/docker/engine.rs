@@ -16,7 +16,7 @@
 //!   on the machine (a system containerd would put them in the root
 //!   namespace), and why [`DockerHost::start`] checks containerd's namespace;
 //! - mounts: the root mount namespace (so /sys/fs/cgroup stays visible, see
-//!   DESIGN.md); dockerd's overlay and nsfs mounts all fall under the temp
+//!   docs/design.md); dockerd's overlay and nsfs mounts all fall under the temp
 //!   directory and are unmounted on drop;
 //! - cgroups: containers go under a cgroup parent of their own, removed on
 //!   drop after any process left in it is killed;

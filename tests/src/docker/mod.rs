@@ -1,5 +1,5 @@
 //! A real Docker engine for end-to-end tests, isolated from the machine's own
-//! networking (DESIGN.md, "Real Docker, still isolated").
+//! networking (docs/design.md, "Real Docker, still isolated").
 //!
 //! [`DockerHost`] runs containerd and dockerd from Debian's `docker.io`
 //! inside a network namespace of their own ("dkhost"), with their state in a

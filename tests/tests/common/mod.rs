@@ -2,7 +2,7 @@
 //! `demo.rs`): starting the loader the same way everywhere and reading the
 //! fields of its `status --json` and `counters --json` output. The harness
 //! (`egress_tests`) deliberately assumes nothing about that JSON beyond its
-//! validity; the shapes these tests rely on are the ones README.md documents.
+//! validity; the shapes these tests rely on are the ones docs/observability.md documents.
 
 // Each test file uses a subset.
 #![allow(dead_code)]
