@@ -7,6 +7,11 @@ use std::collections::HashMap;
 
 use crate::kernel::netlink::{self, Link};
 
+/// Name prefix of `verify`'s backstop probe port: left to the bridge
+/// program on purpose, so that `verify` can prove the backstop (its
+/// endpoint probe, `egve...`, is attached like any container's veth).
+pub const VERIFY_BACKSTOP_PREFIX: &str = "egvb";
+
 /// The host side of a container's veth, a port of a filtered bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Veth {
@@ -27,6 +32,7 @@ pub fn bridge_ports(links: &[Link], bridges: &HashMap<String, u32>) -> Vec<Veth>
     let mut out: Vec<Veth> = links
         .iter()
         .filter(|l| l.kind.as_deref() == Some("veth"))
+        .filter(|l| !l.name.starts_with(VERIFY_BACKSTOP_PREFIX))
         .filter_map(|l| {
             let bridge = by_index.get(&l.master?)?;
             Some(Veth {
@@ -72,6 +78,8 @@ mod tests {
             link("up0", 12, "veth", None, Some(2)),
             // Another kind of port.
             link("tap0", 13, "tun", Some(3), None),
+            // verify's backstop probe.
+            link("egvb1x0", 14, "veth", Some(3), Some(3)),
         ];
         let bridges = HashMap::from([("docker0".to_string(), 3)]);
         let v = bridge_ports(&links, &bridges);
