@@ -107,6 +107,19 @@ impl Classifier {
     /// program left. The skb's device is the test namespace's loopback
     /// (ifindex 1): the endpoint program's endpoint id.
     pub fn run_marked(&mut self, program: &str, frame: &[u8], mark: u32) -> (u32, u32) {
+        let (v, m, _) = self.run_marked_repeat(program, frame, mark, 1);
+        (v, m)
+    }
+
+    /// [`run_marked`](Self::run_marked) `repeat` times in the kernel; also
+    /// returns the kernel's mean duration per run in nanoseconds.
+    pub fn run_marked_repeat(
+        &mut self,
+        program: &str,
+        frame: &[u8],
+        mark: u32,
+        repeat: u32,
+    ) -> (u32, u32, u64) {
         let prog: &mut aya::programs::SchedClassifier = self
             .ebpf
             .program_mut(program)
@@ -122,11 +135,12 @@ impl Classifier {
             data_in: Some(frame),
             ctx_in: Some(&ctx),
             ctx_out: Some(&mut ctx_out),
+            repeat,
             ..Default::default()
         };
         let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
         let out = u32::from_ne_bytes(ctx_out[SK_BUFF_MARK..SK_BUFF_MARK + 4].try_into().unwrap());
-        (r.return_value, out)
+        (r.return_value, out, r.duration.as_nanos() as u64)
     }
 
     /// The endpoint maps of this classifier's pins.
