@@ -349,13 +349,11 @@ fn attach_hundred(world: &mut World) -> Result<AttachHundred> {
         exec_with_input(world.host(), &["ip", "-batch", "-"], &del)?;
         let gone = egress_tests::wait_until(Duration::from_secs(10), || attached(&second) == 0);
         let c = second.cli_json("counters", &[])?;
-        let left = c["endpoints"]
-            .as_array()
-            .map_or(0, |a| {
-                a.iter()
-                    .filter(|e| e["veth"].as_str().is_some_and(|v| v.starts_with("ebv")))
-                    .count()
-            });
+        let left = c["endpoints"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|e| e["veth"].as_str().is_some_and(|v| v.starts_with("ebv")))
+                .count()
+        });
         anyhow::ensure!(gone, "endpoint links left after the veths went");
         second.terminate(Duration::from_secs(10))?;
         Ok(AttachHundred {

@@ -606,7 +606,10 @@ fn targets(r: &Results) -> Vec<Target> {
         });
         let rss = e.attach.idle_rss_kib.max(e.attach.restarted_idle_rss_kib);
         t.push(Target {
-            target: format!("loader ≤ 16 MiB resident idle with {} containers", e.attach.endpoints),
+            target: format!(
+                "loader ≤ 16 MiB resident idle with {} containers",
+                e.attach.endpoints
+            ),
             measured: format!("{:.1} MiB", rss as f64 / 1024.0),
             met: Some(rss <= RSS_TARGET_KIB),
         });

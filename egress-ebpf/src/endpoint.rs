@@ -48,6 +48,9 @@ pub fn judge(ctx: &TcContext) -> i32 {
         events::report(ctx, id, id, config, &parsed, &decision);
     }
     match decision.action {
+        // Reject (issue 12) goes here: build the reply in place and
+        // bpf_redirect(id, 0), the veth itself, so that only this container
+        // gets it (docs/design.md, Endpoints).
         Action::Drop => TC_ACT_SHOT,
         Action::Pass => {
             // Judged: the bridge program behind this port passes it on at

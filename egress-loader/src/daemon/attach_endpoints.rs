@@ -76,7 +76,16 @@ impl Filter {
                 let _ = attach::detach(&self.pins, &name);
                 info!("{name} (ifindex {id}): no longer an endpoint; detached");
             } else {
-                debug!("endpoint ifindex {id}: veth gone");
+                // The veth is gone and its link with it: release the pin
+                // (a new veth of the same name is attached only below, so
+                // the pin is still the gone one's).
+                if let Some(name) = &k.name {
+                    let path = self.pins.link(name);
+                    if path.exists() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                debug!("endpoint ifindex {id}: veth gone; forgot it");
             }
             eps.forget(id, &k);
         }
@@ -84,7 +93,8 @@ impl Filter {
             eps.sweep_buckets();
         }
         let tag = policy_tag(&self.policy);
-        let containers = eps.containers_by_netns();
+        let wanted: Vec<i32> = veths.iter().filter_map(|v| v.peer_netnsid).collect();
+        let containers = eps.containers_by_netns(&wanted);
         if containers.is_none() && !self.policy.exceptions.is_empty() && !eps.said_closed {
             eps.said_closed = true;
             match &eps.engine {
@@ -111,7 +121,9 @@ impl Filter {
                 overflow: false,
                 rules: BTreeSet::new(),
                 attached: false,
+                name: None,
             });
+            k.name = Some(v.name.clone());
             let pinned_by_this_policy = k.entry.id == v.ifindex && k.entry._pad == tag;
             if containers.is_none() && eps.engine.is_some() && pinned_by_this_policy {
                 // The engine has not answered yet: what this policy pinned

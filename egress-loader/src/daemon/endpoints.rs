@@ -58,6 +58,8 @@ pub(super) struct Kept {
     pub(super) rules: BTreeSet<u16>,
     /// Whether its program is attached (by this loader, or adopted).
     pub(super) attached: bool,
+    /// Its veth's name, once this loader saw it (its link's pin).
+    pub(super) name: Option<String>,
 }
 
 /// The endpoint layer's state in `run`.
@@ -165,6 +167,7 @@ impl Endpoints {
                         overflow: false,
                         rules: BTreeSet::new(),
                         attached: false,
+                        name: None,
                     },
                 );
             }
@@ -178,6 +181,7 @@ impl Endpoints {
                     overflow: true,
                     rules: BTreeSet::new(),
                     attached: false,
+                    name: None,
                 },
             );
         }
@@ -200,17 +204,27 @@ impl Endpoints {
     /// The running containers by the namespace id of their network
     /// namespace (as this namespace numbers it); `None` when exceptions
     /// cannot be decided yet (no engine, or none listed).
-    pub(super) fn containers_by_netns(&mut self) -> Option<HashMap<i32, RunningContainer>> {
+    /// `wanted`: the veths' peer namespace ids; a container whose namespace
+    /// had no id when last asked is asked again while one of them is not
+    /// matched (the id is assigned when a link between the namespaces is
+    /// first reported).
+    pub(super) fn containers_by_netns(
+        &mut self,
+        wanted: &[i32],
+    ) -> Option<HashMap<i32, RunningContainer>> {
         let engine = self.engine.as_ref()?;
         if !engine.has_listed() {
             return None;
         }
         let running = engine.running();
         self.netns_ids.retain(|id, _| running.contains_key(id));
+        let known: Vec<i32> = self.netns_ids.values().flatten().copied().collect();
+        let retry = wanted.iter().any(|w| !known.contains(w));
         let mut out = HashMap::new();
         for (id, c) in running {
             let nsid = match self.netns_ids.get(&id) {
                 Some(Some(n)) => Some(*n),
+                Some(None) if !retry => None,
                 _ => {
                     let n = c
                         .netns
