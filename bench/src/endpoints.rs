@@ -110,6 +110,8 @@ fn test_run(plan: &Plan) -> Result<Vec<TestRunPair>> {
     let mut e = Endpoint::empty();
     e.id = 1;
     e.slot = endpoint_slot(1);
+    // The frames go to the bridge's MAC: judged at the endpoint.
+    e.bridge_mac = frames::DST_MAC;
     c.endpoint_maps()
         .endpoints
         .set(1, e, 0)

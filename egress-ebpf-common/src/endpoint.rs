@@ -33,6 +33,30 @@ pub const SMTP_ENDPOINT_CAPACITY: u32 = 16384;
 /// 0xffff0000 is configurable, Cilium's 0x0f00 magic, Istio 0x539).
 pub const HANDOFF_MARK: u32 = 0x0080_0000;
 
+/// `skb->pkt_type` of a frame addressed to another station than the
+/// receiving device (`PACKET_OTHERHOST`, include/uapi/linux/if_packet.h).
+pub const PACKET_OTHERHOST: u32 = 3;
+
+/// Whether a frame a container sent through its veth goes up to the host
+/// (to be routed or delivered there: what the bridge program judged before
+/// endpoints) rather than to another port of the bridge (container to
+/// container, which no program of the filter ever judged).
+///
+/// `pkt_type` is the one `eth_type_trans()` gave the frame on the host side
+/// of the veth (`__dev_forward_skb()`), relative to that veth's own MAC:
+/// `PACKET_HOST` (to the veth itself, a local FDB entry of the bridge),
+/// broadcast or multicast (flooded, the host included) go up. A unicast
+/// frame to another MAC (`PACKET_OTHERHOST`) goes up only when it is the
+/// bridge's own (`br_handle_frame()` then makes it `PACKET_HOST`); one
+/// that the bridge still passes up (another port's MAC, a promiscuous
+/// bridge) keeps `PACKET_OTHERHOST`, which `ip_rcv_core()` drops, and the
+/// bridge program judges it anyway. An all-zero `bridge_mac` (no entry)
+/// matches nothing real: such frames are left to the bridge program.
+#[inline(always)]
+pub fn for_the_host(pkt_type: u32, dst_mac: [u8; 6], bridge_mac: [u8; 6]) -> bool {
+    pkt_type != PACKET_OTHERHOST || (dst_mac == bridge_mac && bridge_mac != [0; 6])
+}
+
 /// `Endpoint::flags`: the endpoint has exceptions (look in `EXCEPTIONS`
 /// after a block rule matched).
 pub const ENDPOINT_EXCEPTED: u32 = 1;
@@ -67,6 +91,10 @@ pub struct Endpoint {
     /// `ENDPOINT_*` bits.
     pub flags: u32,
     pub _pad: u32,
+    /// The MAC address of the bridge the veth is a port of: a frame sent
+    /// to it goes up to the host (see [`for_the_host`]).
+    pub bridge_mac: [u8; 6],
+    pub _pad2: [u8; 2],
     /// GCRA parameters of its own SMTP bucket ([`ENDPOINT_OWN_SMTP`]).
     pub smtp_emission_ns: u64,
     pub smtp_burst_window_ns: u64,
@@ -75,7 +103,7 @@ pub struct Endpoint {
     pub container_id: [u8; CONTAINER_ID_LEN],
     pub container_name: [u8; CONTAINER_NAME_LEN],
 }
-crate::assert_size!(Endpoint, 112);
+crate::assert_size!(Endpoint, 120);
 
 impl Endpoint {
     pub const fn empty() -> Self {
@@ -84,6 +112,8 @@ impl Endpoint {
             slot: NO_SLOT,
             flags: 0,
             _pad: 0,
+            bridge_mac: [0; 6],
+            _pad2: [0; 2],
             smtp_emission_ns: 0,
             smtp_burst_window_ns: 0,
             container_id: [0; CONTAINER_ID_LEN],
@@ -115,3 +145,25 @@ pub const fn endpoint_slot(id: u32) -> u32 {
 }
 
 const _: () = assert!(ENDPOINT_SLOTS.is_power_of_two());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BRIDGE: [u8; 6] = [0x02, 0x42, 0x5e, 0, 0, 1];
+    const OTHER: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0, 3];
+
+    #[test]
+    fn only_frames_that_go_up_to_the_host_are_judged_at_the_veth() {
+        // To the bridge: up to the host, judged.
+        assert!(for_the_host(PACKET_OTHERHOST, BRIDGE, BRIDGE));
+        // To another container: the bridge forwards it, not judged here.
+        assert!(!for_the_host(PACKET_OTHERHOST, OTHER, BRIDGE));
+        // To the veth itself (PACKET_HOST), broadcast, multicast: judged.
+        for t in 0..3 {
+            assert!(for_the_host(t, OTHER, BRIDGE));
+        }
+        // Bridge unknown (no entry): left to the bridge program.
+        assert!(!for_the_host(PACKET_OTHERHOST, [0; 6], [0; 6]));
+    }
+}

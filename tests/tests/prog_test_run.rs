@@ -520,6 +520,7 @@ fn endpoint_entry(flags: u32) -> egress_ebpf_common::endpoint::Endpoint {
     e.id = 1;
     e.slot = egress_ebpf_common::endpoint::endpoint_slot(1);
     e.flags = flags;
+    e.bridge_mac = egress_tests::frames::DST_MAC;
     e
 }
 
@@ -538,7 +539,7 @@ fn endpoint_counter(c: &Classifier, veth_id: u32, verdict: CounterId) -> u64 {
 fn the_endpoint_program_judges_counts_and_hands_off() {
     use egress_ebpf_common::{
         endpoint::{ENDPOINT_EXCEPTED, ExceptionKey, HANDOFF_MARK},
-        maps::ENDPOINT_PROGRAM,
+        maps::{ENDPOINT_PROGRAM, PROGRAM},
     };
     let Some(mut c) = classifier("the_endpoint_program_judges_counts_and_hands_off") else {
         return;
@@ -578,12 +579,24 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
     maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
     let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
     assert_eq!(v, DROP);
-    // No entry at all: judged with the host's policy, no exception.
+    // Container to container (a frame to another MAC than the bridge's):
+    // the bridge forwards it to another port; not judged, not marked, not
+    // counted, as before endpoints.
+    let mut to_peer = v4_tcp(IMDS, 80, SYN);
+    to_peer[..6].copy_from_slice(&[0x02, 0x42, 0xac, 0x11, 0x00, 0x03]);
+    let blocked = endpoint_counter(&c, 1, MetadataBlocked);
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &to_peer, 0);
+    assert_eq!((v, mark), (PASS, 0), "container to container is not judged");
+    assert_eq!(endpoint_counter(&c, 1, MetadataBlocked), blocked);
+    // No entry at all: the bridge's MAC unknown, left to the bridge
+    // program (unmarked), which judges it as the backstop.
     maps.endpoints
         .set(1, egress_ebpf_common::endpoint::Endpoint::empty(), 0)
         .unwrap();
-    let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
-    assert_eq!(v, DROP);
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!((v, mark), (PASS, 0));
+    let (v, _) = c.run_marked(PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!(v, DROP, "the bridge judges what the veth left to it");
 }
 
 /// SMTP budgets at the endpoint: per-container buckets by endpoint id, an

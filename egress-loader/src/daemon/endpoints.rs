@@ -113,6 +113,7 @@ pub(super) fn desired(
     let mut e = Endpoint::empty();
     e.id = veth.ifindex;
     e._pad = policy_tag(policy);
+    e.bridge_mac = veth.bridge_mac;
     let mut rules = BTreeSet::new();
     let Some(c) = container else {
         return (e, rules);

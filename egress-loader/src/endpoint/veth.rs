@@ -23,12 +23,19 @@ pub struct Veth {
     /// how the container behind it is found. `None`: the peer is in this
     /// namespace (not a container's).
     pub peer_netnsid: Option<i32>,
+    /// The bridge's MAC address (zero when unknown): frames a container
+    /// sends to it go up to the host and are judged at the veth.
+    pub bridge_mac: [u8; 6],
 }
 
 /// The veths of `links` that are ports of one of `bridges` (name ->
 /// ifindex: the bridges the filter is attached to).
 pub fn bridge_ports(links: &[Link], bridges: &HashMap<String, u32>) -> Vec<Veth> {
     let by_index: HashMap<u32, &str> = bridges.iter().map(|(n, i)| (*i, n.as_str())).collect();
+    let macs: HashMap<u32, [u8; 6]> = links
+        .iter()
+        .filter_map(|l| Some((l.index, l.mac?)))
+        .collect();
     let mut out: Vec<Veth> = links
         .iter()
         .filter(|l| l.kind.as_deref() == Some("veth"))
@@ -40,6 +47,7 @@ pub fn bridge_ports(links: &[Link], bridges: &HashMap<String, u32>) -> Vec<Veth>
                 ifindex: l.index,
                 bridge: (*bridge).to_owned(),
                 peer_netnsid: l.link_netnsid,
+                bridge_mac: macs.get(&l.master?).copied().unwrap_or([0; 6]),
             })
         })
         .collect();
@@ -63,6 +71,7 @@ mod tests {
             kind: Some(kind.into()),
             master,
             link_netnsid: ns,
+            mac: Some([0x02, 0, 0, 0, 0, index as u8]),
         }
     }
 
@@ -89,5 +98,6 @@ mod tests {
             (v[0].bridge.as_str(), v[0].peer_netnsid),
             ("docker0", Some(0))
         );
+        assert_eq!(v[0].bridge_mac, [0x02, 0, 0, 0, 0, 3], "its bridge's MAC");
     }
 }

@@ -186,7 +186,7 @@ mod tests {
     /// loader then migrates pins of the previous layout instead of misreading
     /// them, and an older loader refuses the new ones. A layout that no
     /// release has shipped yet keeps its number: only the fingerprint moves.
-    const LAYOUT_FINGERPRINT: (u32, u64) = (2, 0xff35_fff5_03cd_0a8e);
+    const LAYOUT_FINGERPRINT: (u32, u64) = (2, 0xb3db_d76e_32e5_00ae);
 
     #[test]
     fn the_layout_table_has_its_version() {

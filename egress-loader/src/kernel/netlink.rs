@@ -75,6 +75,8 @@ pub struct Link {
     /// The network namespace of its peer, as this namespace numbers it
     /// (`IFLA_LINK_NETNSID`): a veth whose other end is in a container.
     pub link_netnsid: Option<i32>,
+    /// Its MAC address (`IFLA_ADDRESS`), when it has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
 }
 
 fn nl_io(e: impl std::fmt::Display) -> std::io::Error {
@@ -154,12 +156,14 @@ pub fn dump_links() -> std::io::Result<Vec<Link>> {
             kind: None,
             master: None,
             link_netnsid: None,
+            mac: None,
         };
         for a in &link.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Controller(m) => l.master = Some(*m),
                 LinkAttribute::LinkNetNsId(id) => l.link_netnsid = Some(*id),
+                LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {
