@@ -11,13 +11,16 @@
 //!    the filter's LPM trie, on the two per-packet-sensitive workloads;
 //! 4. in-kernel run time per packet (BPF_ENABLE_STATS) during traffic;
 //! 5. the loader's footprint: resident memory idle and while 50 bridges
-//!    appear, and the memory of its maps.
+//!    appear, and the memory of its maps;
+//! 6. endpoints: the veth program with the bridge's fast exit against the
+//!    bridge program alone, attaching 100 endpoints, memory with 100.
 //!
 //! Nothing here touches the machine's root network namespace: every address,
 //! route and firewall rule is made inside namespaces this run created, and
 //! every traffic loop is bounded in time and count.
 
 mod cidrs;
+mod endpoints;
 mod footprint;
 mod plan;
 mod plot;

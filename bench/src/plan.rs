@@ -19,6 +19,10 @@ pub enum Section {
     RunTime,
     /// The loader's resident memory and its maps' memory.
     Footprint,
+    /// The endpoint program with the bridge's fast exit against the bridge
+    /// program alone (test_run and run-time stats), attaching 100
+    /// endpoints, memory with 100.
+    Endpoints,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +57,7 @@ impl Plan {
                 Section::Scaling,
                 Section::RunTime,
                 Section::Footprint,
+                Section::Endpoints,
             ]
         } else {
             only.to_vec()

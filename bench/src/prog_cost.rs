@@ -128,7 +128,7 @@ impl Noop {
         Ok(prog.info()?.id())
     }
 
-    fn run(&mut self, frame: &[u8], repeat: u32) -> Result<u64> {
+    pub fn run(&mut self, frame: &[u8], repeat: u32) -> Result<u64> {
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(NOOP_PROGRAM)

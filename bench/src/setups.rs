@@ -25,8 +25,12 @@ pub enum Setup {
     Iptables(usize),
     /// The seed rules, then one rule matching a hash:net ipset of the CIDRs.
     Ipset(usize),
-    /// `egress-loader run` on docker0, the CIDRs appended to the defaults.
+    /// `egress-loader run` on docker0, the CIDRs appended to the defaults:
+    /// as shipped, with the endpoint program on the container's veth.
     Filter(usize),
+    /// The same with `--no-endpoints`: the bridge program alone, as before
+    /// endpoints (for the run-time comparisons).
+    FilterBridgeOnly(usize),
 }
 
 impl Setup {
@@ -39,6 +43,7 @@ impl Setup {
             Setup::Iptables(n) => format!("iptables-rules-{n}"),
             Setup::Ipset(n) => format!("ipset-{n}"),
             Setup::Filter(n) => format!("filter-{n}"),
+            Setup::FilterBridgeOnly(n) => format!("filter-bridge-only-{n}"),
         }
     }
 
@@ -50,6 +55,9 @@ impl Setup {
             Setup::Iptables(n) => format!("iptables, {} rules", thousands(n)),
             Setup::Ipset(n) => format!("ipset, {} CIDRs", thousands(n)),
             Setup::Filter(n) => format!("egress filter, {} CIDRs", thousands(n)),
+            Setup::FilterBridgeOnly(n) => {
+                format!("egress filter, bridge only, {} CIDRs", thousands(n))
+            }
         }
     }
 
@@ -60,7 +68,8 @@ impl Setup {
             Setup::NoFilter => ActiveKind::Nothing,
             Setup::Iptables(n) => iptables_on(world, n, IptablesList::Rules)?,
             Setup::Ipset(n) => iptables_on(world, n, IptablesList::Ipset)?,
-            Setup::Filter(n) => filter_on(world, n)?,
+            Setup::Filter(n) => filter_on(world, n, true)?,
+            Setup::FilterBridgeOnly(n) => filter_on(world, n, false)?,
         };
         Ok(Active {
             kind,
@@ -95,14 +104,28 @@ enum ActiveKind {
     Filter {
         loader: LoaderProcess,
         program_id: u32,
+        /// The endpoint program on the container's veth, when attached.
+        endpoint_program_id: Option<u32>,
     },
 }
 
 impl Active {
-    /// The classifier's program id while the filter is on.
+    /// The bridge classifier's program id while the filter is on.
     pub fn program_id(&self) -> Option<u32> {
         match &self.kind {
             ActiveKind::Filter { program_id, .. } => Some(*program_id),
+            _ => None,
+        }
+    }
+
+    /// The endpoint classifier's program id, when it runs on the
+    /// container's veth.
+    pub fn endpoint_program_id(&self) -> Option<u32> {
+        match &self.kind {
+            ActiveKind::Filter {
+                endpoint_program_id,
+                ..
+            } => *endpoint_program_id,
             _ => None,
         }
     }
@@ -187,13 +210,16 @@ fn iptables_on(world: &mut World, n: usize, list: IptablesList) -> Result<Active
     Ok(ActiveKind::Iptables { ipset })
 }
 
-fn filter_on(world: &mut World, n: usize) -> Result<ActiveKind> {
+fn filter_on(world: &mut World, n: usize, endpoints: bool) -> Result<ActiveKind> {
     let pin_dir = world.new_pin_dir()?;
     let mut args = vec![
         "--iface".to_owned(),
         "docker0".to_owned(),
         "--detach-on-exit".to_owned(),
     ];
+    if !endpoints {
+        args.push("--no-endpoints".into());
+    }
     if n > 0 {
         let path = world.scratch_file(
             &format!("filter-{n}.toml"),
@@ -203,9 +229,30 @@ fn filter_on(world: &mut World, n: usize) -> Result<ActiveKind> {
         args.push(path_str(&path));
     }
     let mut loader = LoaderProcess::run_in_ns(world.host(), &pin_dir, &args)?;
-    let status = loader.wait_ready_until(LOADER_READY, |v| docker0(v).is_some())?;
+    // With endpoints, in force once the container's veth runs its program
+    // too (until then the bridge judges its packets).
+    let veth = world.topo.container(0).host_veth().to_owned();
+    let status = loader.wait_ready_until(LOADER_READY, |v| {
+        docker0(v).is_some() && (!endpoints || endpoint(v, &veth).is_some())
+    })?;
     let program_id = docker0(&status).context("docker0 has no program id")?;
-    Ok(ActiveKind::Filter { loader, program_id })
+    let endpoint_program_id = endpoint(&status, &veth);
+    Ok(ActiveKind::Filter {
+        loader,
+        program_id,
+        endpoint_program_id,
+    })
+}
+
+/// The program id on `veth` if `status --json` says it is attached as an
+/// endpoint.
+fn endpoint(status: &serde_json::Value, veth: &str) -> Option<u32> {
+    status["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == veth && i["attached"] == true && i["role"] == "endpoint")
+        .and_then(|i| i["program_id"].as_u64())
+        .and_then(|id| u32::try_from(id).ok())
 }
 
 /// The program id on docker0 if `status --json` says it is attached.

@@ -124,6 +124,7 @@ pub struct Results {
     pub scaling: Option<Comparison>,
     pub run_time: Option<Vec<RunTime>>,
     pub footprint: Option<Footprint>,
+    pub endpoints: Option<crate::endpoints::EndpointsBench>,
     pub warnings: Vec<String>,
 }
 
@@ -141,10 +142,12 @@ pub fn run(plan: &Plan) -> Result<Results> {
         Section::Scaling,
         Section::RunTime,
         Section::Footprint,
+        Section::Endpoints,
     ]
     .iter()
     .any(|&s| plan.has(s));
     let (mut main, mut scaling, mut run_time, mut footprint) = (None, None, None, None);
+    let mut endpoints = None;
     if needs_world {
         let mut world = World::build()?;
         if plan.has(Section::Main) {
@@ -183,6 +186,10 @@ pub fn run(plan: &Plan) -> Result<Results> {
             section("loader footprint");
             footprint = Some(footprint::measure(&mut world, plan)?);
         }
+        if plan.has(Section::Endpoints) {
+            section("endpoints: veth program + bridge fast exit, attaching 100");
+            endpoints = Some(crate::endpoints::measure(&mut world, plan)?);
+        }
     }
     let mut machine = machine;
     machine.loadavg_end = loadavg();
@@ -193,6 +200,7 @@ pub fn run(plan: &Plan) -> Result<Results> {
         scaling,
         run_time,
         footprint,
+        endpoints,
         warnings,
     })
 }
@@ -328,7 +336,9 @@ fn measure_run_time(world: &mut World, plan: &Plan) -> Result<Vec<RunTime>> {
                 id
             }
             Some(n) => {
-                let a = Setup::Filter(n).activate(world)?;
+                // The bridge program alone, as before endpoints; the two
+                // programs together are the endpoints section's.
+                let a = Setup::FilterBridgeOnly(n).activate(world)?;
                 let id = a.program_id().context("no program id")?;
                 active = Some(a);
                 id

@@ -5,6 +5,10 @@ pub const MAX_SMTP_PORTS: usize = 16;
 
 pub const SCOPE_GLOBAL: u8 = 0;
 pub const SCOPE_PER_SOURCE: u8 = 1;
+/// One bucket per endpoint (the veth that sent the packet); where the
+/// endpoint is unknown (the bridge backstop, before its veth is attached),
+/// per source address.
+pub const SCOPE_PER_CONTAINER: u8 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +22,7 @@ pub struct PolicyConfig {
     pub smtp_port_count: u8,
     /// 1: count what would be dropped, drop nothing.
     pub dry_run: u8,
-    /// [`SCOPE_GLOBAL`] or [`SCOPE_PER_SOURCE`].
+    /// [`SCOPE_GLOBAL`], [`SCOPE_PER_SOURCE`] or [`SCOPE_PER_CONTAINER`].
     pub scope: u8,
     /// 1 once the loader wrote this slot; an unwritten slot filters nothing.
     pub valid: u8,

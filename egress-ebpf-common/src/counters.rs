@@ -30,16 +30,20 @@ pub enum CounterId {
     /// A shape no conforming stack sends that hides what the rules look at
     /// (see docs/threat-model.md); dropped.
     Evasive = 4,
+    /// Destination in the blocked set, but the sending endpoint has an
+    /// exception for it (and no other rule applied): passed.
+    Excepted = 5,
 }
 
 impl CounterId {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const ALL: [CounterId; Self::COUNT as usize] = [
         CounterId::MetadataBlocked,
         CounterId::SmtpAllowed,
         CounterId::SmtpLimited,
         CounterId::Passed,
         CounterId::Evasive,
+        CounterId::Excepted,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -49,6 +53,7 @@ impl CounterId {
             CounterId::SmtpLimited => "smtp_limited",
             CounterId::Passed => "passed",
             CounterId::Evasive => "evasive_dropped",
+            CounterId::Excepted => "excepted",
         }
     }
 
@@ -68,7 +73,7 @@ impl CounterId {
 pub struct IfaceCounters {
     pub by_verdict: [Counter; CounterId::COUNT as usize],
 }
-crate::assert_size!(IfaceCounters, 80);
+crate::assert_size!(IfaceCounters, 96);
 
 /// Slots of the direct-mapped per-interface counters (`IFACE_SLOTS`): an
 /// interface counts into slot `ifindex % IFACE_SLOT_COUNT` when the slot is
@@ -85,4 +90,4 @@ pub struct IfaceSlot {
     pub _pad: u32,
     pub counters: IfaceCounters,
 }
-crate::assert_size!(IfaceSlot, 88);
+crate::assert_size!(IfaceSlot, 104);

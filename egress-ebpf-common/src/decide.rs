@@ -27,6 +27,15 @@ pub trait PolicyView {
     /// Charges one connection attempt from `src` (v4-mapped for IPv4) to the
     /// SMTP bucket of `scope` (`config::SCOPE_*`); whether it is admitted.
     fn admit_smtp(&self, gcra: &Gcra, scope: u8, src: &[u8; 16]) -> bool;
+
+    /// Whether the sender may reach the destinations of block rule `rule`
+    /// anyway (an exception of its endpoint). Asked only after a block rule
+    /// matched, so it costs the pass path nothing; a view that cannot tell
+    /// who sent the packet (the bridge backstop) keeps the default: no.
+    #[inline(always)]
+    fn excepted(&self, _rule: u16) -> bool {
+        false
+    }
 }
 
 /// What happens to the packet.
@@ -131,22 +140,29 @@ fn rules<'v, V: PolicyView + ?Sized>(
     evasive: bool,
     src: &[u8; 16],
 ) -> (CounterId, u16, Option<&'v PolicyConfig>) {
+    // A blocked destination the sender's exception opens is judged by the
+    // remaining rules like any other; where none applies it counts as
+    // `Excepted`, not `Passed`.
+    let mut passed = CounterId::Passed;
     if let Some(rule) = blocked
         && let Some(id) = rule.matching_rule(t.proto, t.dport)
     {
-        return (CounterId::MetadataBlocked, id, None);
+        if !view.excepted(id) {
+            return (CounterId::MetadataBlocked, id, None);
+        }
+        passed = CounterId::Excepted;
     }
     if evasive {
         return (CounterId::Evasive, NO_RULE, None);
     }
     if !t.dport.is_known() || !t.is_connection_attempt() {
-        return (CounterId::Passed, NO_RULE, None);
+        return (passed, NO_RULE, None);
     }
     let Some(config) = view.config() else {
-        return (CounterId::Passed, NO_RULE, None);
+        return (passed, NO_RULE, None);
     };
     if !config.is_smtp_port(t.dport.value()) {
-        return (CounterId::Passed, NO_RULE, Some(config));
+        return (passed, NO_RULE, Some(config));
     }
     let gcra = Gcra {
         emission_ns: config.emission_ns,

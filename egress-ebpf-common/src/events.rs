@@ -15,7 +15,8 @@ pub struct DropEvent {
     /// timer tick (CLOCK_MONOTONIC_COARSE), so up to one tick (1-10 ms)
     /// before the drop itself.
     pub timestamp_ns: u64,
-    /// Interface whose ingress saw the packet (the bridge).
+    /// Interface whose ingress saw the packet (the hook): the veth of an
+    /// attached endpoint, else the bridge.
     pub ifindex: u32,
     /// Block rule id, or `rules::NO_RULE`.
     pub rule_id: u16,
@@ -30,10 +31,15 @@ pub struct DropEvent {
     pub flags: u8,
     pub _pad: [u8; 2],
     /// IPv4 addresses in the last 4 bytes as v4-mapped IPv6.
+    /// As the packet says (forgeable); the sender is `endpoint`.
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    /// The endpoint that sent it (`endpoint::Endpoint::id`, the veth's
+    /// ifindex); 0: unknown (judged by the bridge backstop).
+    pub endpoint: u32,
+    pub _pad2: u32,
 }
-crate::assert_size!(DropEvent, 56);
+crate::assert_size!(DropEvent, 64);
 
 /// Indexes into `EVENT_STATS`.
 pub const EVENTS_LOST: u32 = 0;

@@ -11,6 +11,7 @@ pub mod bucket;
 pub mod config;
 pub mod counters;
 pub mod decide;
+pub mod endpoint;
 pub mod events;
 pub mod logs;
 pub mod maps;
@@ -40,4 +41,6 @@ mod pod {
     unsafe impl aya::Pod for crate::events::DropEvent {}
     unsafe impl aya::Pod for crate::counters::IfaceCounters {}
     unsafe impl aya::Pod for crate::counters::IfaceSlot {}
+    unsafe impl aya::Pod for crate::endpoint::Endpoint {}
+    unsafe impl aya::Pod for crate::endpoint::ExceptionKey {}
 }

@@ -15,10 +15,12 @@ pub enum RareCondition {
     ConfigMissing = 1,
     /// A drop event was refused by the drop-event budget (counted as suppressed).
     EventBudgetExhausted = 2,
+    /// The per-endpoint SMTP table is full: new endpoints share the overflow bucket.
+    EndpointTableFull = 3,
 }
 
 impl RareCondition {
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 pub const LOG_INTERVAL_NS: u64 = 1_000_000_000;

@@ -45,6 +45,21 @@ macro_rules! for_each_map {
             /// `Array<u64>` indexed by `logs::RareCondition`: the GCRA TAT of each
             /// condition's log budget (one aya-log line per second at most).
             LOG_BUDGET: Array<u32, u64> = $crate::logs::RareCondition::COUNT;
+            /// `Array<endpoint::Endpoint>` indexed by `endpoint_slot(veth ifindex)`: the
+            /// attached endpoints (written by the loader), each slot owned by one.
+            ENDPOINTS: Array<u32, $crate::endpoint::Endpoint> = $crate::endpoint::ENDPOINT_SLOTS;
+            /// `HashMap<u32, endpoint::Endpoint>` by veth ifindex: endpoints whose
+            /// `ENDPOINTS` slot another live endpoint holds.
+            ENDPOINT_OVERFLOW: HashMap<u32, $crate::endpoint::Endpoint> = $crate::endpoint::ENDPOINT_OVERFLOW_CAPACITY;
+            /// `PerCpuArray<counters::IfaceCounters>` indexed by `Endpoint::slot`:
+            /// verdicts per endpoint.
+            ENDPOINT_COUNTERS: PerCpuArray<u32, $crate::counters::IfaceCounters> = $crate::endpoint::ENDPOINT_SLOTS;
+            /// `HashMap<endpoint::ExceptionKey, u32>`: (endpoint, block rule) pairs an
+            /// exception opens.
+            EXCEPTIONS: HashMap<$crate::endpoint::ExceptionKey, u32> = $crate::endpoint::EXCEPTION_CAPACITY;
+            /// `HashMap<u32, u64>`: per-endpoint GCRA buckets (scope per-container, and
+            /// exceptions with their own SMTP budget), by endpoint id.
+            SMTP_ENDPOINT_BUCKETS: HashMap<u32, u64> = $crate::endpoint::SMTP_ENDPOINT_CAPACITY;
         }
     };
 }
@@ -116,6 +131,8 @@ pub const IFACE_CAPACITY: u32 = 4096;
 
 /// Name of the classifier program in the object file.
 pub const PROGRAM: &str = "egress_filter";
+/// The classifier on each endpoint's (container's) host-side veth.
+pub const ENDPOINT_PROGRAM: &str = "egress_endpoint";
 /// An empty classifier in the same object, for benchmark baselines.
 pub const NOOP_PROGRAM: &str = "egress_noop";
 

@@ -10,7 +10,7 @@ use core::cell::{Cell, RefCell};
 
 use crate::{
     bucket::Gcra,
-    config::{PolicyConfig, SCOPE_PER_SOURCE},
+    config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
     decide::PolicyView,
     maps::{SMTP_GLOBAL_SLOT, SMTP_GLOBAL_SLOTS, SMTP_OVERFLOW_SLOT, SMTP_SOURCE_CAPACITY},
     rules::BlockRule,
@@ -123,7 +123,9 @@ impl PolicyView for PolicyModel {
     }
 
     fn admit_smtp(&self, g: &Gcra, scope: u8, src: &[u8; 16]) -> bool {
-        if scope != SCOPE_PER_SOURCE {
+        // Per-container falls back to per-source where the sender is not
+        // known (this model is the bridge's view).
+        if scope != SCOPE_PER_SOURCE && scope != SCOPE_PER_CONTAINER {
             return self.admit_slot(g, SMTP_GLOBAL_SLOT);
         }
         let now = self.now();

@@ -15,7 +15,7 @@ use egress_ebpf_common::{
 
 use crate::{
     log,
-    maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_SOURCE_BUCKETS},
+    maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_ENDPOINT_BUCKETS, SMTP_SOURCE_BUCKETS},
 };
 
 /// CAS attempts before giving up. Each failure means another CPU admitted or
@@ -94,6 +94,33 @@ pub fn admit_per_source(ctx: &TcContext, g: &Gcra, src: &[u8; 16], clock: &mut C
         }
         // Another CPU inserted it first: go through its bucket.
         Err(_) => match SMTP_SOURCE_BUCKETS.get_ptr_mut(src) {
+            Some(tat) => admit(tat, g, clock),
+            None => false,
+        },
+    }
+}
+
+/// One bucket per endpoint (the veth's ifindex), like the per-source ones:
+/// a new endpoint gets a full bucket, inserted with NOEXIST; a full table
+/// sends newcomers to the shared overflow bucket (never evicting anyone).
+#[inline(always)]
+pub fn admit_per_endpoint(ctx: &TcContext, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
+    if let Some(tat) = SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
+        return admit(tat, g, clock);
+    }
+    let Some(first) = g.admit(0, clock.precise()) else {
+        return false;
+    };
+    match SMTP_ENDPOINT_BUCKETS.insert(&id, &first, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        Err(e) if e == -E2BIG => {
+            log::endpoint_table_full(ctx, id, clock.coarse);
+            match SMTP_BUCKET.get_ptr_mut(SMTP_OVERFLOW_SLOT) {
+                Some(tat) => admit(tat, g, clock),
+                None => false,
+            }
+        }
+        Err(_) => match SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
             Some(tat) => admit(tat, g, clock),
             None => false,
         },

@@ -1,11 +1,12 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_ebpf_common::{
     counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters},
+    endpoint::Endpoint,
     maps::MAX_RULES,
     rules::NO_RULE,
 };
 
-use crate::maps::{COUNTERS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS};
+use crate::maps::{COUNTERS, ENDPOINT_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS};
 
 #[inline(always)]
 fn add(c: *mut Counter, bytes: u32) {
@@ -18,6 +19,26 @@ fn add(c: *mut Counter, bytes: u32) {
 
 #[inline(always)]
 pub fn count(id: CounterId, rule: u16, ifindex: u32, bytes: u32) {
+    count_global(id, rule, bytes);
+    count_iface(id, ifindex, bytes);
+}
+
+/// A packet the veth program judged: globally, and per endpoint (its
+/// counters slot, an array the loader assigns; none without an entry). The
+/// veth's per-endpoint counters stand for its per-interface ones.
+#[inline(always)]
+pub fn count_endpoint(id: CounterId, rule: u16, endpoint: Option<&Endpoint>, bytes: u32) {
+    count_global(id, rule, bytes);
+    if let Some(e) = endpoint
+        && let Some(all) = ENDPOINT_COUNTERS.get_ptr_mut(e.slot)
+        && let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) }
+    {
+        add(c, bytes);
+    }
+}
+
+#[inline(always)]
+fn count_global(id: CounterId, rule: u16, bytes: u32) {
     if let Some(c) = COUNTERS.get_ptr_mut(id as u32) {
         add(c, bytes);
     }
@@ -27,7 +48,6 @@ pub fn count(id: CounterId, rule: u16, ifindex: u32, bytes: u32) {
     {
         add(c, bytes);
     }
-    count_iface(id, ifindex, bytes);
 }
 
 #[inline(always)]

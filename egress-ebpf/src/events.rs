@@ -29,6 +29,7 @@ fn bump(index: u32) {
 pub fn report(
     ctx: &TcContext,
     ifindex: u32,
+    endpoint: u32,
     config: &PolicyConfig,
     parsed: &Parsed,
     decision: &Decision,
@@ -65,6 +66,8 @@ pub fn report(
         _pad: [0; 2],
         src: parsed.src,
         dst: parsed.dst,
+        endpoint,
+        _pad2: 0,
     };
     if EVENTS.output::<DropEvent>(&event, 0).is_err() {
         bump(EVENTS_LOST);

@@ -35,6 +35,19 @@ pub fn source_table_full(ctx: &TcContext, src: &[u8; 16], coarse_now: u64) {
     }
 }
 
+/// The per-endpoint SMTP table is full; `id` is the new endpoint sent to
+/// the overflow bucket.
+#[inline(never)]
+pub fn endpoint_table_full(ctx: &TcContext, id: u32, coarse_now: u64) {
+    if budget_allows(RareCondition::EndpointTableFull, coarse_now) {
+        warn!(
+            ctx,
+            "SMTP per-endpoint table full: new endpoints (ifindex {}) share the overflow bucket",
+            id
+        );
+    }
+}
+
 /// A packet needed the policy config and none is in force.
 #[inline(never)]
 pub fn config_missing(ctx: &TcContext) {

@@ -1,5 +1,7 @@
-//! The tc classifier attached to the ingress of each Docker bridge, which is
-//! where the containers' egress traffic enters the host.
+//! The tc classifiers: `egress_filter` on the ingress of each Docker bridge,
+//! where the containers' egress traffic enters the host, and
+//! `egress_endpoint` on the ingress of each container's host-side veth,
+//! where the sender is known (docs/design.md, Endpoints).
 #![no_std]
 #![no_main]
 // The bpfel target has no native compare-and-swap in `core::sync::atomic`
@@ -9,6 +11,7 @@
 
 mod bucket;
 mod counters;
+mod endpoint;
 mod events;
 mod log;
 mod maps;
@@ -20,14 +23,26 @@ use aya_ebpf::{
 };
 use egress_ebpf_common::{
     decide::{Action, decide},
+    endpoint::HANDOFF_MARK,
     packet::Packet,
     parse::parse,
 };
 
 /// Parse and decide with the shared code (egress-ebpf-common), then count,
-/// report a drop, and act.
+/// report a drop, and act. The bridge's program: the backstop for every
+/// port whose veth program is not attached (yet).
 #[classifier]
 pub fn egress_filter(ctx: TcContext) -> i32 {
+    // Judged already by the sender's veth program (docs/design.md,
+    // Endpoints): hand it on at once, without a second judgement, charge or
+    // count. The bit cannot come from a container: skb_scrub_packet() clears
+    // skb->mark when the packet crosses into this namespace through the veth
+    // (__dev_forward_skb, xnet), before the veth program runs.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & HANDOFF_MARK != 0 {
+        ctx.set_mark(mark & !HANDOFF_MARK);
+        return TC_ACT_UNSPEC;
+    }
     let skb = skb::Skb(&ctx);
     let parsed = parse(&skb);
     let maps = view::Maps { ctx: &ctx };
@@ -37,7 +52,7 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     if decision.verdict.drops()
         && let Some(config) = decision.config
     {
-        events::report(&ctx, ifindex, config, &parsed, &decision);
+        events::report(&ctx, ifindex, 0, config, &parsed, &decision);
     }
     match decision.action {
         Action::Drop => TC_ACT_SHOT,
@@ -45,6 +60,16 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
         // Calico...) still runs, and with none left the packet goes on.
         Action::Pass => TC_ACT_UNSPEC,
     }
+}
+
+/// The program on a container's host-side veth: its ingress is the
+/// container's egress, and the veth is who sent the packet (the container
+/// cannot forge it). Judges with the endpoint's policy (scope
+/// per-container, exceptions, its own SMTP budget), counts per endpoint,
+/// and hands a passed packet to the bridge program with [`HANDOFF_MARK`].
+#[classifier]
+pub fn egress_endpoint(ctx: TcContext) -> i32 {
+    endpoint::judge(&ctx)
 }
 
 /// An empty classifier, never attached: `cargo xtask bench` subtracts its

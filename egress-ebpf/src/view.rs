@@ -4,15 +4,18 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use egress_ebpf_common::{
     bucket::Gcra,
-    config::{PolicyConfig, SCOPE_PER_SOURCE},
+    config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
     decide::PolicyView,
+    endpoint::{
+        ENDPOINT_EXCEPTED, ENDPOINT_OWN_SMTP, ENDPOINT_SMTP_UNLIMITED, Endpoint, ExceptionKey,
+    },
     rules::BlockRule,
 };
 
 use crate::{
     bucket::{self, Clock},
     log,
-    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, POLICY_CONFIG},
+    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, EXCEPTIONS, POLICY_CONFIG},
 };
 
 pub struct Maps<'a> {
@@ -50,7 +53,9 @@ impl PolicyView for Maps<'_> {
     fn admit_smtp(&self, gcra: &Gcra, scope: u8, src: &[u8; 16]) -> bool {
         // Refusals on the coarse clock, admissions on the precise one (Clock).
         let mut clock = Clock::now();
-        if scope == SCOPE_PER_SOURCE {
+        // The bridge cannot tell which port sent the packet: per-container
+        // falls back to per source address here (docs/design.md, Endpoints).
+        if scope == SCOPE_PER_SOURCE || scope == SCOPE_PER_CONTAINER {
             bucket::admit_per_source(self.ctx, gcra, src, &mut clock)
         } else {
             bucket::admit_global(gcra, &mut clock)
@@ -67,5 +72,78 @@ fn active_config() -> Option<&'static PolicyConfig> {
         None
     } else {
         Some(config)
+    }
+}
+
+/// The maps as the veth program of one endpoint sees them: the same policy,
+/// with the endpoint's exceptions and SMTP budget.
+pub struct EndpointMaps<'a> {
+    pub ctx: &'a TcContext,
+    /// The endpoint id (the veth's ifindex).
+    pub id: u32,
+    /// Its entry, when the loader wrote one.
+    pub endpoint: Option<&'a Endpoint>,
+}
+
+impl PolicyView for EndpointMaps<'_> {
+    #[inline(always)]
+    fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
+        BLOCKED_V4.get(Key::new(32, *dst))
+    }
+
+    // Not inlined: see Maps::blocked_v6.
+    #[inline(never)]
+    fn blocked_v6(&self, dst: &[u8; 16]) -> Option<&BlockRule> {
+        BLOCKED_V6.get(Key::new(128, *dst))
+    }
+
+    #[inline(always)]
+    fn config(&self) -> Option<&PolicyConfig> {
+        let config = active_config();
+        if config.is_none() {
+            log::config_missing(self.ctx);
+        }
+        config
+    }
+
+    #[inline(always)]
+    fn admit_smtp(&self, gcra: &Gcra, scope: u8, src: &[u8; 16]) -> bool {
+        let mut clock = Clock::now();
+        if let Some(e) = self.endpoint {
+            if e.has(ENDPOINT_SMTP_UNLIMITED) {
+                return true;
+            }
+            if e.has(ENDPOINT_OWN_SMTP) {
+                // Its own budget, charged to its own bucket and nobody else's.
+                let own = Gcra {
+                    emission_ns: e.smtp_emission_ns,
+                    burst_window_ns: e.smtp_burst_window_ns,
+                };
+                return bucket::admit_per_endpoint(self.ctx, &own, self.id, &mut clock);
+            }
+        }
+        match scope {
+            // The veth is the sender: a forged source address charges the
+            // forger's bucket.
+            SCOPE_PER_CONTAINER => bucket::admit_per_endpoint(self.ctx, gcra, self.id, &mut clock),
+            SCOPE_PER_SOURCE => bucket::admit_per_source(self.ctx, gcra, src, &mut clock),
+            _ => bucket::admit_global(gcra, &mut clock),
+        }
+    }
+
+    #[inline(always)]
+    fn excepted(&self, rule: u16) -> bool {
+        let Some(e) = self.endpoint else {
+            return false;
+        };
+        if !e.has(ENDPOINT_EXCEPTED) {
+            return false;
+        }
+        let key = ExceptionKey {
+            endpoint: self.id,
+            rule,
+            _pad: 0,
+        };
+        unsafe { EXCEPTIONS.get(&key) }.is_some()
     }
 }

@@ -19,7 +19,10 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
 const SRC_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
-const DST_MAC: [u8; 6] = [0x02, 0x42, 0x5e, 0x00, 0x00, 0x01];
+/// The destination of every frame built here: the bridge's MAC, as a
+/// container's frames to its default gateway carry it (an endpoint entry
+/// written for BPF_PROG_TEST_RUN names it as its bridge's).
+pub const DST_MAC: [u8; 6] = [0x02, 0x42, 0x5e, 0x00, 0x00, 0x01];
 
 /// A transport payload: the bytes after the IP header(s).
 pub fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {

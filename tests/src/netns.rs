@@ -76,6 +76,25 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// Names the network namespace of process `pid` (a container's) with
+    /// `ip netns attach`, so the harness can enter it; dropping removes the
+    /// name only (the process keeps its namespace).
+    pub fn attach(prefix: &str, pid: u32) -> Result<Self> {
+        let name = crate::unique_name(prefix);
+        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let out = Command::new("ip")
+            .args(["netns", "attach", &name, &pid.to_string()])
+            .output()
+            .context("running `ip netns attach`")?;
+        if !out.status.success() {
+            bail!(
+                "ip netns attach {name} {pid} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(NetNs { name })
+    }
+
     /// The namespace's name as known to `ip netns`.
     pub fn name(&self) -> &str {
         &self.name

@@ -18,6 +18,11 @@ use crate::bpffs::BpffsMount;
 pub const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC, i.e. TCX_NEXT
 pub const DROP: u32 = 2; // TC_ACT_SHOT
 
+/// `sizeof(struct __sk_buff)` and the offset of its `mark`
+/// (include/uapi/linux/bpf.h).
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_MARK: usize = 8;
+
 pub struct Classifier {
     ebpf: Ebpf,
     pub pins: PinDir,
@@ -95,6 +100,52 @@ impl Classifier {
         };
         let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
         (r.return_value, r.duration.as_nanos() as u64)
+    }
+
+    /// Runs `frame` through `program` (`maps::PROGRAM`, `ENDPOINT_PROGRAM`)
+    /// with `skb->mark` set to `mark`; returns the verdict and the mark the
+    /// program left. The skb's device is the test namespace's loopback
+    /// (ifindex 1): the endpoint program's endpoint id.
+    pub fn run_marked(&mut self, program: &str, frame: &[u8], mark: u32) -> (u32, u32) {
+        let (v, m, _) = self.run_marked_repeat(program, frame, mark, 1);
+        (v, m)
+    }
+
+    /// [`run_marked`](Self::run_marked) `repeat` times in the kernel; also
+    /// returns the kernel's mean duration per run in nanoseconds.
+    pub fn run_marked_repeat(
+        &mut self,
+        program: &str,
+        frame: &[u8],
+        mark: u32,
+        repeat: u32,
+    ) -> (u32, u32, u64) {
+        let prog: &mut aya::programs::SchedClassifier = self
+            .ebpf
+            .program_mut(program)
+            .expect("program in the object")
+            .try_into()
+            .expect("a classifier");
+        // struct __sk_buff: mark at offset 8 (the rest zero: the kernel
+        // refuses fields it does not take from userspace).
+        let mut ctx = [0u8; SK_BUFF_SIZE];
+        ctx[SK_BUFF_MARK..SK_BUFF_MARK + 4].copy_from_slice(&mark.to_ne_bytes());
+        let mut ctx_out = [0u8; SK_BUFF_SIZE];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let out = u32::from_ne_bytes(ctx_out[SK_BUFF_MARK..SK_BUFF_MARK + 4].try_into().unwrap());
+        (r.return_value, out, r.duration.as_nanos() as u64)
+    }
+
+    /// The endpoint maps of this classifier's pins.
+    pub fn endpoint_maps(&self) -> egress_loader::kernel::maps::EndpointMaps {
+        egress_loader::kernel::maps::EndpointMaps::open(&self.pins).expect("endpoint maps")
     }
 
     /// What the kernel reports of the loaded classifier (id, translated

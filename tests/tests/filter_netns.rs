@@ -355,8 +355,10 @@ fn protection_outlives_a_killed_loader() {
         }
     }
     assert_eq!(imds.accepted(), 0);
+    // `status` reads the first loader's attachments at once: the second
+    // one's log may still be to come (it loads and verifies two programs).
     assert!(
-        second.log().contains("adopted"),
+        egress_tests::wait_until(READY_TIMEOUT, || second.log().contains("adopted")),
         "second loader did not adopt:\n{}",
         second.log()
     );

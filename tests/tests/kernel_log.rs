@@ -51,10 +51,14 @@ fn an_exhausted_event_budget_is_logged_once_as_a_warning() {
         &bpffs,
         &["--config", config.arg(), "--events-socket", "none"],
     );
-    let status = wait_attached(&mut loader, "docker0", READY_TIMEOUT);
-    let ifindex = interface(&status, "docker0").expect("docker0 in status")["ifindex"]
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    // The container's packets are judged on its veth (the endpoint
+    // program): the line names that hook.
+    let veth = topo.container(0).host_veth();
+    let status = wait_attached(&mut loader, veth, READY_TIMEOUT);
+    let ifindex = interface(&status, veth).expect("the veth in status")["ifindex"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no ifindex for docker0 in {status}"));
+        .unwrap_or_else(|| panic!("no ifindex for {veth} in {status}"));
     let c = topo.container(0).ns();
     // The one event the budget allows (the SYN also resolves the gateway's
     // address, so the datagrams below leave at once).
@@ -93,7 +97,7 @@ fn an_exhausted_event_budget_is_logged_once_as_a_warning() {
     );
     assert!(
         lines[0].contains(&format!("(ifindex {ifindex})")),
-        "the line names docker0's ifindex {ifindex}: {:?}",
+        "the line names the veth's ifindex {ifindex}: {:?}",
         lines[0]
     );
 }

@@ -341,8 +341,12 @@ fn netlink_attach_path_filters_adopts_and_detaches() {
     });
     assert!(attempts >= 3, "the probe ran ({attempts} attempts)");
     assert_eq!(successes, 0, "metadata was reachable during the restart");
+    // `status` reads the first loader's attachments at once: the second
+    // one's log may still be to come (it loads and verifies two programs).
     assert!(
-        second.log().contains("adopted the existing attachment"),
+        egress_tests::wait_until(READY_TIMEOUT, || second
+            .log()
+            .contains("adopted the existing attachment")),
         "{}",
         second.log()
     );

@@ -158,6 +158,7 @@ fn metrics_match_counters_after_traffic() {
     let bpffs = BpffsMount::new();
     let events = EventsSocket::new();
     let c0 = topo.container(0).ns();
+    let veth = topo.container(0).host_veth();
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let _web = tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
@@ -203,6 +204,7 @@ fn metrics_match_counters_after_traffic() {
         "smtp_limited",
         "passed",
         "evasive_dropped",
+        "excepted",
     ] {
         let got = metric(&m, "egress_host_packets_total", &[("verdict", name)])
             .unwrap_or_else(|| panic!("no egress_host_packets_total{{verdict={name}}}:\n{body}"))
@@ -212,17 +214,26 @@ fn metrics_match_counters_after_traffic() {
             lo <= got && got <= hi,
             "{name}: /metrics says {got}, counters --json {lo}..{hi}\n{body}"
         );
-        // docker0 is the only filtered interface: its series carries all of it.
+        // docker0 is the only filtered bridge and c0 its only container:
+        // what the bridge judged (before c0's veth was attached) and what
+        // c0's veth judged carry all of it.
+        // (docker0's series exists once it judged a packet.)
         let iface = metric(
             &m,
             "egress_packets_total",
             &[("verdict", name), ("interface", "docker0")],
         )
-        .unwrap_or_else(|| panic!("no egress_packets_total for {name} on docker0:\n{body}"))
+        .unwrap_or(0.0) as u64;
+        let endpoint = metric(
+            &m,
+            "egress_endpoint_packets_total",
+            &[("verdict", name), ("veth", veth), ("container", "")],
+        )
+        .unwrap_or_else(|| panic!("no egress_endpoint_packets_total for {name} on {veth}:\n{body}"))
             as u64;
         assert!(
-            lo <= iface && iface <= hi,
-            "{name} on docker0: {iface}, counters {lo}..{hi}\n{body}"
+            lo <= iface + endpoint && iface + endpoint <= hi,
+            "{name} on docker0 {iface} + on {veth} {endpoint}, counters {lo}..{hi}\n{body}"
         );
     }
     assert_eq!(packets(&after, "metadata_blocked"), 2, "{after}");
@@ -247,15 +258,21 @@ fn metrics_match_counters_after_traffic() {
         Some(bytes(&after, "metadata_blocked") as f64),
         "{body}"
     );
-    // The same per-interface numbers in `counters --json`.
-    let d0 = after["interfaces"]
+    // The same per-interface and per-endpoint numbers in `counters --json`
+    // (docker0 is listed once it judged a packet).
+    let d0_blocked = after["interfaces"]
         .as_array()
         .and_then(|a| a.iter().find(|i| i["interface"] == "docker0"))
-        .unwrap_or_else(|| panic!("no docker0 in counters --json interfaces: {after}"));
-    assert_eq!(d0["present"], true, "{after}");
+        .map(|d0| d0["counters"][0]["packets"].as_u64().unwrap())
+        .unwrap_or(0);
+    let e0 = after["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["veth"] == veth))
+        .unwrap_or_else(|| panic!("no {veth} in counters --json endpoints: {after}"));
     assert_eq!(
-        d0["counters"][0]["packets"], 2,
-        "docker0 metadata_blocked: {after}"
+        d0_blocked + e0["counters"][0]["packets"].as_u64().unwrap(),
+        2,
+        "metadata_blocked on docker0 and on {veth}: {after}"
     );
     // Per rule, events, health.
     assert_eq!(
@@ -419,6 +436,11 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
     assert_eq!(d0["metadata"]["answer"]["outcome"], "none", "{v}");
     assert_eq!(d0["metadata"]["metadata_blocked"], 1, "{v}");
     assert_eq!(d0["smtp"]["sent"], 1, "{v}");
+    // The per-endpoint path: the running loader attached its probe port.
+    assert_eq!(d0["endpoint"]["attached"], true, "{v}");
+    assert_eq!(d0["endpoint"]["expected"], true, "{v}");
+    assert_eq!(d0["endpoint"]["answer"]["outcome"], "none", "{v}");
+    assert_eq!(d0["endpoint"]["metadata_blocked"], 1, "{v}");
     let unf = bridge("br-unf");
     assert_eq!(unf["attached"], false, "{v}");
     assert_eq!(unf["metadata"]["answer"]["outcome"], "answered", "{v}");
@@ -434,7 +456,9 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
         "three verify runs sent 9 SMTP SYNs on docker0: {c}"
     );
     assert!(packets(&c, "smtp_limited") >= 2, "{c}");
-    assert_eq!(packets(&c, "metadata_blocked"), 3, "{c}");
+    // One metadata SYN per run through the bridge's backstop probe port,
+    // and one through its endpoint probe port.
+    assert_eq!(packets(&c, "metadata_blocked"), 3 + 3, "{c}");
 
     // Nothing left behind, nothing reached the cloud.
     assert_eq!(imds.accepted(), 0, "a probe reached the metadata server");
@@ -535,7 +559,14 @@ fn events_follow_drops_with_source_address() {
     assert_eq!(event["dst"], "169.254.169.254", "{event}");
     assert_eq!(event["dport"], 80, "{event}");
     assert_eq!(event["protocol"], "tcp", "{event}");
-    assert_eq!(event["interface"], "docker0", "{event}");
+    // Judged by c1's veth program, or by the bridge if that was not
+    // attached yet: the event names the hook, and the endpoint with it.
+    if event["interface"] == c1.host_veth() {
+        assert_eq!(event["endpoint"]["veth"], c1.host_veth(), "{event}");
+    } else {
+        assert_eq!(event["interface"], "docker0", "{event}");
+        assert!(event.get("endpoint").is_none(), "{event}");
+    }
     assert_eq!(event["rule"], "169.254.169.254/32", "{event}");
     assert_eq!(event["action"], "drop", "{event}");
     assert!(event.get("container").is_none(), "no engine, yet: {event}");
@@ -713,7 +744,16 @@ fn events_name_real_containers() {
     });
     println!("---- event from a real container ----\n{event}");
     assert_eq!(event["src"], ip.as_str(), "{event}");
-    assert_eq!(event["interface"], "docker0", "{event}");
+    // Judged on the container's own veth: the kernel's word for the sender.
+    let veth = event["endpoint"]["veth"].as_str().unwrap_or_default();
+    assert!(veth.starts_with("veth"), "{event}");
+    assert_eq!(event["interface"], veth, "{event}");
+    assert_eq!(event["identified_by"], "veth", "{event}");
+    assert_eq!(
+        event["endpoint"]["container"]["name"],
+        name.as_str(),
+        "{event}"
+    );
     assert_eq!(event["container"]["network"], "bridge", "{event}");
     assert_eq!(
         event["container"]["image"],

@@ -482,3 +482,174 @@ fn disabled_events_report_nothing() {
     assert!(c.drain_events().is_empty());
     assert_eq!(c.counters().events.suppressed, 0);
 }
+
+/// The bridge program and the hand-off mark: a packet the endpoint program
+/// judged already is handed on at once, uncounted, with the bit cleared and
+/// every other mark bit kept; an unmarked one is judged as always.
+#[test]
+fn the_bridge_hands_on_a_marked_packet() {
+    use egress_ebpf_common::{endpoint::HANDOFF_MARK, maps::PROGRAM};
+    let Some(mut c) = classifier("the_bridge_hands_on_a_marked_packet") else {
+        return;
+    };
+    let frame = v4_tcp(IMDS, 80, SYN);
+    let before = c.counters();
+    let (verdict, mark) = c.run_marked(PROGRAM, &frame, HANDOFF_MARK | 0x5);
+    assert_eq!((verdict, mark), (PASS, 0x5), "hand-off: pass, bit cleared");
+    let after = c.counters();
+    for id in CounterId::ALL {
+        assert_eq!(
+            before.get(id),
+            after.get(id),
+            "{}: a handed-off packet is not counted",
+            id.name()
+        );
+    }
+    // Without the bit (any other mark) the bridge judges.
+    let (verdict, mark) = c.run_marked(PROGRAM, &frame, !HANDOFF_MARK);
+    assert_eq!((verdict, mark), (DROP, !HANDOFF_MARK));
+    assert_eq!(
+        c.packets(MetadataBlocked),
+        before.get(MetadataBlocked).packets + 1
+    );
+}
+
+/// An endpoint entry for the test skb's device (loopback, ifindex 1).
+fn endpoint_entry(flags: u32) -> egress_ebpf_common::endpoint::Endpoint {
+    let mut e = egress_ebpf_common::endpoint::Endpoint::empty();
+    e.id = 1;
+    e.slot = egress_ebpf_common::endpoint::endpoint_slot(1);
+    e.flags = flags;
+    e.bridge_mac = egress_tests::frames::DST_MAC;
+    e
+}
+
+fn endpoint_counter(c: &Classifier, veth_id: u32, verdict: CounterId) -> u64 {
+    egress_loader::observe::endpoints::read(&c.pins)
+        .unwrap()
+        .iter()
+        .find(|(e, _)| e.ifindex == veth_id)
+        .map(|(_, n)| n.by_verdict[verdict as usize].packets)
+        .unwrap_or(0)
+}
+
+/// The endpoint program judges with the shared decision, counts per
+/// endpoint (and globally), and marks what it passes for the bridge.
+#[test]
+fn the_endpoint_program_judges_counts_and_hands_off() {
+    use egress_ebpf_common::{
+        endpoint::{ENDPOINT_EXCEPTED, ExceptionKey, HANDOFF_MARK},
+        maps::{ENDPOINT_PROGRAM, PROGRAM},
+    };
+    let Some(mut c) = classifier("the_endpoint_program_judges_counts_and_hands_off") else {
+        return;
+    };
+    let mut maps = c.endpoint_maps();
+    maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
+
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(ALLOWED, 80, SYN), 0);
+    assert_eq!((v, mark), (PASS, HANDOFF_MARK), "passed and handed off");
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!((v, mark), (DROP, 0), "a drop carries no mark");
+    assert_eq!(endpoint_counter(&c, 1, Passed), 1);
+    assert_eq!(endpoint_counter(&c, 1, MetadataBlocked), 1);
+    assert_eq!(c.packets(MetadataBlocked), 1, "counted globally too");
+    // Its drop event names the endpoint.
+    let events = c.drain_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].endpoint, events[0].ifindex), (1, 1));
+
+    // An exception for rule 0 (169.254.169.254/32): the metadata SYN passes
+    // as `excepted`; another blocked prefix (rule 1) stays blocked.
+    maps.endpoints
+        .set(1, endpoint_entry(ENDPOINT_EXCEPTED), 0)
+        .unwrap();
+    let key = ExceptionKey {
+        endpoint: 1,
+        rule: 0,
+        _pad: 0,
+    };
+    maps.exceptions.insert(key, 1, 0).unwrap();
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!((v, mark), (PASS, HANDOFF_MARK));
+    assert_eq!(endpoint_counter(&c, 1, Excepted), 1);
+    let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp([169, 254, 170, 2], 80, SYN), 0);
+    assert_eq!(v, DROP, "the exception opens its own rules only");
+    // The flag is what sends the program to the exception table.
+    maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
+    let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!(v, DROP);
+    // Container to container (a frame to another MAC than the bridge's):
+    // the bridge forwards it to another port; not judged, not marked, not
+    // counted, as before endpoints.
+    let mut to_peer = v4_tcp(IMDS, 80, SYN);
+    to_peer[..6].copy_from_slice(&[0x02, 0x42, 0xac, 0x11, 0x00, 0x03]);
+    let blocked = endpoint_counter(&c, 1, MetadataBlocked);
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &to_peer, 0);
+    assert_eq!((v, mark), (PASS, 0), "container to container is not judged");
+    assert_eq!(endpoint_counter(&c, 1, MetadataBlocked), blocked);
+    // No entry at all: the bridge's MAC unknown, left to the bridge
+    // program (unmarked), which judges it as the backstop.
+    maps.endpoints
+        .set(1, egress_ebpf_common::endpoint::Endpoint::empty(), 0)
+        .unwrap();
+    let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!((v, mark), (PASS, 0));
+    let (v, _) = c.run_marked(PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    assert_eq!(v, DROP, "the bridge judges what the veth left to it");
+}
+
+/// SMTP budgets at the endpoint: per-container buckets by endpoint id, an
+/// exception's own budget, unlimited.
+#[test]
+fn endpoint_smtp_budgets() {
+    use egress_ebpf_common::{
+        bucket::Gcra,
+        endpoint::{ENDPOINT_OWN_SMTP, ENDPOINT_SMTP_UNLIMITED},
+        maps::ENDPOINT_PROGRAM,
+    };
+    let Some(mut c) = skip_unless_privileged("endpoint_smtp_budgets").then(|| {
+        Classifier::with_policy("[smtp]\nrate = \"1/hour\"\nburst = 2\nscope = \"per-container\"\n")
+    }) else {
+        return;
+    };
+    let mut maps = c.endpoint_maps();
+    maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
+    let syn = v4_tcp(SMTP_HOST, 25, SYN);
+    let verdicts: Vec<u32> = (0..3)
+        .map(|_| c.run_marked(ENDPOINT_PROGRAM, &syn, 0).0)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [PASS, PASS, DROP],
+        "burst 2 in the endpoint's bucket"
+    );
+    assert!(
+        maps.buckets.get(&1, 0).is_ok(),
+        "a bucket keyed by the endpoint id"
+    );
+    // The bridge (the backstop) falls back to per source: a fresh bucket.
+    assert_eq!(c.run(&syn), PASS);
+
+    let mut own = endpoint_entry(ENDPOINT_OWN_SMTP);
+    let g = Gcra::new(1, 3_600_000_000_000, 4).unwrap();
+    own.smtp_emission_ns = g.emission_ns;
+    own.smtp_burst_window_ns = g.burst_window_ns;
+    maps.buckets.remove(&1).unwrap();
+    maps.endpoints.set(1, own, 0).unwrap();
+    let verdicts: Vec<u32> = (0..5)
+        .map(|_| c.run_marked(ENDPOINT_PROGRAM, &syn, 0).0)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [PASS, PASS, PASS, PASS, DROP],
+        "its own burst of 4"
+    );
+
+    maps.endpoints
+        .set(1, endpoint_entry(ENDPOINT_SMTP_UNLIMITED), 0)
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(c.run_marked(ENDPOINT_PROGRAM, &syn, 0).0, PASS, "unlimited");
+    }
+}

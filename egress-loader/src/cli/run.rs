@@ -65,12 +65,18 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     smtp_burst: Option<i64>,
     /// `global`: one bucket for the host (iptables -m limit); `per-source`:
-    /// one per container address [default: global].
+    /// one per container address; `per-container`: one per container's veth,
+    /// which it cannot forge [default: global].
     #[arg(long, value_name = "SCOPE")]
     scope: Option<String>,
     /// Count every match as it would be, drop nothing (audit mode).
     #[arg(long)]
     dry_run: bool,
+    /// Filter at the bridges only: no program on each container's veth
+    /// (then the sender is known only by its source address, and
+    /// exceptions and `per-container` buckets cannot apply).
+    #[arg(long)]
+    no_endpoints: bool,
     /// On SIGINT/SIGTERM remove links, filters and pins. Without it the filter
     /// stays attached after the loader exits, so protection outlives it.
     #[arg(long)]
@@ -111,6 +117,7 @@ impl Args {
             smtp_burst: self.smtp_burst,
             scope: self.scope.clone(),
             dry_run: self.dry_run,
+            no_endpoints: self.no_endpoints,
         }
     }
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! run        load, apply, attach, then follow signals, link events, drop events
 //! reconcile  attachments in line with the interfaces that exist and match
+//! endpoints  the endpoint maps: entries, counters slots, exceptions
+//! attach_endpoints  the program on each container's veth, following the veths
 //! reload     SIGHUP or a file change: re-read --config, apply it without detaching
 //! watch      follow the --config file (its directory: renames, symlink swaps)
 //! record     the config in force, for status (state file) and /metrics
@@ -10,6 +12,8 @@
 //! gc         forget refilled per-source SMTP buckets
 //! ```
 
+mod attach_endpoints;
+mod endpoints;
 mod gc;
 mod readiness;
 mod reconcile;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use log::{error, info};
 
 use crate::{
-    daemon::record::ConfigTracker,
+    daemon::{endpoints::Endpoints, record::ConfigTracker},
     kernel::{
         attach::{self, AttachMode, AttachOutcome},
         maps::PolicyMaps,
@@ -31,10 +31,13 @@ pub struct Filter {
     pub published: metrics::Attached,
     /// Which configuration is in force.
     pub config: ConfigTracker,
+    /// The containers' veths (daemon::endpoints); `None` only while that
+    /// module works on it.
+    pub endpoints: Option<Endpoints>,
 }
 
 impl Filter {
-    fn wants(&self, ifname: &str) -> bool {
+    pub(super) fn wants(&self, ifname: &str) -> bool {
         self.policy
             .interfaces
             .iter()
@@ -85,17 +88,22 @@ impl Filter {
             }
             info!("{name}: interface gone; forgot its link");
         }
-        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
-        published.clear();
-        published.extend(self.attached.iter().map(|(n, i)| (n.clone(), *i)));
+        {
+            let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+            published.clear();
+            published.extend(self.attached.iter().map(|(n, i)| (n.clone(), *i)));
+        }
+        // The bridges first: an endpoint hands its packets to its bridge.
+        self.reconcile_endpoints();
     }
 
     /// Pinned links of interfaces that no longer exist or no longer match.
     pub fn release_unwanted_pins(&mut self) {
         let present = attach::interfaces();
+        let endpoints = self.endpoint_veth_names();
         for name in self.pins.pinned_links() {
             let exists = present.iter().any(|(n, _)| *n == name);
-            if exists && self.wants(&name) {
+            if exists && (self.wants(&name) || endpoints.contains(&name)) {
                 continue;
             }
             match attach::detach(&self.pins, &name) {

@@ -16,7 +16,10 @@ use log::{info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    daemon::{gc, readiness, reconcile::Filter, record::ConfigTracker, watch::ConfigWatch},
+    daemon::{
+        endpoints::Endpoints, gc, readiness, reconcile::Filter, record::ConfigTracker,
+        watch::ConfigWatch,
+    },
     endpoint::{
         engine::{DockerEndpoint, DockerIdentity},
         identity::{AddressesOnly, Identity},
@@ -123,7 +126,15 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             ""
         },
     );
+    // The engine first: the endpoints' exceptions follow its containers.
+    let docker = opts.docker.clone().map(|endpoint| {
+        let identity = DockerIdentity::new(endpoint);
+        identity.spawn();
+        identity
+    });
+    let endpoints = Endpoints::open(&opts.pins, docker.clone())?;
     let mut filter = Filter {
+        endpoints: Some(endpoints),
         ebpf,
         maps,
         pins: opts.pins.clone(),
@@ -186,11 +197,6 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     let mut reader = EventReader::open(&opts.pins)?;
     let publisher = Publisher::start(opts.events_socket.as_deref());
-    let docker = opts.docker.clone().map(|endpoint| {
-        let identity = DockerIdentity::new(endpoint);
-        identity.spawn();
-        identity
-    });
     let identity: Arc<dyn Identity> = match &docker {
         Some(d) => d.clone(),
         None => {
@@ -213,6 +219,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         interfaces: HashMap::new(),
         rules: counters::rule_descriptions(&filter.maps)?,
         identity,
+        endpoints: crate::observe::endpoints::EndpointLookup::open(&opts.pins).ok(),
     };
     if filter.attached.is_empty() {
         info!(
@@ -258,12 +265,18 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             }
             batch = reader.next_batch() => {
                 let batch = batch?;
-                if batch.iter().any(|e| !decoder.interfaces.contains_key(&e.ifindex)) {
+                if batch.iter().any(|e| !decoder.interfaces.contains_key(&e.ifindex)
+                    || (e.endpoint != 0 && !decoder.interfaces.contains_key(&e.endpoint)))
+                {
                     decoder.interfaces = attach::interfaces().into_iter().map(|(n, i)| (i, n)).collect();
                 }
                 for e in &batch {
                     publisher.publish(&decoder.decode(e));
                 }
+            }
+            () = engine_changed(&docker) => {
+                // A container started or stopped: its exceptions follow.
+                filter.reconcile_endpoints();
             }
             Some(()) = next_event(&mut link_events) => {
                 // Drain a burst (a bridge and its veths come together), then look once.
@@ -306,6 +319,13 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
 async fn next_change(watch: &mut Option<ConfigWatch>) {
     match watch {
         Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn engine_changed(docker: &Option<Arc<DockerIdentity>>) {
+    match docker {
+        Some(d) => d.changed().await,
         None => std::future::pending().await,
     }
 }

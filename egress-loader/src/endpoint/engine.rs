@@ -12,6 +12,12 @@
 //! A source address is what the container put in the packet: one with
 //! CAP_NET_RAW can use another container's address (docs/threat-model.md),
 //! so the name is the owner of that address, not proof of the sender.
+//!
+//! The same task keeps the running containers by id, with their labels and
+//! network namespace (the sandbox key, or `/proc/PID/ns/net`): the endpoint
+//! layer finds the container behind each veth by that namespace, which the
+//! container cannot forge, and applies the exceptions its labels select.
+//! `changed()` wakes the daemon when the set changes (a start, a stop).
 
 use std::{
     collections::HashMap,
@@ -36,6 +42,19 @@ use crate::{
     endpoint::identity::{Container, Identity},
     error::ConfigError,
 };
+
+/// A running container as the engine describes it: what the endpoint layer
+/// needs to find its veth and its exceptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainer {
+    /// Short id (12 hex digits, as `docker ps`).
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// Its network namespace: the sandbox key, else `/proc/PID/ns/net`.
+    pub netns: Option<PathBuf>,
+}
 
 /// Where Docker listens unless `DOCKER_HOST` or `--docker-host` says otherwise.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -113,7 +132,11 @@ impl DockerEndpoint {
 pub struct DockerIdentity {
     endpoint: DockerEndpoint,
     by_address: RwLock<HashMap<IpAddr, Container>>,
+    running: RwLock<HashMap<String, RunningContainer>>,
     connected: AtomicBool,
+    /// The engine's container list was read at least once by this process.
+    listed: AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl Identity for DockerIdentity {
@@ -128,8 +151,30 @@ impl DockerIdentity {
         Arc::new(Self {
             endpoint,
             by_address: RwLock::new(HashMap::new()),
+            running: RwLock::new(HashMap::new()),
             connected: AtomicBool::new(false),
+            listed: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Whether this process has read the engine's container list (while it
+    /// reconnects, the last known containers stay).
+    pub fn has_listed(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
+    }
+
+    /// The running containers, by short id.
+    pub fn running(&self) -> HashMap<String, RunningContainer> {
+        self.running
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves when the running containers changed (cancel-safe).
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     pub fn endpoint(&self) -> &DockerEndpoint {
@@ -225,9 +270,24 @@ impl DockerIdentity {
                 insert_endpoints(&mut map, &name, id, &image, networks);
             }
         }
+        let mut running = HashMap::new();
+        for c in &list {
+            let Some(id) = c.id.as_deref() else { continue };
+            match docker.inspect_container(id, None).await {
+                Ok(i) => {
+                    if let Some(r) = running_container(id, &i) {
+                        running.insert(r.id.clone(), r);
+                    }
+                }
+                Err(e) => debug!("inspecting container {}: {e}", short(id)),
+            }
+        }
         let (containers, addresses) = (list.len(), map.len());
         *self.by_address.write().unwrap_or_else(|e| e.into_inner()) = map;
+        *self.running.write().unwrap_or_else(|e| e.into_inner()) = running;
         self.connected.store(true, Ordering::Relaxed);
+        self.listed.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
         info!(
             "Docker engine at {}: drop events name the container ({containers} running, {addresses} addresses)",
             self.endpoint.url()
@@ -292,6 +352,15 @@ impl DockerIdentity {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, c| c.id != id);
+        let gone = self
+            .running
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .is_some();
+        if gone {
+            self.changed.notify_one();
+        }
     }
 
     /// Re-reads one container: its addresses replace what was known of it.
@@ -339,10 +408,70 @@ impl DockerIdentity {
             }
         }
         let sid = short(id);
-        let mut map = self.by_address.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, c| c.id != sid);
-        map.extend(fresh);
+        {
+            let mut map = self.by_address.write().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, c| c.id != sid);
+            map.extend(fresh);
+        }
+        let now = if stopped {
+            None
+        } else {
+            running_container(id, &inspect)
+        };
+        let mut running = self.running.write().unwrap_or_else(|e| e.into_inner());
+        let before = running.get(&sid).cloned();
+        match &now {
+            Some(r) => running.insert(sid, r.clone()),
+            None => running.remove(&sid),
+        };
+        drop(running);
+        if before != now {
+            self.changed.notify_one();
+        }
     }
+}
+
+/// A running container from its inspection; `None` if it is not running.
+fn running_container(
+    id: &str,
+    inspect: &bollard::models::ContainerInspectResponse,
+) -> Option<RunningContainer> {
+    let state = inspect.state.as_ref()?;
+    if state.running != Some(true) {
+        return None;
+    }
+    let netns = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.sandbox_key.clone())
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            state
+                .pid
+                .filter(|p| *p > 0)
+                .map(|p| PathBuf::from(format!("/proc/{p}/ns/net")))
+        });
+    Some(RunningContainer {
+        id: short(id),
+        name: inspect
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+        labels: inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default(),
+        netns,
+    })
 }
 
 fn short(id: &str) -> String {

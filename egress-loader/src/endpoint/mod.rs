@@ -4,7 +4,9 @@
 //! ```text
 //! identity  Container, and the Identity trait: who holds a source address
 //! engine    the Docker Engine API: container inventory and identity
+//! veth      the containers' veths on the filtered bridges (the endpoints)
 //! ```
 
 pub mod engine;
 pub mod identity;
+pub mod veth;

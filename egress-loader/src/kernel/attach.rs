@@ -16,7 +16,7 @@ use aya::{
     },
     util::KernelVersion,
 };
-use egress_ebpf_common::maps::PROGRAM;
+use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM};
 use serde::Serialize;
 
 use crate::{
@@ -224,11 +224,14 @@ pub fn detach(pins: &PinDir, ifname: &str) -> Result<bool, Error> {
         removed = true;
     }
     if nix::net::if_::if_nametoindex(ifname).is_ok() {
-        match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, PROGRAM) {
-            Ok(()) => removed = true,
-            Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-            // No clsact qdisc on this interface: no legacy filter of ours either.
-            Err(e) => log::debug!("{ifname}: no legacy filter to remove ({e})"),
+        // A bridge's filter, or an endpoint's (a container's veth).
+        for program in [PROGRAM, ENDPOINT_PROGRAM] {
+            match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, program) {
+                Ok(()) => removed = true,
+                Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                // No clsact qdisc on this interface: no legacy filter of ours either.
+                Err(e) => log::debug!("{ifname}: no legacy filter to remove ({e})"),
+            }
         }
     }
     Ok(removed)

@@ -7,6 +7,7 @@ use aya::maps::{
 use egress_ebpf_common::{
     config::PolicyConfig,
     counters::{Counter, IfaceCounters, IfaceSlot},
+    endpoint::{Endpoint, ExceptionKey},
     maps as names,
     rules::BlockRule,
 };
@@ -91,6 +92,28 @@ pub fn iface_slots(pins: &PinDir) -> Result<PerCpuArray<MapData, IfaceSlot>, Err
 /// The per-source SMTP buckets (GCRA TAT by v4-mapped source address).
 pub fn smtp_source_buckets(pins: &PinDir) -> Result<HashMap<MapData, [u8; 16], u64>, Error> {
     Ok(typed!(pins, names::SMTP_SOURCE_BUCKETS))
+}
+
+/// What the endpoint layer writes and reads: the attached endpoints, their
+/// counters, exceptions and SMTP buckets.
+pub struct EndpointMaps {
+    pub endpoints: Array<MapData, Endpoint>,
+    pub overflow: HashMap<MapData, u32, Endpoint>,
+    pub counters: PerCpuArray<MapData, IfaceCounters>,
+    pub exceptions: HashMap<MapData, ExceptionKey, u32>,
+    pub buckets: HashMap<MapData, u32, u64>,
+}
+
+impl EndpointMaps {
+    pub fn open(pins: &PinDir) -> Result<Self, Error> {
+        Ok(Self {
+            endpoints: typed!(pins, names::ENDPOINTS),
+            overflow: typed!(pins, names::ENDPOINT_OVERFLOW),
+            counters: typed!(pins, names::ENDPOINT_COUNTERS),
+            exceptions: typed!(pins, names::EXCEPTIONS),
+            buckets: typed!(pins, names::SMTP_ENDPOINT_BUCKETS),
+        })
+    }
 }
 
 /// The layout this build expects of each pinned map: (name, key size, value

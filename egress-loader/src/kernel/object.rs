@@ -1,7 +1,7 @@
 //! The classifier object, built by build.rs and embedded in the binary.
 
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
-use egress_ebpf_common::maps::PROGRAM;
+use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM};
 
 use crate::{
     error::Error,
@@ -34,20 +34,33 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)?;
-    let prog = classifier(&mut ebpf)?;
-    prog.load().map_err(|source| Error::Program {
-        context: "the kernel refused the classifier (verifier)".into(),
-        source,
-    })?;
+    for name in [PROGRAM, ENDPOINT_PROGRAM] {
+        program(&mut ebpf, name)?
+            .load()
+            .map_err(|source| Error::Program {
+                context: format!("the kernel refused the classifier {name} (verifier)"),
+                source,
+            })?;
+    }
     Ok((ebpf, prepared))
 }
 
+/// The bridges' classifier.
 pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    program(ebpf, PROGRAM)
+}
+
+/// The classifier of each endpoint's (container's) veth.
+pub fn endpoint_classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    program(ebpf, ENDPOINT_PROGRAM)
+}
+
+fn program<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut SchedClassifier, Error> {
     let prog = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| Error::Object(format!("program {PROGRAM} missing from the object")))?;
+        .program_mut(name)
+        .ok_or_else(|| Error::Object(format!("program {name} missing from the object")))?;
     prog.try_into().map_err(|source| Error::Program {
-        context: format!("program {PROGRAM}"),
+        context: format!("program {name}"),
         source,
     })
 }

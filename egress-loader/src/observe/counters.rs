@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::{
     error::Error,
     kernel::{attach, maps, pins::PinDir},
+    observe::endpoints::{self, EndpointInfo},
     policy::apply::read_config,
 };
 
@@ -41,8 +42,20 @@ pub struct Snapshot {
     pub dry_run: bool,
     /// Drop events not delivered: ring buffer full (lost) or over the budget (suppressed).
     pub events: EventStats,
-    /// The same counters per interface whose ingress saw the packets.
+    /// The same counters per interface whose ingress saw the packets
+    /// (the bridges: what they judged as the backstop).
     pub interfaces: Vec<InterfaceCounters>,
+    /// The same counters per endpoint (a container's veth, whose program
+    /// judged the packets); only endpoints that exist now.
+    pub endpoints: Vec<EndpointCounters>,
+}
+
+/// One endpoint's counters (`ENDPOINT_COUNTERS`), in [`CounterId`] order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EndpointCounters {
+    #[serde(flatten)]
+    pub endpoint: EndpointInfo,
+    pub counters: Vec<NamedCounter>,
 }
 
 /// One interface's counters (`IFACE_COUNTERS`), in [`CounterId`] order.
@@ -137,6 +150,13 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         dry_run: config.dry_run != 0,
         events,
         interfaces: read_interfaces(pins)?,
+        endpoints: endpoints::read(pins)?
+            .into_iter()
+            .map(|(endpoint, c)| EndpointCounters {
+                endpoint,
+                counters: named(&c),
+            })
+            .collect(),
     })
 }
 
@@ -312,6 +332,7 @@ fn meaning(id: CounterId) -> &'static str {
         CounterId::SmtpLimited => "TCP connection attempt to a rate-limited port, over the rate",
         CounterId::Passed => "no rule matched",
         CounterId::Evasive => "fragment or header shape that hides the transport header",
+        CounterId::Excepted => "destination in the blocked set, opened by the sender's exception",
     }
 }
 
@@ -401,6 +422,33 @@ fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String 
             let _ = writeln!(t);
         }
     }
+    if !s.endpoints.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nper endpoint (packets; the container's veth judged them):"
+        );
+        let _ = write!(t, "  {:<16} {:<20}", "veth", "container");
+        for id in CounterId::ALL {
+            let _ = write!(t, " {:>16}", id.name());
+        }
+        let _ = writeln!(t);
+        for e in &s.endpoints {
+            let mut who = e
+                .endpoint
+                .container
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| "-".into());
+            if e.endpoint.excepted {
+                who.push_str(" [exception]");
+            }
+            let _ = write!(t, "  {:<16} {:<20}", e.endpoint.veth, who);
+            for c in &e.counters {
+                let _ = write!(t, " {:>16}", human(c.packets));
+            }
+            let _ = writeln!(t);
+        }
+    }
     if !s.rules.is_empty() {
         let _ = writeln!(t, "\nblocked destinations, per rule:");
         let _ = writeln!(
@@ -447,6 +495,7 @@ mod tests {
             dry_run: false,
             events: Default::default(),
             interfaces: Vec::new(),
+            endpoints: Vec::new(),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::{
     endpoint::identity::{Container, Identity},
     error::Error,
     kernel::{clock::monotonic_ns, maps, pins::PinDir},
+    observe::endpoints::{EndpointInfo, EndpointLookup},
 };
 
 pub const DEFAULT_SOCKET: &str = "/run/egress-filter/events.sock";
@@ -45,9 +46,25 @@ pub struct EventRecord {
     pub dst: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
+    /// The hook whose program dropped it: the sender's veth, or the bridge.
     pub interface: String,
+    /// The endpoint that sent it (its veth, and its container when the
+    /// engine named it): who really sent the packet, whatever `src` says.
+    /// Absent when the bridge judged it (its veth not attached yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointInfo>,
+    /// The sender: the endpoint's container, else (the bridge judged) the
+    /// container that holds `src`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    /// How `container` was found: `veth` (the kernel's word) or `source
+    /// address` (the packet's, forgeable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identified_by: Option<&'static str>,
+    /// The container that holds `src`, when it is not the sender (a packet
+    /// with a forged source address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_owner: Option<Container>,
 }
 
 fn addr(family: u8, bytes: [u8; 16]) -> IpAddr {
@@ -74,6 +91,8 @@ pub struct Decoder {
     pub interfaces: HashMap<u32, String>,
     pub rules: std::collections::BTreeMap<u16, String>,
     pub identity: Arc<dyn Identity>,
+    /// The endpoint entries (`None`: not readable; events name no endpoint).
+    pub endpoints: Option<EndpointLookup>,
 }
 
 impl Decoder {
@@ -85,6 +104,48 @@ impl Decoder {
             .unwrap_or("unknown");
         let src = addr(e.family, e.src);
         let ported = e.proto == PROTO_TCP || e.proto == PROTO_UDP;
+        let endpoint = match (&self.endpoints, e.endpoint) {
+            (Some(l), id) if id != 0 => Some(l.get(id, &self.interfaces).unwrap_or_else(|| {
+                // Its entry is gone already (the veth went away).
+                EndpointInfo {
+                    veth: self
+                        .interfaces
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("ifindex {id}")),
+                    ifindex: id,
+                    container: None,
+                    excepted: false,
+                    smtp: "shared",
+                }
+            })),
+            _ => None,
+        };
+        let owner = self.identity.lookup(src);
+        let (container, identified_by, source_owner) = match &endpoint {
+            Some(ep) => match &ep.container {
+                Some(c) => {
+                    let same = owner.as_ref().is_some_and(|o| o.id == c.id);
+                    let sender = match (&owner, same) {
+                        (Some(o), true) => o.clone(),
+                        _ => Container {
+                            name: c.name.clone(),
+                            id: c.id.clone(),
+                            image: String::new(),
+                            network: String::new(),
+                        },
+                    };
+                    (Some(sender), Some("veth"), owner.filter(|_| !same))
+                }
+                // The veth is known, its container is not: the address's
+                // owner is not evidence of the sender.
+                None => (None, None, owner),
+            },
+            None => {
+                let by = owner.as_ref().map(|_| "source address");
+                (owner, by, None)
+            }
+        };
         EventRecord {
             time: humantime::format_rfc3339_millis(wall_clock(e.timestamp_ns)).to_string(),
             verdict,
@@ -106,7 +167,10 @@ impl Decoder {
                 .get(&e.ifindex)
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", e.ifindex)),
-            container: self.identity.lookup(src),
+            endpoint,
+            container,
+            identified_by,
+            source_owner,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! ```text
 //! egress_packets_total{verdict,interface}    per bridge (IFACE_SLOTS, IFACE_COUNTERS); a gone
 //! egress_bytes_total{verdict,interface}      interface keeps its counts as "ifindex N"
+//! egress_endpoint_packets_total{verdict,veth,container}  per live endpoint (ENDPOINT_COUNTERS)
+//! egress_endpoint_bytes_total{verdict,veth,container}
 //! egress_host_packets_total{verdict}         every interface together (COUNTERS):
 //! egress_host_bytes_total{verdict}           what `counters --json` prints
 //! egress_rule_packets_total{rule}            drops per blocked destination
@@ -291,6 +293,42 @@ impl Collector for FilterCollector {
             "egress_bytes",
             "Bytes per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
             &iface(|c| c.bytes),
+        )?;
+        // Per endpoint: the live ones only (a gone container's series end).
+        let endpoint = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+            s.endpoints
+                .iter()
+                .flat_map(|ep| {
+                    let container = ep
+                        .endpoint
+                        .container
+                        .as_ref()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default();
+                    ep.counters.iter().map(move |c| {
+                        (
+                            vec![
+                                ("verdict", c.name.to_owned()),
+                                ("veth", ep.endpoint.veth.clone()),
+                                ("container", container.clone()),
+                            ],
+                            f(c),
+                        )
+                    })
+                })
+                .collect()
+        };
+        counter(
+            e,
+            "egress_endpoint_packets",
+            "Packets per verdict and endpoint (a container's veth; container \"\" when no engine named it); containers that are gone are dropped",
+            &endpoint(|c| c.packets),
+        )?;
+        counter(
+            e,
+            "egress_endpoint_bytes",
+            "Bytes per verdict and endpoint (a container's veth)",
+            &endpoint(|c| c.bytes),
         )?;
         let rules = |f: fn(&RuleCounter) -> u64| -> Vec<_> {
             s.rules

@@ -3,7 +3,7 @@
 //! the kernel: that comes from the running loader's state file
 //! (`config_record`), checked against the file as it is now.
 
-use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_SOURCE};
+use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE};
 use serde::Serialize;
 
 use crate::{
@@ -63,6 +63,9 @@ pub struct InterfaceStatus {
     pub attached: bool,
     pub attach_type: &'static str,
     pub program_id: Option<u32>,
+    /// `bridge` (the bridges' program, the backstop) or `endpoint` (a
+    /// container's veth: its program and entry, daemon::endpoints).
+    pub role: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +112,18 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
     // Links first, policy second: the loader writes the policy before it
     // attaches, so a link seen attached here always comes with its policy.
     let all = attach::interfaces();
+    // An endpoint's entry is written before its link: a link whose
+    // interface has one is an endpoint's.
+    let endpoints: Vec<u32> = crate::observe::endpoints::read(pins)
+        .map(|v| v.into_iter().map(|(e, _)| e.ifindex).collect())
+        .unwrap_or_default();
+    let role = |ifindex: Option<u32>| {
+        if ifindex.is_some_and(|i| endpoints.contains(&i)) {
+            "endpoint"
+        } else {
+            "bridge"
+        }
+    };
     let mut interfaces = Vec::new();
     for name in pins.pinned_links() {
         let ifindex = all.iter().find(|(n, _)| *n == name).map(|(_, i)| *i);
@@ -119,6 +134,7 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
             ifindex,
             name,
             attach_type: "tcx",
+            role: role(ifindex),
         });
     }
     // Legacy filters carry no pin: ask netlink about every interface.
@@ -130,7 +146,10 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
             let ours = rt
                 .block_on(netlink::legacy_ingress_filters(*index))
                 .into_iter()
-                .find(|f| f.program_name == egress_ebpf_common::maps::PROGRAM);
+                .find(|f| {
+                    f.program_name == egress_ebpf_common::maps::PROGRAM
+                        || f.program_name == egress_ebpf_common::maps::ENDPOINT_PROGRAM
+                });
             if let Some(f) = ours {
                 interfaces.push(InterfaceStatus {
                     name: name.clone(),
@@ -138,6 +157,11 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
                     attached: true,
                     attach_type: "netlink",
                     program_id: Some(f.program_id),
+                    role: if f.program_name == egress_ebpf_common::maps::ENDPOINT_PROGRAM {
+                        "endpoint"
+                    } else {
+                        "bridge"
+                    },
                 });
             }
         }
@@ -159,10 +183,10 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
             .burst_window_ns
             .checked_div(config.emission_ns)
             .unwrap_or(0),
-        scope: if config.scope == SCOPE_PER_SOURCE {
-            "per-source"
-        } else {
-            "global"
+        scope: match config.scope {
+            SCOPE_PER_SOURCE => "per-source",
+            SCOPE_PER_CONTAINER => "per-container",
+            _ => "global",
         },
         emission_interval_ms: config.emission_ns as f64 / 1e6,
     };
@@ -292,8 +316,8 @@ pub fn render(s: &Status) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             t,
-            "  {:<16} {:<26} {} {}",
-            i.name, state, i.attach_type, prog
+            "  {:<16} {:<26} {} {} ({})",
+            i.name, state, i.attach_type, prog, i.role
         );
     }
     let _ = writeln!(t, "blocked destinations:");

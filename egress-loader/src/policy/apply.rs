@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use egress_ebpf_common::{
-    config::{MAX_SMTP_PORTS, PolicyConfig, SCOPE_GLOBAL, SCOPE_PER_SOURCE},
+    config::{MAX_SMTP_PORTS, PolicyConfig, SCOPE_GLOBAL, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
     counters::Counter,
     maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, CONFIG_SLOTS, POLICY_CONFIG, RULE_COUNTERS},
     rules::{ANY_PORT, BlockRule as TrieValue, MAX_PORT_MATCHES, NO_RULE, PortMatch},
@@ -130,6 +130,7 @@ pub fn policy_config(policy: &Policy) -> PolicyConfig {
     c.scope = match policy.scope {
         Scope::Global => SCOPE_GLOBAL,
         Scope::PerSource => SCOPE_PER_SOURCE,
+        Scope::PerContainer => SCOPE_PER_CONTAINER,
     };
     if let Some(r) = policy.event_rate
         && let Some(g) = egress_ebpf_common::bucket::Gcra::new(

@@ -21,9 +21,12 @@ use crate::{
         glob::validate_patterns,
         schema::{
             BlockEntry, ConfigFile, DEFAULT_BLOCKS, DEFAULT_INTERFACES, DEFAULT_SMTP_BURST,
-            DEFAULT_SMTP_PORTS, DEFAULT_SMTP_RATE,
+            DEFAULT_SMTP_PORTS, DEFAULT_SMTP_RATE, ExceptionEntry,
         },
-        values::{BlockRule, Cidr, Policy, Protocol, Rate, Scope, port},
+        values::{
+            BlockRule, Cidr, Exception, ExceptionSmtp, LabelMatch, Policy, Protocol, Rate, Scope,
+            port,
+        },
     },
 };
 
@@ -93,6 +96,7 @@ impl Policy {
             || DEFAULT_INTERFACES.iter().map(|s| s.to_string()).collect(),
         );
         let interfaces = validate_patterns(field, interfaces)?;
+        let endpoints = !o.no_endpoints && attach.endpoints.unwrap_or(true);
 
         let blocks = validate_blocks(file.block, &o.extra_blocks)?;
 
@@ -139,6 +143,8 @@ impl Policy {
         );
         let event_burst = validate_burst(field, event_burst, event_rate)?;
 
+        let exceptions = validate_exceptions(file.exception, &blocks, smtp_burst)?;
+
         let policy = Policy {
             dry_run: o.dry_run || file.dry_run.unwrap_or(false),
             interfaces,
@@ -149,6 +155,8 @@ impl Policy {
             scope,
             event_rate,
             event_burst,
+            endpoints,
+            exceptions,
         };
         // The merged trie entries have a capacity per prefix; check it here so
         // the error names the configuration, not a map.
@@ -273,6 +281,131 @@ fn validate_burst(field: &str, burst: i64, rate: Option<Rate>) -> Result<u32, Co
         ));
     }
     Ok(burst as u32)
+}
+
+/// Most `[[exception]]` entries; an endpoint's matches are kept as a bit set.
+pub const MAX_EXCEPTIONS: usize = 32;
+
+/// `[[exception]]`s: a label to match, destinations that are blocked
+/// prefixes (each names the `[[block]]` rules with that very CIDR), and
+/// the SMTP budget of the containers that carry the label.
+fn validate_exceptions(
+    entries: Option<Vec<ExceptionEntry>>,
+    blocks: &[BlockRule],
+    default_burst: u32,
+) -> Result<Vec<Exception>, ConfigError> {
+    let entries = entries.unwrap_or_default();
+    if entries.len() > MAX_EXCEPTIONS {
+        return Err(ConfigError::new(
+            "exception",
+            format!("{} exceptions; at most {MAX_EXCEPTIONS}", entries.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let field = format!("exception[{i}]");
+        let Some(text) = &e.label else {
+            return Err(ConfigError::new(
+                format!("{field}.label"),
+                "missing: name a container label, \"key\" or \"key=value\"",
+            ));
+        };
+        let label = parse_label(text).map_err(|m| ConfigError::new(format!("{field}.label"), m))?;
+        let (destinations, rules) = match &e.destinations {
+            None => (None, (0..blocks.len() as u16).collect()),
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::new(
+                    format!("{field}.destinations"),
+                    "empty list: leave the key out to open every blocked destination",
+                ));
+            }
+            Some(list) => {
+                let mut rules = Vec::new();
+                for (j, d) in list.iter().enumerate() {
+                    let f = format!("{field}.destinations[{j}]");
+                    let cidr: Cidr = d.parse().map_err(|m| ConfigError::new(&f, m))?;
+                    let ids: Vec<u16> = blocks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| b.cidr == cidr)
+                        .map(|(id, _)| id as u16)
+                        .collect();
+                    if ids.is_empty() {
+                        let blocked: Vec<String> =
+                            blocks.iter().map(|b| b.cidr.to_string()).collect();
+                        return Err(ConfigError::new(
+                            &f,
+                            format!(
+                                "{cidr} is not a blocked prefix (an exception opens blocked destinations; blocked: {})",
+                                blocked.join(", ")
+                            ),
+                        ));
+                    }
+                    for id in ids {
+                        if !rules.contains(&id) {
+                            rules.push(id);
+                        }
+                    }
+                }
+                (Some(list.clone()), rules)
+            }
+        };
+        let smtp = match (&e.smtp, &e.smtp_rate, e.smtp_burst) {
+            (None, None, None) => ExceptionSmtp::Shared,
+            (Some(s), None, None) if s == "unlimited" => ExceptionSmtp::Unlimited,
+            (Some(s), None, None) => {
+                return Err(ConfigError::new(
+                    format!("{field}.smtp"),
+                    format!(
+                        "{s:?}: the only value is \"unlimited\" (or set smtp_rate and smtp_burst)"
+                    ),
+                ));
+            }
+            (Some(_), _, _) => {
+                return Err(ConfigError::new(
+                    format!("{field}.smtp"),
+                    "\"unlimited\" and smtp_rate/smtp_burst exclude each other",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{field}.smtp_burst"),
+                    "needs smtp_rate (the budget's rate)",
+                ));
+            }
+            (None, Some(r), burst) => {
+                let rf = format!("{field}.smtp_rate");
+                let rate = validate_rate(&rf, r)?;
+                let bf = format!("{field}.smtp_burst");
+                let burst = validate_burst(&bf, burst.unwrap_or(default_burst as i64), Some(rate))?;
+                ExceptionSmtp::Own { rate, burst }
+            }
+        };
+        out.push(Exception {
+            label,
+            destinations,
+            rules,
+            smtp,
+        });
+    }
+    Ok(out)
+}
+
+/// `key` or `key=value`, as `docker run --label` takes it.
+fn parse_label(text: &str) -> Result<LabelMatch, String> {
+    let (key, value) = match text.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (text, None),
+    };
+    if key.trim().is_empty() || key.trim() != key {
+        return Err(format!(
+            "{text:?}: a label key is not empty and has no surrounding spaces"
+        ));
+    }
+    Ok(LabelMatch {
+        key: key.to_string(),
+        value,
+    })
 }
 
 fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError> {
@@ -487,9 +620,14 @@ mod tests {
             smtp_burst: Some(2),
             scope: Some("per-source".into()),
             dry_run: true,
+            no_endpoints: true,
         };
-        let p =
-            Policy::from_toml("[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n", &o).unwrap();
+        let p = Policy::from_toml(
+            "[attach]\nendpoints = true\n[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n",
+            &o,
+        )
+        .unwrap();
+        assert!(!p.endpoints, "--no-endpoints beats the file");
         assert_eq!(p.interfaces, ["cni0"]);
         assert_eq!(
             p.blocks.len(),
@@ -506,6 +644,82 @@ mod tests {
             ),
             (&[25u16][..], "2/minute".into(), 2, Scope::PerSource, true)
         );
+    }
+
+    #[test]
+    fn exceptions_open_blocked_prefixes_only() {
+        let p = Policy::from_toml(
+            "[[exception]]\nlabel = \"egress-filter.allow-metadata\"\ndestinations = [\"169.254.169.254/32\"]\n\
+             [[exception]]\nlabel = \"role=relay\"\nsmtp_rate = \"60/minute\"\nsmtp_burst = 20\n\
+             [[exception]]\nlabel = \"x\"\nsmtp = \"unlimited\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(p.exceptions.len(), 3);
+        assert_eq!(p.exceptions[0].rules, [0]);
+        assert_eq!(
+            p.exceptions[0].label.to_string(),
+            "egress-filter.allow-metadata"
+        );
+        assert_eq!(
+            p.exceptions[1].rules.len(),
+            p.blocks.len(),
+            "absent: every blocked prefix"
+        );
+        assert_eq!(p.exceptions[1].label.value.as_deref(), Some("relay"));
+        assert!(matches!(
+            p.exceptions[1].smtp,
+            ExceptionSmtp::Own { burst: 20, .. }
+        ));
+        assert_eq!(p.exceptions[2].smtp, ExceptionSmtp::Unlimited);
+        for (toml, field) in [
+            (
+                "[[exception]]\nlabel = \"a\"\ndestinations = [\"10.0.0.0/8\"]\n",
+                "exception[0].destinations[0]",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\ndestinations = [\"169.254.169.254/33\"]\n",
+                "exception[0].destinations[0]",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\ndestinations = []\n",
+                "exception[0].destinations",
+            ),
+            (
+                "[[exception]]\ndestinations = [\"169.254.169.254/32\"]\n",
+                "exception[0].label",
+            ),
+            ("[[exception]]\nlabel = \"=v\"\n", "exception[0].label"),
+            (
+                "[[exception]]\nlabel = \"a\"\nsmtp = \"lots\"\n",
+                "exception[0].smtp",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\nsmtp = \"unlimited\"\nsmtp_burst = 2\n",
+                "exception[0].smtp",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\nsmtp_burst = 2\n",
+                "exception[0].smtp_burst",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\nsmtp_rate = \"x\"\n",
+                "exception[0].smtp_rate",
+            ),
+            (
+                "[[exception]]\nlabel = \"a\"\nsmtp_rate = \"1/s\"\nsmtp_burst = 0\n",
+                "exception[0].smtp_burst",
+            ),
+            ("[[exception]]\nlabel = \"a\"\nport = 1\n", "config"),
+        ] {
+            assert_eq!(
+                Policy::from_toml(toml, &Overrides::default())
+                    .unwrap_err()
+                    .field,
+                field,
+                "{toml}"
+            );
+        }
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Overrides {
     pub smtp_burst: Option<i64>,
     pub scope: Option<String>,
     pub dry_run: bool,
+    /// `--no-endpoints`: the bridges only, no per-container veth programs.
+    pub no_endpoints: bool,
 }
 
 /// A `--block` value as it was written, for errors.

@@ -14,6 +14,22 @@ pub struct ConfigFile {
     pub block: Option<Vec<BlockEntry>>,
     pub smtp: Option<SmtpSection>,
     pub events: Option<EventsSection>,
+    pub exception: Option<Vec<ExceptionEntry>>,
+}
+
+/// `[[exception]]`: containers carrying `label` may reach `destinations`
+/// (blocked prefixes; absent: all of them), optionally with an SMTP budget
+/// of their own.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionEntry {
+    /// A Docker container label: `key` or `key=value`.
+    pub label: Option<String>,
+    pub destinations: Option<Vec<String>>,
+    /// `"unlimited"`: no SMTP limit for these containers.
+    pub smtp: Option<String>,
+    pub smtp_rate: Option<String>,
+    pub smtp_burst: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -30,6 +46,8 @@ pub struct EventsSection {
 #[serde(deny_unknown_fields)]
 pub struct AttachSection {
     pub interfaces: Option<Vec<String>>,
+    /// Attach to each container's host-side veth too (default true).
+    pub endpoints: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
@@ -116,7 +134,9 @@ pub fn commented_default_config() -> String {
 }
 
 pub fn default_config_toml() -> String {
-    let mut s = String::from("dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\n");
+    let mut s = String::from(
+        "dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n",
+    );
     for (cidr, proto, ports, comment) in DEFAULT_BLOCKS {
         s.push_str(&format!("\n[[block]]\ncidr = \"{cidr}\"\n"));
         if let Some(p) = proto {

@@ -19,6 +19,10 @@ pub enum Scope {
     Global,
     /// One bucket per container source address.
     PerSource,
+    /// One bucket per endpoint (the container's veth, which it cannot
+    /// forge); per source address where the bridge judges (a veth not
+    /// attached yet).
+    PerContainer,
 }
 
 impl FromStr for Scope {
@@ -27,8 +31,9 @@ impl FromStr for Scope {
         match s {
             "global" => Ok(Scope::Global),
             "per-source" => Ok(Scope::PerSource),
+            "per-container" => Ok(Scope::PerContainer),
             _ => Err(format!(
-                "{s:?} is not a scope: use \"global\" or \"per-source\""
+                "{s:?} is not a scope: use \"global\", \"per-source\" or \"per-container\""
             )),
         }
     }
@@ -39,6 +44,7 @@ impl fmt::Display for Scope {
         f.write_str(match self {
             Scope::Global => "global",
             Scope::PerSource => "per-source",
+            Scope::PerContainer => "per-container",
         })
     }
 }
@@ -297,6 +303,63 @@ pub struct Policy {
     #[serde(serialize_with = "display_opt")]
     pub event_rate: Option<Rate>,
     pub event_burst: u32,
+    /// Attach to each container's veth too (`attach.endpoints`, default on).
+    pub endpoints: bool,
+    /// `[[exception]]`s by container label, in file order.
+    pub exceptions: Vec<Exception>,
+}
+
+/// A container label to match: `key` (any value) or `key=value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabelMatch {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl LabelMatch {
+    pub fn matches(&self, labels: &std::collections::HashMap<String, String>) -> bool {
+        match (labels.get(&self.key), &self.value) {
+            (Some(_), None) => true,
+            (Some(v), Some(want)) => v == want,
+            (None, _) => false,
+        }
+    }
+}
+
+impl fmt::Display for LabelMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
+/// The SMTP budget an exception gives its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExceptionSmtp {
+    /// The host's (`[smtp]`), in its scope.
+    Shared,
+    /// A bucket of its own per container, at this rate and burst.
+    Own {
+        #[serde(serialize_with = "display")]
+        rate: Rate,
+        burst: u32,
+    },
+    Unlimited,
+}
+
+/// One validated `[[exception]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exception {
+    #[serde(serialize_with = "display")]
+    pub label: LabelMatch,
+    /// The blocked prefixes it opens, as written; `None`: every one.
+    pub destinations: Option<Vec<String>>,
+    /// The block rules (ids: positions in `blocks`) it opens.
+    pub rules: Vec<u16>,
+    pub smtp: ExceptionSmtp,
 }
 
 fn display_opt<T: fmt::Display, S: serde::Serializer>(

@@ -5,7 +5,11 @@
 //! of the bridge's subnet on the other end), sends from there a TCP SYN to
 //! the metadata address and a few SYNs to an SMTP port of a documentation
 //! address, and reads the bridge's own counters (`IFACE_SLOTS`/`IFACE_COUNTERS`) before
-//! and after.
+//! and after. That port is named so that the loader leaves it to the
+//! bridge program (the backstop). Then it plugs in a second port, which the
+//! running loader attaches the endpoint program to like a container's veth,
+//! and checks that a metadata SYN from there is dropped and counted on
+//! that endpoint (the per-endpoint path).
 //!
 //! The probes carry TTL 1: the classifier sees them on the bridge's ingress
 //! like any container packet, but the host never forwards them (it answers
@@ -29,7 +33,7 @@ mod netns;
 pub mod probe;
 pub mod report;
 
-use std::net::SocketAddrV4;
+use std::{collections::HashMap, net::SocketAddrV4};
 
 use aya::maps::lpm_trie::Key;
 use egress_ebpf_common::{
@@ -38,6 +42,7 @@ use egress_ebpf_common::{
 };
 
 use crate::{
+    endpoint::veth::{self, VERIFY_BACKSTOP_PREFIX},
     error::Error,
     kernel::{attach, maps::PolicyMaps, pins::PinDir},
     observe::{counters::read_interface, status},
@@ -46,7 +51,7 @@ use crate::{
         netlink::{bridge_net, pick_probe_address},
         netns::ProbeRun,
         probe::{METADATA_PROBE, SMTP_PROBE_ADDR},
-        report::{Answer, BridgeReport, MetadataProbe, Report, SmtpProbe},
+        report::{Answer, BridgeReport, EndpointProbe, MetadataProbe, Report, SmtpProbe},
     },
 };
 
@@ -69,7 +74,13 @@ fn targets(
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if patterns.is_empty() {
-        for i in status.interfaces.iter().filter(|i| i.attached) {
+        // The bridges: an endpoint (a container's veth) is probed through
+        // its bridge's endpoint probe.
+        for i in status
+            .interfaces
+            .iter()
+            .filter(|i| i.attached && i.role == "bridge")
+        {
             if !out.contains(&i.name) {
                 out.push(i.name.clone());
             }
@@ -159,6 +170,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
             metadata: None,
             smtp: None,
             packets_seen: 0,
+            endpoint: None,
             problems: Vec::new(),
         };
         if !report.attached {
@@ -214,9 +226,12 @@ fn probe_bridge(
     let smtp_target = plan
         .smtp_port
         .map(|p| SocketAddrV4::new(SMTP_PROBE_ADDR, p));
-    let veth = format!("egv{:x}x{n}", std::process::id());
+    // The backstop probe's port is one the loader leaves to the bridge
+    // (endpoint::veth::VERIFY_BACKSTOP_PREFIX).
+    let veth = format!("{VERIFY_BACKSTOP_PREFIX}{:x}x{n}", std::process::id());
     let before = read_interface(&opts.pins, index).map_err(|e| e.to_string())?;
     let run = ProbeRun {
+        endpoint: None,
         bridge_index: index,
         veth,
         gateway: net.address,
@@ -289,5 +304,66 @@ fn probe_bridge(
             smtp_limited: limited,
         });
     }
+    probe_endpoint(opts, &net, probe, index, n, report)
+}
+
+/// The per-endpoint path: a second port, which the running loader attaches
+/// the endpoint program to like any container's veth; one metadata SYN,
+/// counted on that endpoint. Expected where this bridge has endpoints
+/// already; elsewhere (`attach.endpoints = false`, or no container yet)
+/// an unattached probe port is reported, not failed.
+fn probe_endpoint(
+    opts: &VerifyOptions,
+    net: &netlink::BridgeNet,
+    probe: std::net::Ipv4Addr,
+    index: u32,
+    n: usize,
+    report: &mut BridgeReport,
+) -> Result<(), String> {
+    let bridge = HashMap::from([(report.interface.clone(), index)]);
+    let on_bridge = veth::inventory(&bridge).map_err(|e| format!("listing veths: {e}"))?;
+    let endpoints = crate::observe::endpoints::read(&opts.pins).map_err(|e| e.to_string())?;
+    let expected = on_bridge
+        .iter()
+        .any(|v| endpoints.iter().any(|(e, _)| e.ifindex == v.ifindex));
+    let run = ProbeRun {
+        endpoint: Some(opts.pins.clone()),
+        bridge_index: index,
+        veth: format!("egve{:x}x{n}", std::process::id()),
+        gateway: net.address,
+        probe,
+        prefix: net.prefix,
+        smtp: None,
+    };
+    let answers = std::thread::scope(|s| {
+        s.spawn(|| run.run())
+            .join()
+            .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+    })?;
+    let (attached, blocked) = answers.endpoint.unwrap_or((false, 0));
+    if let Answer::Answered(how) = &answers.metadata {
+        report.problems.push(format!(
+            "the metadata probe through an endpoint port got through ({how})"
+        ));
+    }
+    if attached && blocked == 0 {
+        report
+            .problems
+            .push("metadata_blocked did not move on the endpoint probe's port".into());
+    }
+    if !attached && expected {
+        report.problems.push(
+            "the loader did not attach the endpoint program to the probe's port within 3 s \
+             (other ports of this bridge have it)"
+                .into(),
+        );
+    }
+    report.endpoint = Some(EndpointProbe {
+        port: run.veth.clone(),
+        attached,
+        expected,
+        answer: answers.metadata,
+        metadata_blocked: blocked,
+    });
     Ok(())
 }

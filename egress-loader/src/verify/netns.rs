@@ -29,8 +29,16 @@ const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// forward delays (15 s each) and some margin; immediate without STP.
 const PORT_FORWARDING_TIMEOUT: Duration = Duration::from_secs(35);
 
+/// How long the endpoint probe waits for the running loader to attach its
+/// program to the probe's port (it follows link events: milliseconds).
+const ENDPOINT_ATTACH_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// One probe of one bridge.
 pub(super) struct ProbeRun {
+    /// `Some`: the endpoint probe: wait for the loader to attach the
+    /// endpoint program to this port (its pinned link), then send the
+    /// metadata SYN alone and read the port's endpoint counters.
+    pub endpoint: Option<crate::kernel::pins::PinDir>,
     pub bridge_index: u32,
     /// The bridge end's name.
     pub veth: String,
@@ -44,6 +52,20 @@ pub(super) struct ProbeRun {
 pub(super) struct Answers {
     pub metadata: Answer,
     pub smtp: Vec<Answer>,
+    /// The endpoint probe: whether the port got the endpoint program, and
+    /// its `metadata_blocked` during the probe.
+    pub endpoint: Option<(bool, u64)>,
+}
+
+/// `metadata_blocked` of endpoint `ifindex`, if it is one.
+fn endpoint_blocked(pins: &crate::kernel::pins::PinDir, ifindex: u32) -> Option<u64> {
+    crate::observe::endpoints::read(pins)
+        .ok()?
+        .into_iter()
+        .find(|(e, _)| e.ifindex == ifindex)
+        .map(|(_, c)| {
+            c.by_verdict[egress_ebpf_common::counters::CounterId::MetadataBlocked as usize].packets
+        })
 }
 
 fn ns_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
@@ -94,15 +116,63 @@ impl ProbeRun {
         let result = rt
             .block_on(self.configure(&probe_nl, &host_nl))
             .and_then(|()| {
+                // The wait and the counters are read from the host's
+                // namespace (the port and its TCX hook live there).
+                let endpoint = match &self.endpoint {
+                    None => None,
+                    Some(pins) => {
+                        nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET)
+                            .map_err(ns_err("returning to the host's network namespace"))?;
+                        let index = nix::net::if_::if_nametoindex(self.veth.as_str()).unwrap_or(0);
+                        let deadline = Instant::now() + ENDPOINT_ATTACH_TIMEOUT;
+                        // Attached: the loader pinned the link (after it
+                        // wrote the entry).
+                        let before = loop {
+                            if crate::kernel::attach::live_pinned_link(pins, &self.veth).is_some()
+                                && let Some(n) = endpoint_blocked(pins, index)
+                            {
+                                break Some(n);
+                            }
+                            if Instant::now() >= deadline {
+                                break None;
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        };
+                        nix::sched::setns(&probe_ns, CloneFlags::CLONE_NEWNET)
+                            .map_err(ns_err("entering the probe's network namespace"))?;
+                        Some((pins, index, before))
+                    }
+                };
                 let metadata = send_syns(METADATA_PROBE, 1, PROBE_WAIT)
                     .map_err(|e| format!("metadata probe: {e}"))?
                     .remove(0);
+                let endpoint = match endpoint {
+                    None => None,
+                    Some((_, _, None)) => Some((false, 0)),
+                    Some((pins, index, Some(b))) => {
+                        // The SYN was judged when send_syns returned (it
+                        // waited for an answer that never came).
+                        let after = endpoint_blocked(pins, index).unwrap_or(b);
+                        Some((true, after.saturating_sub(b)))
+                    }
+                };
+                if endpoint.is_some() {
+                    return Ok(Answers {
+                        metadata,
+                        smtp: Vec::new(),
+                        endpoint,
+                    });
+                }
                 let smtp = match self.smtp {
                     Some((target, count)) => send_syns(target, count as usize, PROBE_WAIT)
                         .map_err(|e| format!("SMTP probe: {e}"))?,
                     None => Vec::new(),
                 };
-                Ok(Answers { metadata, smtp })
+                Ok(Answers {
+                    metadata,
+                    smtp,
+                    endpoint: None,
+                })
             });
         // Leave the namespace and delete the bridge end now; the namespace
         // itself goes when this thread and the runtime's sockets are gone.

@@ -34,6 +34,21 @@ pub struct SmtpProbe {
     pub smtp_limited: u64,
 }
 
+/// The per-endpoint path: a probe port that the running loader attaches
+/// the endpoint program to, like a container's veth.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointProbe {
+    /// The probe port's name.
+    pub port: String,
+    /// Whether the loader attached the endpoint program to it in time.
+    pub attached: bool,
+    /// Whether it had to (other ports of the bridge are endpoints).
+    pub expected: bool,
+    pub answer: Answer,
+    /// `metadata_blocked` on that endpoint, after minus before.
+    pub metadata_blocked: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BridgeReport {
     pub interface: String,
@@ -49,6 +64,8 @@ pub struct BridgeReport {
     pub smtp: Option<SmtpProbe>,
     /// Packets this interface's ingress counted during the probes.
     pub packets_seen: u64,
+    /// The per-endpoint path's probe.
+    pub endpoint: Option<EndpointProbe>,
     /// Why it failed; empty: it passed.
     pub problems: Vec<String>,
 }
@@ -150,6 +167,30 @@ impl Report {
                     "      counted   {} packet(s) on {}'s ingress during the probes",
                     b.packets_seen, b.interface
                 );
+            }
+            if let Some(e) = &b.endpoint {
+                let answer = match &e.answer {
+                    Answer::None => "no answer (dropped)".to_owned(),
+                    Answer::Answered(how) => format!("GOT THROUGH ({how})"),
+                };
+                let _ = if e.attached {
+                    writeln!(
+                        t,
+                        "      endpoint  port {} (endpoint program attached): TCP SYN to the metadata address: {answer}; metadata_blocked +{} on the endpoint",
+                        e.port, e.metadata_blocked
+                    )
+                } else {
+                    writeln!(
+                        t,
+                        "      endpoint  port {} NOT attached within 3 s{}: {answer} (judged by the bridge)",
+                        e.port,
+                        if e.expected {
+                            ""
+                        } else {
+                            " (no endpoints on this bridge: attach.endpoints = false, or no container)"
+                        }
+                    )
+                };
             }
             for p in &b.problems {
                 let _ = writeln!(t, "      problem   {p}");

@@ -1,0 +1,376 @@
+//! Endpoints: the program on each container's veth with the bridge
+//! program's fast exit behind it, against the bridge program alone (as
+//! before endpoints); attaching 100 endpoints; the loader's memory with 100
+//! of them.
+//!
+//! A container's packet now meets two programs: `egress_endpoint` judges it
+//! on the veth and marks it, `egress_filter` on the bridge sees the mark
+//! and returns at once. The target: together no more than `egress_filter`
+//! alone costs.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use egress_ebpf_common::{
+    endpoint::{Endpoint, HANDOFF_MARK, endpoint_slot},
+    maps::{ENDPOINT_PROGRAM, PROGRAM},
+};
+use egress_tests::{
+    LoaderProcess, addrs,
+    frames::{self, ACK, IPPROTO_UDP, V4},
+    test_run::Classifier,
+};
+use serde::Serialize;
+
+use crate::{
+    plan::Plan,
+    prog_cost::Noop,
+    setups::Setup,
+    stats::median,
+    workloads::Workload,
+    world::{World, exec_with_input, rss_kib},
+};
+
+/// BPF_PROG_TEST_RUN of one frame: the bridge program alone, and the
+/// endpoint program plus the bridge program seeing its mark.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRunPair {
+    pub frame: String,
+    /// ns per run (median over rounds), each including the test_run loop's
+    /// own cost, which `noop_ns` is.
+    pub bridge_alone_ns: f64,
+    pub endpoint_ns: f64,
+    pub fast_exit_ns: f64,
+    pub noop_ns: f64,
+    /// Program time: `bridge_alone - noop`.
+    pub before_ns: f64,
+    /// Program time: `endpoint - noop + fast_exit - noop`.
+    pub together_ns: f64,
+}
+
+/// Kernel run-time stats per packet during traffic.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficPair {
+    pub workload: Workload,
+    pub reps: u32,
+    /// Median over reps of `run_time / run_cnt` on docker0, bridge only.
+    pub bridge_alone_ns: f64,
+    /// The same for the endpoint program on the veth...
+    pub endpoint_ns: f64,
+    /// ... and for the bridge program's fast exit.
+    pub fast_exit_ns: f64,
+    /// Their sum per packet (median of the per-rep sums).
+    pub together_ns: f64,
+    /// The empty classifier on docker0 alone, and on the veth and docker0.
+    pub noop_one_ns: f64,
+    pub noop_two_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachHundred {
+    pub endpoints: usize,
+    /// `ip -batch` creating the namespaces and veths (outside the loader).
+    pub create_secs: f64,
+    /// From the last veth's creation to all of them attached.
+    pub attach_after_created_secs: f64,
+    /// From the first veth's creation to all of them attached.
+    pub attach_total_secs: f64,
+    /// A loader started with them all present: start to all attached.
+    pub startup_secs: f64,
+    /// VmRSS idle with them attached (the running loader, then the
+    /// restarted one).
+    pub idle_rss_kib: u64,
+    pub restarted_idle_rss_kib: u64,
+    /// Endpoints left in `counters --json` once the veths are gone.
+    pub endpoints_after_removal: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointsBench {
+    pub test_run: Vec<TestRunPair>,
+    pub traffic: Vec<TrafficPair>,
+    pub attach: AttachHundred,
+}
+
+pub fn measure(world: &mut World, plan: &Plan) -> Result<EndpointsBench> {
+    let test_run = test_run(plan)?;
+    let traffic = traffic(world, plan)?;
+    let attach = attach_hundred(world)?;
+    Ok(EndpointsBench {
+        test_run,
+        traffic,
+        attach,
+    })
+}
+
+fn test_run(plan: &Plan) -> Result<Vec<TestRunPair>> {
+    let mut noop = Noop::load()?;
+    let mut c = Classifier::with_policy("");
+    // The test skb's device is loopback (ifindex 1): its endpoint entry.
+    let mut e = Endpoint::empty();
+    e.id = 1;
+    e.slot = endpoint_slot(1);
+    // The frames go to the bridge's MAC: judged at the endpoint.
+    e.bridge_mac = frames::DST_MAC;
+    c.endpoint_maps()
+        .endpoints
+        .set(1, e, 0)
+        .context("writing the endpoint entry")?;
+    let server = addrs::SMTP_V4.octets();
+    let frames = vec![
+        (
+            "pass: UDP, 64 bytes, to 198.51.100.25".to_owned(),
+            frames::v4_frame(
+                &V4::new(addrs::SMTP_V4, IPPROTO_UDP),
+                &frames::udp(40000, 9000, &[0; 18]),
+            ),
+        ),
+        (
+            "pass: TCP ACK to 198.51.100.25:443".to_owned(),
+            frames::v4_tcp(server, 443, ACK),
+        ),
+        (
+            "pass: IPv6 TCP ACK to [2001:db8:25::25]:443".to_owned(),
+            frames::v6_tcp("2001:db8:25::25", 443, ACK),
+        ),
+    ];
+    let repeat = plan.test_run_repeat;
+    let mut out = Vec::new();
+    for (name, frame) in frames {
+        let (mut b, mut e, mut f, mut z) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.test_run_rounds {
+            b.push(c.run_marked_repeat(PROGRAM, &frame, 0, repeat).2 as f64);
+            let (_, mark, ns) = c.run_marked_repeat(ENDPOINT_PROGRAM, &frame, 0, repeat);
+            anyhow::ensure!(mark & HANDOFF_MARK != 0, "{name}: no hand-off mark");
+            e.push(ns as f64);
+            f.push(c.run_marked_repeat(PROGRAM, &frame, HANDOFF_MARK, repeat).2 as f64);
+            z.push(noop.run(&frame, repeat)? as f64);
+        }
+        let (b, e, f, z) = (median(&b), median(&e), median(&f), median(&z));
+        let pair = TestRunPair {
+            frame: name,
+            bridge_alone_ns: b,
+            endpoint_ns: e,
+            fast_exit_ns: f,
+            noop_ns: z,
+            before_ns: (b - z).max(0.0),
+            together_ns: (e - z).max(0.0) + (f - z).max(0.0),
+        };
+        println!(
+            "   {}: bridge alone {:.1} ns; endpoint {:.1} + fast exit {:.1} ns (empty {:.1} ns): program time {:.1} -> {:.1} ns",
+            pair.frame, b, e, f, z, pair.before_ns, pair.together_ns
+        );
+        out.push(pair);
+    }
+    Ok(out)
+}
+
+/// `run_time_ns` and `run_cnt` of program `id` now.
+fn stats(id: u32) -> Result<(u64, u64)> {
+    for info in aya::programs::loaded_programs() {
+        let info = info?;
+        if info.id() == id {
+            return Ok((info.run_time().as_nanos() as u64, info.run_count()));
+        }
+    }
+    anyhow::bail!("program {id} not found among the loaded programs")
+}
+
+/// Runs `wl` once with the kernel's run-time stats on (BPF_ENABLE_STATS:
+/// the switch behind `kernel.bpf_stats_enabled`, which turns itself off
+/// when its fd closes, even if this process dies); returns the run time
+/// and count of each program in `ids`.
+fn with_stats(world: &World, plan: &Plan, wl: Workload, ids: &[u32]) -> Result<Vec<(u64, u64)>> {
+    let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)")?;
+    let before: Vec<(u64, u64)> = ids.iter().map(|&i| stats(i)).collect::<Result<_>>()?;
+    let run = wl.run(world, plan.run_main, plan.iperf_secs);
+    let after: Vec<(u64, u64)> = ids.iter().map(|&i| stats(i)).collect::<Result<_>>()?;
+    drop(fd);
+    run?;
+    Ok(before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.0 - b.0, a.1 - b.1))
+        .collect())
+}
+
+fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
+    let reps = if plan.quick { 2 } else { 3 };
+    let veth = world.topo.container(0).host_veth().to_owned();
+    let bridge = world.topo.bridge_name().to_owned();
+    let mut out = Vec::new();
+    for wl in [Workload::Udp, Workload::Crr] {
+        let (mut one, mut two, mut alone, mut ep, mut fx, mut sum) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for _ in 0..reps {
+            // The empty classifier on docker0, then on the veth too.
+            {
+                let mut n = Noop::load()?;
+                let id = n.attach(world.host(), &bridge)?;
+                let r = with_stats(world, plan, wl, &[id])?;
+                one.push(r[0].0 as f64 / r[0].1.max(1) as f64);
+                n.attach(world.host(), &veth)?;
+                let r = with_stats(world, plan, wl, &[id])?;
+                // One program, two hooks: its runs count both.
+                two.push(2.0 * r[0].0 as f64 / r[0].1.max(1) as f64);
+            }
+            let a = Setup::FilterBridgeOnly(0).activate(world)?;
+            let id = a.program_id().context("no bridge program id")?;
+            let r = with_stats(world, plan, wl, &[id])?;
+            alone.push(r[0].0 as f64 / r[0].1.max(1) as f64);
+            a.deactivate(world)?;
+
+            let a = Setup::Filter(0).activate(world)?;
+            let bridge_id = a.program_id().context("no bridge program id")?;
+            let ep_id = a
+                .endpoint_program_id()
+                .context("the endpoint program is not attached to the container's veth")?;
+            let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
+            let (e, f) = (r[0], r[1]);
+            let packets = e.1.max(1) as f64;
+            ep.push(e.0 as f64 / packets);
+            fx.push(f.0 as f64 / f.1.max(1) as f64);
+            sum.push((e.0 + f.0) as f64 / packets);
+            a.deactivate(world)?;
+        }
+        let pair = TrafficPair {
+            workload: wl,
+            reps,
+            bridge_alone_ns: median(&alone),
+            endpoint_ns: median(&ep),
+            fast_exit_ns: median(&fx),
+            together_ns: median(&sum),
+            noop_one_ns: median(&one),
+            noop_two_ns: median(&two),
+        };
+        println!(
+            "   {wl:?}: bridge alone {:.1} ns/packet; endpoint {:.1} + fast exit {:.1} = {:.1} ns/packet (empty: {:.1} on one hook, {:.1} on two)",
+            pair.bridge_alone_ns,
+            pair.endpoint_ns,
+            pair.fast_exit_ns,
+            pair.together_ns,
+            pair.noop_one_ns,
+            pair.noop_two_ns
+        );
+        out.push(pair);
+    }
+    Ok(out)
+}
+
+const HUNDRED: usize = 100;
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE: Duration = Duration::from_millis(2500);
+
+/// Pinned links named `ebv*` (the bench's veths).
+fn attached(loader: &LoaderProcess) -> usize {
+    std::fs::read_dir(loader.pin_dir().join("links"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ebv"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_attached(loader: &LoaderProcess, want: usize) -> Result<Instant> {
+    let t0 = Instant::now();
+    loop {
+        if attached(loader) >= want {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            t0.elapsed() < ATTACH_TIMEOUT,
+            "{} of {want} endpoints attached after {ATTACH_TIMEOUT:?}; log:\n{}",
+            attached(loader),
+            loader.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn attach_hundred(world: &mut World) -> Result<AttachHundred> {
+    let tag = std::process::id() % 10_000;
+    let ns: Vec<String> = (0..HUNDRED).map(|i| format!("eb{tag}n{i}")).collect();
+    let mut add = String::new();
+    for (i, n) in ns.iter().enumerate() {
+        // The netns is created in the machine's namespace list but holds
+        // nothing but the peer; the veth's host end is in the bench's host
+        // namespace, a port of its docker0.
+        add.push_str(&format!("netns add {n}\n"));
+        add.push_str(&format!(
+            "link add ebv{i} type veth peer name eth0 netns {n}\nlink set ebv{i} master docker0 up\n"
+        ));
+    }
+    let mut del = String::new();
+    for n in &ns {
+        del.push_str(&format!("netns del {n}\n"));
+    }
+    let pin_dir = world.new_pin_dir()?;
+    let mut loader = LoaderProcess::run_in_ns(
+        world.host(),
+        &pin_dir,
+        &["--iface", "docker0", "--detach-on-exit", "--no-docker"],
+    )?;
+    loader.wait_ready(Duration::from_secs(15))?;
+    let result = (|| -> Result<AttachHundred> {
+        let t0 = Instant::now();
+        exec_with_input(world.host(), &["ip", "-batch", "-"], &add)?;
+        let created = Instant::now();
+        let done = wait_attached(&loader, HUNDRED)?;
+        let create_secs = (created - t0).as_secs_f64();
+        let attach_total_secs = (done - t0).as_secs_f64();
+        let attach_after_created_secs = done.saturating_duration_since(created).as_secs_f64();
+        std::thread::sleep(IDLE);
+        let (idle_rss_kib, _) = rss_kib(loader.pid())?;
+        println!(
+            "   {HUNDRED} endpoints: created in {create_secs:.2} s, all attached {attach_total_secs:.2} s after the first ({attach_after_created_secs:.2} s after the last); idle VmRSS {idle_rss_kib} KiB"
+        );
+        // A loader that starts with the hundred present.
+        loader.terminate(Duration::from_secs(10))?;
+        let pin_dir = world.new_pin_dir()?;
+        let t0 = Instant::now();
+        let mut second = LoaderProcess::run_in_ns(
+            world.host(),
+            &pin_dir,
+            &["--iface", "docker0", "--detach-on-exit", "--no-docker"],
+        )?;
+        let done = wait_attached(&second, HUNDRED)?;
+        let startup_secs = (done - t0).as_secs_f64();
+        std::thread::sleep(IDLE);
+        let (restarted_idle_rss_kib, _) = rss_kib(second.pid())?;
+        println!(
+            "   started with {HUNDRED} present: all attached {startup_secs:.2} s after the start; idle VmRSS {restarted_idle_rss_kib} KiB"
+        );
+        exec_with_input(world.host(), &["ip", "-batch", "-"], &del)?;
+        let gone = egress_tests::wait_until(Duration::from_secs(10), || attached(&second) == 0);
+        let c = second.cli_json("counters", &[])?;
+        let left = c["endpoints"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|e| e["veth"].as_str().is_some_and(|v| v.starts_with("ebv")))
+                .count()
+        });
+        anyhow::ensure!(gone, "endpoint links left after the veths went");
+        second.terminate(Duration::from_secs(10))?;
+        Ok(AttachHundred {
+            endpoints: HUNDRED,
+            create_secs,
+            attach_after_created_secs,
+            attach_total_secs,
+            startup_secs,
+            idle_rss_kib,
+            restarted_idle_rss_kib,
+            endpoints_after_removal: left,
+        })
+    })();
+    if result.is_err() {
+        let _ = exec_with_input(world.host(), &["ip", "-batch", "-"], &del);
+    }
+    result
+}

@@ -1,0 +1,78 @@
+//! The per-endpoint program's judgement: the shared decision over the
+//! endpoint's view of the maps, counted per endpoint, handed to the bridge
+//! program behind the veth with the hand-off mark.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    programs::TcContext,
+};
+use egress_ebpf_common::{
+    decide::{Action, decide},
+    endpoint::{Endpoint, HANDOFF_MARK, endpoint_slot, for_the_host},
+    packet::Packet,
+    parse::parse,
+};
+
+use crate::{
+    counters, events,
+    maps::{ENDPOINT_OVERFLOW, ENDPOINTS},
+    skb, view,
+};
+
+/// The endpoint entry of `id`: its `ENDPOINTS` slot when it owns it (an
+/// inlined array lookup), else the overflow table. `None`: not written
+/// (yet): a frame to the bridge is left to the bridge program (the bridge's
+/// MAC is in the entry); one to the veth itself, or a broadcast, is judged
+/// with the host's policy, no exception, no own budget.
+#[inline(always)]
+fn lookup(id: u32) -> Option<&'static Endpoint> {
+    if let Some(e) = ENDPOINTS.get(endpoint_slot(id))
+        && e.id == id
+    {
+        return Some(e);
+    }
+    unsafe { ENDPOINT_OVERFLOW.get(&id) }
+}
+
+#[inline(always)]
+pub fn judge(ctx: &TcContext) -> i32 {
+    // The hook's ifindex is the veth's: the endpoint id.
+    let id = unsafe { (*ctx.skb.skb).ifindex };
+    let endpoint = lookup(id);
+    let skb = skb::Skb(ctx);
+    // Container to container: the bridge forwards it to another port and
+    // no program of the filter judged it before endpoints; passed on as
+    // it is, unmarked, uncounted. Whatever of it still goes up to the host
+    // meets the bridge program unmarked (docs/design.md, Endpoints).
+    let pkt_type = unsafe { (*ctx.skb.skb).pkt_type };
+    let dst_mac = skb.load::<6>(0).unwrap_or([0; 6]);
+    let bridge_mac = endpoint.map_or([0; 6], |e| e.bridge_mac);
+    if !for_the_host(pkt_type, dst_mac, bridge_mac) {
+        return TC_ACT_UNSPEC;
+    }
+    let parsed = parse(&skb);
+    let maps = view::EndpointMaps { ctx, id, endpoint };
+    let decision = decide(&parsed, &maps);
+    counters::count_endpoint(decision.verdict, decision.rule, endpoint, skb.len() as u32);
+    if decision.verdict.drops()
+        && let Some(config) = decision.config
+    {
+        events::report(ctx, id, id, config, &parsed, &decision);
+    }
+    match decision.action {
+        // Reject (issue 12) goes here: build the reply in place and
+        // bpf_redirect(id, 0), the veth itself, so that only this container
+        // gets it (docs/design.md, Endpoints).
+        Action::Drop => TC_ACT_SHOT,
+        Action::Pass => {
+            // Judged: the bridge program behind this port passes it on at
+            // once and clears the bit (docs/design.md, Endpoints). The
+            // loader attaches this program only to ports of bridges it
+            // filters, so the bit never outlives the bridge's ingress on
+            // the way out of the host.
+            let mark = unsafe { (*ctx.skb.skb).mark };
+            ctx.set_mark(mark | HANDOFF_MARK);
+            TC_ACT_UNSPEC
+        }
+    }
+}
