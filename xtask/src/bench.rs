@@ -91,10 +91,17 @@ pub fn main(opts: &Options) -> Result<()> {
     } else {
         util::workspace_root().join("docs")
     };
+    // An `--out` among the arguments for egress-bench wins over ours (the
+    // bench refuses two).
+    let own_out = opts
+        .args
+        .iter()
+        .any(|a| a == "--out" || a.to_string_lossy().starts_with("--out="));
     let mut cmd = util::command(&bench);
-    cmd.env(util::LOADER_BIN_ENV, &loader)
-        .arg("--out")
-        .arg(&out);
+    cmd.env(util::LOADER_BIN_ENV, &loader);
+    if !own_out {
+        cmd.arg("--out").arg(&out);
+    }
     if opts.quick {
         cmd.arg("--quick");
     }
@@ -103,7 +110,9 @@ pub fn main(opts: &Options) -> Result<()> {
     }
     cmd.args(&opts.args);
     util::run(&mut cmd)?;
-    println!("results: {}", out.join("benchmarks.md").display());
+    if !own_out {
+        println!("results: {}", out.join("benchmarks.md").display());
+    }
     Ok(())
 }
 
