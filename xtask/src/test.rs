@@ -129,7 +129,7 @@ fn fuzz_parser() -> Result<()> {
     let root = util::workspace_root();
     let mut cmd = util::command("rustup");
     // The nightly toolchain's cargo, not the one running xtask.
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .env_remove("CARGO")
         .env_remove("RUSTUP_TOOLCHAIN")
         .args(["run", "nightly", "cargo", "fuzz", "run", "parse"])
