@@ -4,9 +4,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
-    programs::TcContext,
 };
 use egress_ebpf_common::{
     bucket::{COARSE_CLOCK_SLACK_NS, Gcra},
@@ -72,7 +72,12 @@ pub fn admit_global(g: &Gcra, clock: &mut Clock) -> bool {
 }
 
 #[inline(always)]
-pub fn admit_per_source(ctx: &TcContext, g: &Gcra, src: &[u8; 16], clock: &mut Clock) -> bool {
+pub fn admit_per_source<C: EbpfContext>(
+    ctx: &C,
+    g: &Gcra,
+    src: &[u8; 16],
+    clock: &mut Clock,
+) -> bool {
     if let Some(tat) = SMTP_SOURCE_BUCKETS.get_ptr_mut(src) {
         return admit(tat, g, clock);
     }
