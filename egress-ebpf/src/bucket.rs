@@ -109,7 +109,7 @@ pub fn admit_per_source<C: EbpfContext>(
 /// a new endpoint gets a full bucket, inserted with NOEXIST; a full table
 /// sends newcomers to the shared overflow bucket (never evicting anyone).
 #[inline(always)]
-pub fn admit_per_endpoint(ctx: &TcContext, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
+pub fn admit_per_endpoint<C: EbpfContext>(ctx: &C, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
     if let Some(tat) = SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
         return admit(tat, g, clock);
     }

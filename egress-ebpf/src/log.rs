@@ -38,7 +38,7 @@ pub fn source_table_full<C: EbpfContext>(ctx: &C, src: &[u8; 16], coarse_now: u6
 /// The per-endpoint SMTP table is full; `id` is the new endpoint sent to
 /// the overflow bucket.
 #[inline(never)]
-pub fn endpoint_table_full(ctx: &TcContext, id: u32, coarse_now: u64) {
+pub fn endpoint_table_full<C: EbpfContext>(ctx: &C, id: u32, coarse_now: u64) {
     if budget_allows(RareCondition::EndpointTableFull, coarse_now) {
         warn!(
             ctx,

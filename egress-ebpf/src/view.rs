@@ -1,7 +1,7 @@
 //! The policy as the kernel's maps hold it: the [`PolicyView`] the shared
 //! decision (`egress_ebpf_common::decide`) runs against in the classifier.
 
-use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
+use aya_ebpf::{EbpfContext, maps::lpm_trie::Key, programs::TcContext};
 use egress_ebpf_common::{
     bucket::Gcra,
     config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
