@@ -16,7 +16,6 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::{
-    daemon::reconcile::Filter,
     endpoint::{
         cgroup::{EngineCgroups, Target, expand, resolve},
         coverage::Attached,
@@ -40,31 +39,10 @@ pub struct CoverageState {
     pub settled: bool,
     /// The engine's cgroup driver and containers' cgroups, for `auto`.
     pub engine_cgroups: Option<EngineCgroups>,
+    /// An engine is asked (`--docker-host`, not `--no-docker`).
+    pub engine: bool,
     /// Published after each reconcile, for the coverage task.
     pub attached: Arc<RwLock<Attached>>,
-}
-
-impl Filter {
-    /// The cgroup half of [`Filter::reconcile`].
-    pub fn reconcile_cgroups(&mut self) {
-        let c = &mut self.coverage;
-        c.hooks.reconcile(
-            &mut self.ebpf,
-            &self.pins,
-            &self.policy.cgroups,
-            c.engine_cgroups.as_ref(),
-            c.settled,
-        );
-        self.publish_attached();
-    }
-
-    /// What is attached now, for coverage.
-    pub fn publish_attached(&self) {
-        let interfaces: Vec<String> = self.attached.keys().cloned().collect();
-        self.coverage
-            .hooks
-            .publish(&self.pins, interfaces, &self.coverage.attached);
-    }
 }
 
 /// The cgroup hooks' state in `run`.

@@ -61,11 +61,13 @@ pub fn spawn(
             };
             engine_cgroups.send_if_modified(|old| {
                 let fresh = EngineCgroups::from_containers(driver, &list);
-                let same = old.as_ref().is_some_and(|o| {
-                    o.driver == fresh.driver && o.container_cgroups == fresh.container_cgroups
-                });
-                *old = Some(fresh);
-                !same
+                let merged = match old {
+                    Some(o) => o.merge(fresh),
+                    None => fresh,
+                };
+                let changed = old.as_ref() != Some(&merged);
+                *old = Some(merged);
+                changed
             });
             let snapshot = attached.read().unwrap_or_else(|e| e.into_inner()).clone();
             let cov = coverage::compute(&list, &networks.networks(), &snapshot, |c| {

@@ -15,7 +15,7 @@ use crate::{
         pins::PinDir,
     },
     observe::metrics,
-    policy::{Policy, glob::pattern_matches},
+    policy::{Policy, cgroups::CgroupSpec, glob::pattern_matches},
 };
 
 /// Everything `run` holds while it runs.
@@ -122,5 +122,33 @@ impl Filter {
                 Err(e) => error!("{name}: {e}"),
             }
         }
+    }
+}
+
+impl Filter {
+    /// The cgroup half of [`Filter::reconcile`].
+    pub fn reconcile_cgroups(&mut self) {
+        let c = &mut self.coverage;
+        // `auto` is final once the engine's cgroups are known: until then a
+        // previous run's links stay (no gap on a restart).
+        let settled = !c.engine
+            || c.engine_cgroups.is_some()
+            || !self.policy.cgroups.contains(&CgroupSpec::Auto);
+        c.hooks.reconcile(
+            &mut self.ebpf,
+            &self.pins,
+            &self.policy.cgroups,
+            c.engine_cgroups.as_ref(),
+            settled,
+        );
+        self.publish_attached();
+    }
+
+    /// What is attached now, for coverage.
+    pub fn publish_attached(&self) {
+        let interfaces: Vec<String> = self.attached.keys().cloned().collect();
+        self.coverage
+            .hooks
+            .publish(&self.pins, interfaces, &self.coverage.attached);
     }
 }

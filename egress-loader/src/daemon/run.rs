@@ -161,6 +161,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             bridges: Default::default(),
             settled: networks.is_none(),
             engine_cgroups: None,
+            engine: networks.is_some(),
             attached: Default::default(),
         },
         ebpf,

@@ -6,7 +6,9 @@
 //! cgroups created below it afterwards, so each container is judged from its
 //! first syscall. `auto` asks the engine and the host:
 //!
-//! - the parent of every running container's cgroup, except the root and
+//! - the parent of every container's cgroup (running at some point while
+//!   `run` runs: a parent stays a target when its containers stop), except
+//!   the root and
 //!   `system.slice` (the systemd driver's scopes sit beside host services
 //!   there: each `docker-<id>.scope` is attached as it appears instead, which
 //!   is not race-free);
@@ -20,7 +22,12 @@
 //! engine's cgroup by name (`--cgroup /docker`) to be in force before the
 //! engine starts (docs/deployment.md, The boot window).
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path, sync::RwLock};
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::unix::fs::MetadataExt,
+    path::Path,
+    sync::RwLock,
+};
 
 use serde::Serialize;
 
@@ -51,25 +58,36 @@ pub struct Target {
     pub create: bool,
 }
 
-/// What the engine says of cgroups: its driver and its containers' cgroups.
-#[derive(Debug, Clone, Default)]
+/// What the engine says of cgroups: its driver and the cgroups its
+/// containers have run in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineCgroups {
     pub driver: Option<&'static str>,
-    pub container_cgroups: Vec<String>,
+    /// Cgroups of containers seen (running at some point): `run` keeps
+    /// adding, so a parent stays a target when its last container stops.
+    pub container_cgroups: BTreeSet<String>,
 }
 
 impl EngineCgroups {
-    pub async fn ask(endpoint: &DockerEndpoint) -> Result<Self, String> {
-        let docker = endpoint.connect().await?;
-        let driver = containers::cgroup_driver(&docker).await;
-        let list = containers::list(&docker).await?;
-        Ok(Self::from_containers(driver, &list))
-    }
-
     pub fn from_containers(driver: Option<&'static str>, list: &[ContainerInfo]) -> Self {
         EngineCgroups {
             driver,
             container_cgroups: list.iter().filter_map(|c| c.cgroup.clone()).collect(),
+        }
+    }
+
+    /// What `self` knew, and what `fresh` adds. Only the parent matters to
+    /// the targets: one container per parent is kept.
+    pub fn merge(&self, fresh: EngineCgroups) -> EngineCgroups {
+        let mut all = self.container_cgroups.clone();
+        for c in fresh.container_cgroups {
+            if !all.iter().any(|k| parent_of(k) == parent_of(&c)) {
+                all.insert(c);
+            }
+        }
+        EngineCgroups {
+            driver: fresh.driver.or(self.driver),
+            container_cgroups: all,
         }
     }
 }
@@ -311,7 +329,7 @@ mod tests {
         // The engine's containers name their parent; the root never.
         let e = EngineCgroups {
             driver: Some("cgroupfs"),
-            container_cgroups: vec!["egress-e2e-x/0123".into(), "loose".into()],
+            container_cgroups: ["egress-e2e-x/0123".into(), "loose".into()].into(),
         };
         let t = resolve(&auto, &fs, Some(&e));
         assert_eq!(t[0].spec, CgroupSpec::Path("egress-e2e-x".into()));
@@ -322,7 +340,7 @@ mod tests {
         // No container yet: the driver's default, created for the first one.
         let e = EngineCgroups {
             driver: Some("cgroupfs"),
-            container_cgroups: vec![],
+            container_cgroups: BTreeSet::new(),
         };
         let t = resolve(&auto, &fs, Some(&e));
         assert_eq!(t[0].spec, CgroupSpec::Path("docker".into()));
@@ -330,13 +348,29 @@ mod tests {
         // systemd: never system.slice itself.
         let e = EngineCgroups {
             driver: Some("systemd"),
-            container_cgroups: vec!["system.slice/docker-1.scope".into()],
+            container_cgroups: ["system.slice/docker-1.scope".into()].into(),
         };
         let t = resolve(&auto, &fs, Some(&e));
         assert_eq!(t[0].spec.to_string(), "/system.slice/docker-*.scope");
         assert!(
             !t.iter()
                 .any(|t| t.spec == CgroupSpec::Path("system.slice".into()))
+        );
+        // Once seen, a parent stays: no fallback to /docker when the last
+        // container stops.
+        let seen = EngineCgroups {
+            driver: Some("cgroupfs"),
+            container_cgroups: ["egress-e2e-x/0123".into()].into(),
+        };
+        let now = seen.merge(EngineCgroups {
+            driver: Some("cgroupfs"),
+            container_cgroups: BTreeSet::new(),
+        });
+        let t = resolve(&auto, &fs, Some(&now));
+        assert_eq!(t[0].spec, CgroupSpec::Path("egress-e2e-x".into()));
+        assert!(
+            !t.iter()
+                .any(|t| t.spec == CgroupSpec::Path("docker".into()))
         );
         // Configured entries are kept as they are, literal ones created.
         let t = resolve(&[parse_spec("/egress.slice").unwrap()], &fs, None);

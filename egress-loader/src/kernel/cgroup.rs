@@ -329,7 +329,13 @@ pub fn attach(
             format!("cgroup {}: {e}", dir.display()),
         ))
     })?;
-    std::fs::create_dir_all(pins.cgroup_link_dir(rel))?;
+    let links = pins.cgroup_link_dir(rel);
+    std::fs::create_dir_all(&links).map_err(|e| {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("creating {}: {e}", links.display()),
+        ))
+    })?;
     let mut done = Vec::new();
     for &(name, hook) in &CGROUP_PROGRAMS {
         if !is_loaded(ebpf, name) {

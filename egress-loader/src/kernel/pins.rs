@@ -4,7 +4,7 @@
 //! <pin dir>/layout-<N>/<MAP NAME>   every map (policy, counters, buckets), of map layout N
 //! <pin dir>/links/<ifname>          one TCX link per filtered interface
 //! <pin dir>/cgroups/<cgroup>/<hook> one link per cgroup hook and cgroup (the cgroup's path
-//!                                   below the cgroup2 mount, `/` written `%2F`)
+//!                                   below the cgroup2 mount, `/` written `%2F`, `.` `%2E`)
 //! <pin dir>/maps/<MAP NAME>         the maps of loaders before layouts were numbered (layout 1)
 //! ```
 //!
@@ -25,13 +25,19 @@ pub const LAYOUT_VERSION: u32 = 2;
 /// `statfs` magic of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// A cgroup path as one bpffs file name: `%` and `/` percent-encoded.
+/// A cgroup path as one bpffs file name: `%`, `/` and `.` percent-encoded
+/// (bpffs refuses names with a dot, EPERM: they are reserved,
+/// kernel/bpf/inode.c, bpf_lookup).
 pub fn escape_cgroup(rel: &str) -> String {
-    rel.replace('%', "%25").replace('/', "%2F")
+    rel.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('.', "%2E")
 }
 
 pub fn unescape_cgroup(name: &str) -> String {
-    name.replace("%2F", "/").replace("%25", "%")
+    name.replace("%2E", ".")
+        .replace("%2F", "/")
+        .replace("%25", "%")
 }
 
 #[derive(Debug, Clone)]
@@ -130,9 +136,15 @@ mod tests {
 
     #[test]
     fn cgroup_names_round_trip() {
-        for rel in ["docker", "system.slice/docker-ab.scope", "a%2Fb/c", "%"] {
+        for rel in [
+            "docker",
+            "system.slice/docker-ab.scope",
+            "a%2Fb/c",
+            "%",
+            "a%2E.",
+        ] {
             let e = escape_cgroup(rel);
-            assert!(!e.contains('/'), "{e}");
+            assert!(!e.contains('/') && !e.contains('.'), "{e}");
             assert_eq!(unescape_cgroup(&e), rel);
         }
     }
