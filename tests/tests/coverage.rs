@@ -937,6 +937,10 @@ fn host_network_containers_are_refused_at_once() {
     let (_follower, rx) = follow_events(dh.host(), &events);
 
     // First action: the metadata service. Refused by connect(), at once.
+    // The container stays a second after it: the loader names the sender of
+    // a drop event from its cgroup, which must still exist when the event is
+    // read (a container gone within milliseconds is named by cgroup id only:
+    // docs/observability.md).
     let out = docker_run(
         &dh,
         &[
@@ -947,7 +951,7 @@ fn host_network_containers_are_refused_at_once() {
             images::BUSYBOX_IMAGE,
             "sh",
             "-c",
-            "nc -w 5 169.254.169.254 80 </dev/null; echo rc=$?",
+            "nc -w 5 169.254.169.254 80 </dev/null; echo rc=$?; sleep 1",
         ],
     );
     assert!(out.contains("Operation not permitted"), "{out}");

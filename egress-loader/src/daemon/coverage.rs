@@ -26,6 +26,9 @@ use crate::endpoint::{
 /// the daemon attaches changes too).
 const REFRESH: Duration = Duration::from_secs(5);
 
+/// How long after new cgroup targets coverage is judged again.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Runs for as long as the runtime runs.
 pub fn spawn(
     networks: Arc<NetworkWatch>,
@@ -36,11 +39,13 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut changes = networks.subscribe();
         let mut warned: BTreeSet<String> = BTreeSet::new();
+        let mut wait = REFRESH;
         loop {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(REFRESH) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
+            wait = REFRESH;
             if !networks.is_connected() {
                 continue;
             }
@@ -59,7 +64,7 @@ pub fn spawn(
                     continue;
                 }
             };
-            engine_cgroups.send_if_modified(|old| {
+            let new_targets = engine_cgroups.send_if_modified(|old| {
                 let fresh = EngineCgroups::from_containers(driver, &list);
                 let merged = match old {
                     Some(o) => o.merge(fresh),
@@ -69,6 +74,13 @@ pub fn spawn(
                 *old = Some(merged);
                 changed
             });
+            if new_targets {
+                // The daemon is attaching to the cgroups these containers
+                // name: what is attached now is not yet what will be. Judge
+                // (and warn) once it has had the time.
+                wait = SETTLE;
+                continue;
+            }
             let snapshot = attached.read().unwrap_or_else(|e| e.into_inner()).clone();
             let cov = coverage::compute(&list, &networks.networks(), &snapshot, |c| {
                 c.pid.map(coverage::host_peers).unwrap_or_default()
