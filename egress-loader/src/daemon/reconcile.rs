@@ -146,7 +146,13 @@ impl Filter {
 
     /// What is attached now, for coverage.
     pub fn publish_attached(&self) {
-        let interfaces: Vec<String> = self.attached.keys().cloned().collect();
+        // The bridges, and the endpoints' veths by their pinned links (as
+        // `status` reads them): a container whose veth program runs is the
+        // veth's.
+        let mut interfaces: Vec<String> = self.attached.keys().cloned().collect();
+        interfaces.extend(self.pins.pinned_links());
+        interfaces.sort();
+        interfaces.dedup();
         self.coverage
             .hooks
             .publish(&self.pins, interfaces, &self.coverage.attached);
