@@ -264,11 +264,15 @@ impl Report {
         }
         let failed = self.failed_bridges();
         if self.passed() {
+            let cgroups = if self.cgroups.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} cgroup(s)", self.cgroups.len())
+            };
             let _ = writeln!(
                 t,
-                "verify: all {} bridge(s) and {} cgroup(s) filter",
-                self.bridges.len(),
-                self.cgroups.len()
+                "verify: all {} bridge(s){cgroups} filter",
+                self.bridges.len()
             );
         } else if !failed.is_empty() {
             let _ = writeln!(
