@@ -16,7 +16,7 @@ pub struct DropEvent {
     /// before the drop itself.
     pub timestamp_ns: u64,
     /// Interface whose ingress saw the packet (the hook): the veth of an
-    /// attached endpoint, else the bridge.
+    /// attached endpoint, else the bridge; 0 for the cgroup hooks.
     pub ifindex: u32,
     /// Block rule id, or `rules::NO_RULE`.
     pub rule_id: u16,
@@ -29,17 +29,22 @@ pub struct DropEvent {
     pub family: u8,
     pub proto: u8,
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// The `hook::Hook` that decided, as u8.
+    pub hook: u8,
+    pub _pad: u8,
     /// IPv4 addresses in the last 4 bytes as v4-mapped IPv6.
     /// As the packet says (forgeable); the sender is `endpoint`.
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// The endpoint that sent it (`endpoint::Endpoint::id`, the veth's
-    /// ifindex); 0: unknown (judged by the bridge backstop).
+    /// ifindex); 0: unknown (judged by the bridge backstop or a cgroup hook).
     pub endpoint: u32,
     pub _pad2: u32,
+    /// The sender's cgroup (v2 id: the inode of its directory) for the
+    /// cgroup hooks, which name the container by it; 0 for the tc hooks.
+    pub cgroup_id: u64,
 }
-crate::assert_size!(DropEvent, 64);
+crate::assert_size!(DropEvent, 72);
 
 /// Indexes into `EVENT_STATS`.
 pub const EVENTS_LOST: u32 = 0;

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod decide;
 pub mod endpoint;
 pub mod events;
+pub mod hook;
 pub mod logs;
 pub mod maps;
 #[cfg(any(test, feature = "model"))]
@@ -20,6 +21,7 @@ pub mod model;
 pub mod packet;
 pub mod parse;
 pub mod rules;
+pub mod sockaddr;
 
 /// Asserts at compile time that a shared type has exactly the expected size,
 /// so neither side can grow hidden padding.

@@ -60,6 +60,13 @@ macro_rules! for_each_map {
             /// `HashMap<u32, u64>`: per-endpoint GCRA buckets (scope per-container, and
             /// exceptions with their own SMTP budget), by endpoint id.
             SMTP_ENDPOINT_BUCKETS: HashMap<u32, u64> = $crate::endpoint::SMTP_ENDPOINT_CAPACITY;
+            /// `Array<u64>` with one entry: the cookie of the host's network namespace
+            /// (the loader's), the only one whose sockets the cgroup hooks judge;
+            /// 0 (never written) judges none.
+            HOST_NETNS_COOKIE: Array<u32, u64> = 1;
+            /// `PerCpuArray<counters::IfaceCounters>` indexed by `hook::Hook`: the
+            /// verdicts of each cgroup hook, which no interface stands for.
+            HOOK_COUNTERS: PerCpuArray<u32, $crate::counters::IfaceCounters> = $crate::hook::Hook::COUNT;
         }
     };
 }
@@ -135,6 +142,16 @@ pub const PROGRAM: &str = "egress_filter";
 pub const ENDPOINT_PROGRAM: &str = "egress_endpoint";
 /// An empty classifier in the same object, for benchmark baselines.
 pub const NOOP_PROGRAM: &str = "egress_noop";
+
+/// The cgroup programs (docs/design.md, Cgroup hooks), with the hook each
+/// one is, in the order the loader attaches them.
+pub const CGROUP_PROGRAMS: [(&str, crate::hook::Hook); 5] = [
+    ("egress_connect4", crate::hook::Hook::Connect4),
+    ("egress_connect6", crate::hook::Hook::Connect6),
+    ("egress_sendmsg4", crate::hook::Hook::Sendmsg4),
+    ("egress_sendmsg6", crate::hook::Hook::Sendmsg6),
+    ("egress_cgroup_skb", crate::hook::Hook::CgroupSkb),
+];
 
 pub const CONFIG_SLOTS: u32 = 2;
 pub const SMTP_GLOBAL_SLOT: u32 = 0;

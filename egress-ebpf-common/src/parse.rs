@@ -169,6 +169,28 @@ pub fn parse<P: Packet + ?Sized>(pkt: &P) -> Parsed {
     }
 }
 
+/// The IP-level entry: `pkt` starts at the IPv4 or IPv6 header (no
+/// Ethernet header), as a `cgroup_skb` program sees a packet. The version
+/// nibble says which; anything else is not IP.
+#[inline(always)]
+pub fn parse_ip<P: Packet + ?Sized>(pkt: &P) -> Parsed {
+    // Two bytes, not one: see the TCP flags read below (docs/design.md,
+    // Verifier notes). No IP header is shorter.
+    let first = match pkt.load::<2>(0) {
+        Some(b) => b[0],
+        None => return Parsed::NOT_IP,
+    };
+    let parsed = match first >> 4 {
+        4 => ipv4(pkt, 0),
+        6 => ipv6(pkt, 0),
+        _ => Some(Parsed::NOT_IP),
+    };
+    match parsed {
+        Some(p) => p,
+        None => Parsed::NOT_IP,
+    }
+}
+
 #[inline(always)]
 fn try_parse<P: Packet + ?Sized>(pkt: &P) -> Option<Parsed> {
     // The whole Ethernet header, as the kernel's eth_type_trans() needs it.
@@ -487,6 +509,26 @@ mod tests {
             v4_mapped(&[169, 254, 169, 254]),
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 169, 254, 169, 254]
         );
+    }
+
+    #[test]
+    fn the_ip_entry_reads_from_the_ip_header() {
+        let mut f = [0u8; 14 + 20 + 20];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[14 + 9] = PROTO_TCP;
+        f[14 + 16..14 + 20].copy_from_slice(&[169, 254, 169, 254]);
+        f[34 + 2..34 + 4].copy_from_slice(&25u16.to_be_bytes());
+        f[34 + 13] = TCP_SYN;
+        // The same packet without its Ethernet header: the same view.
+        assert_eq!(parse_ip(&f[14..]), parse(&f[..]));
+        assert_eq!(parse_ip(&f[14..]).transport.dport, DestPort::known(25));
+        // Version 5, empty, cut inside the header: nothing to match.
+        let mut v5 = f[14..].to_vec();
+        v5[0] = 0x55;
+        assert_eq!(parse_ip(&v5[..]), Parsed::NOT_IP);
+        assert_eq!(parse_ip(&[][..]), Parsed::NOT_IP);
+        assert_eq!(parse_ip(&f[14..14 + 19]), Parsed::NOT_IP);
     }
 
     /// The smallest frames by hand; the full parser suite (every path, with

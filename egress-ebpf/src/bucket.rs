@@ -4,9 +4,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
-    programs::TcContext,
 };
 use egress_ebpf_common::{
     bucket::{COARSE_CLOCK_SLACK_NS, Gcra},
@@ -72,7 +72,12 @@ pub fn admit_global(g: &Gcra, clock: &mut Clock) -> bool {
 }
 
 #[inline(always)]
-pub fn admit_per_source(ctx: &TcContext, g: &Gcra, src: &[u8; 16], clock: &mut Clock) -> bool {
+pub fn admit_per_source<C: EbpfContext>(
+    ctx: &C,
+    g: &Gcra,
+    src: &[u8; 16],
+    clock: &mut Clock,
+) -> bool {
     if let Some(tat) = SMTP_SOURCE_BUCKETS.get_ptr_mut(src) {
         return admit(tat, g, clock);
     }
@@ -104,7 +109,7 @@ pub fn admit_per_source(ctx: &TcContext, g: &Gcra, src: &[u8; 16], clock: &mut C
 /// a new endpoint gets a full bucket, inserted with NOEXIST; a full table
 /// sends newcomers to the shared overflow bucket (never evicting anyone).
 #[inline(always)]
-pub fn admit_per_endpoint(ctx: &TcContext, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
+pub fn admit_per_endpoint<C: EbpfContext>(ctx: &C, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
     if let Some(tat) = SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
         return admit(tat, g, clock);
     }

@@ -2,11 +2,14 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use egress_ebpf_common::{
     counters::{Counter, CounterId, IFACE_SLOT_COUNT, IfaceCounters},
     endpoint::Endpoint,
+    hook::Hook,
     maps::MAX_RULES,
     rules::NO_RULE,
 };
 
-use crate::maps::{COUNTERS, ENDPOINT_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS};
+use crate::maps::{
+    COUNTERS, ENDPOINT_COUNTERS, HOOK_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS,
+};
 
 #[inline(always)]
 fn add(c: *mut Counter, bytes: u32) {
@@ -31,6 +34,18 @@ pub fn count_endpoint(id: CounterId, rule: u16, endpoint: Option<&Endpoint>, byt
     count_global(id, rule, bytes);
     if let Some(e) = endpoint
         && let Some(all) = ENDPOINT_COUNTERS.get_ptr_mut(e.slot)
+        && let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) }
+    {
+        add(c, bytes);
+    }
+}
+
+/// [`count`] for a cgroup hook: the global and rule counters, and the
+/// hook's own in `HOOK_COUNTERS` instead of an interface's.
+#[inline(always)]
+pub fn count_hook(id: CounterId, rule: u16, hook: Hook, bytes: u32) {
+    count_global(id, rule, bytes);
+    if let Some(all) = HOOK_COUNTERS.get_ptr_mut(hook as u32)
         && let Some(c) = unsafe { (*all).by_verdict.get_mut(id as usize) }
     {
         add(c, bytes);

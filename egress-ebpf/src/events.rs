@@ -2,12 +2,13 @@
 //! drops must not turn into a flood of events: a GCRA budget decides which
 //! are sent, and what is refused or does not fit is counted, never hidden.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::EbpfContext;
 use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
     decide::Decision,
     events::{DropEvent, EVENT_DRY_RUN, EVENTS_LOST, EVENTS_SUPPRESSED},
+    hook::Hook,
     parse::Parsed,
 };
 
@@ -23,17 +24,61 @@ fn bump(index: u32) {
     }
 }
 
-/// Reports a dropping decision (the event is built only here, off the pass
-/// path), with the config the decision read.
+/// Who sent a dropped packet, as the hook that judged it knows.
+#[derive(Clone, Copy)]
+pub struct Origin {
+    pub hook: Hook,
+    /// The interface whose ingress saw it; 0 for the cgroup hooks.
+    pub ifindex: u32,
+    /// The endpoint (veth ifindex); 0: unknown.
+    pub endpoint: u32,
+    /// The sender's cgroup id (cgroup hooks); 0 for the tc hooks.
+    pub cgroup_id: u64,
+}
+
+/// Reports a dropping decision of a tc program (the event is built only
+/// here, off the pass path), with the config the decision read: the veth
+/// program's when an endpoint is known, else the bridge's.
 #[inline(always)]
-pub fn report(
-    ctx: &TcContext,
+pub fn report<C: EbpfContext>(
+    ctx: &C,
     ifindex: u32,
     endpoint: u32,
     config: &PolicyConfig,
     parsed: &Parsed,
     decision: &Decision,
 ) {
+    let hook = if endpoint != 0 { Hook::Veth } else { Hook::Tc };
+    report_from(
+        ctx,
+        Origin {
+            hook,
+            ifindex,
+            endpoint,
+            cgroup_id: 0,
+        },
+        config,
+        parsed,
+        decision,
+    );
+}
+
+/// [`report`] for any hook: the cgroup hooks have no interface and name
+/// their sender by its cgroup.
+#[inline(always)]
+pub fn report_from<C: EbpfContext>(
+    ctx: &C,
+    origin: Origin,
+    config: &PolicyConfig,
+    parsed: &Parsed,
+    decision: &Decision,
+) {
+    let Origin {
+        hook,
+        ifindex,
+        endpoint,
+        cgroup_id,
+    } = origin;
     if config.event_emission_ns == 0 {
         return;
     }
@@ -63,11 +108,13 @@ pub fn report(
         } else {
             0
         },
-        _pad: [0; 2],
+        hook: hook as u8,
+        _pad: 0,
         src: parsed.src,
         dst: parsed.dst,
         endpoint,
         _pad2: 0,
+        cgroup_id,
     };
     if EVENTS.output::<DropEvent>(&event, 0).is_err() {
         bump(EVENTS_LOST);

@@ -9,7 +9,7 @@
 //! time, the destination being unaligned): the messages are short, and the
 //! functions are not inlined, so each exists once in the program.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{error, warn};
 use egress_ebpf_common::logs::{self, RareCondition};
 
@@ -26,7 +26,7 @@ fn budget_allows(condition: RareCondition, coarse_now: u64) -> bool {
 /// The per-source SMTP table is full; `src` is the new source sent to the
 /// overflow bucket.
 #[inline(never)]
-pub fn source_table_full(ctx: &TcContext, src: &[u8; 16], coarse_now: u64) {
+pub fn source_table_full<C: EbpfContext>(ctx: &C, src: &[u8; 16], coarse_now: u64) {
     if budget_allows(RareCondition::SourceTableFull, coarse_now) {
         warn!(
             ctx,
@@ -38,7 +38,7 @@ pub fn source_table_full(ctx: &TcContext, src: &[u8; 16], coarse_now: u64) {
 /// The per-endpoint SMTP table is full; `id` is the new endpoint sent to
 /// the overflow bucket.
 #[inline(never)]
-pub fn endpoint_table_full(ctx: &TcContext, id: u32, coarse_now: u64) {
+pub fn endpoint_table_full<C: EbpfContext>(ctx: &C, id: u32, coarse_now: u64) {
     if budget_allows(RareCondition::EndpointTableFull, coarse_now) {
         warn!(
             ctx,
@@ -50,7 +50,7 @@ pub fn endpoint_table_full(ctx: &TcContext, id: u32, coarse_now: u64) {
 
 /// A packet needed the policy config and none is in force.
 #[inline(never)]
-pub fn config_missing(ctx: &TcContext) {
+pub fn config_missing<C: EbpfContext>(ctx: &C) {
     if budget_allows(RareCondition::ConfigMissing, bucket::coarse_now()) {
         error!(
             ctx,
@@ -61,7 +61,7 @@ pub fn config_missing(ctx: &TcContext) {
 
 /// A drop event was refused by the drop-event budget.
 #[inline(never)]
-pub fn event_budget_exhausted(ctx: &TcContext, ifindex: u32, coarse_now: u64) {
+pub fn event_budget_exhausted<C: EbpfContext>(ctx: &C, ifindex: u32, coarse_now: u64) {
     if budget_allows(RareCondition::EventBudgetExhausted, coarse_now) {
         warn!(
             ctx,

@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod bucket;
+mod cgroup;
 mod counters;
 mod endpoint;
 mod events;

@@ -1,7 +1,7 @@
 //! The policy as the kernel's maps hold it: the [`PolicyView`] the shared
 //! decision (`egress_ebpf_common::decide`) runs against in the classifier.
 
-use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use aya_ebpf::{EbpfContext, maps::lpm_trie::Key, programs::TcContext};
 use egress_ebpf_common::{
     bucket::Gcra,
     config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
@@ -18,12 +18,12 @@ use crate::{
     maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, EXCEPTIONS, POLICY_CONFIG},
 };
 
-pub struct Maps<'a> {
+pub struct Maps<'a, C: EbpfContext> {
     /// For the rare-condition logs.
-    pub ctx: &'a TcContext,
+    pub ctx: &'a C,
 }
 
-impl PolicyView for Maps<'_> {
+impl<C: EbpfContext> PolicyView for Maps<'_, C> {
     #[inline(always)]
     fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
         BLOCKED_V4.get(Key::new(32, *dst))

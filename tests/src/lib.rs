@@ -26,6 +26,7 @@
 
 pub mod addrs;
 pub mod bpffs;
+pub mod cgroups;
 pub mod corpus;
 pub mod docker;
 pub mod frames;

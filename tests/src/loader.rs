@@ -118,7 +118,8 @@ pub struct LoaderProcess {
 
 impl LoaderProcess {
     /// Spawns `nsenter --net=NS <bin> run --pin-dir PIN_DIR ARGS...` with
-    /// the binary from [`loader_bin`].
+    /// the binary from [`loader_bin`], and `--cgroup none` unless ARGS name
+    /// a `--cgroup` (the cgroup hooks attach only where a test says).
     pub fn run_in_ns<S: AsRef<OsStr>>(ns: &NetNs, pin_dir: &Path, args: &[S]) -> Result<Self> {
         Self::run_bin_in_ns(&loader_bin()?, ns, pin_dir, args)
     }
@@ -137,10 +138,14 @@ impl LoaderProcess {
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = nsenter(&ns.path(), &bin);
-        cmd.arg("run")
-            .arg("--pin-dir")
-            .arg(pin_dir)
-            .args(args)
+        cmd.arg("run").arg("--pin-dir").arg(pin_dir);
+        // Cgroups are not per network namespace: a loader that attached its
+        // cgroup hooks by itself (`auto`) could pick the machine's own
+        // /docker or kubepods. Tests attach them only where they say.
+        if !args.iter().any(|a| a.as_ref() == "--cgroup") {
+            cmd.args(["--cgroup", "none"]);
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

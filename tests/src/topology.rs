@@ -95,6 +95,10 @@ impl Container {
     }
 }
 
+/// The gateway Calico gives every pod: link-local, configured nowhere,
+/// answered by the host's proxy ARP.
+pub const CALICO_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
 /// The namespaces of one test's fake Docker host. See the module docs.
 #[derive(Debug)]
 pub struct Topology {
@@ -343,6 +347,94 @@ impl Topology {
         container.ns.wait_link_up("eth0", SETTLE_TIMEOUT)?;
         container.ns.wait_ipv6_settled(SETTLE_TIMEOUT)?;
         self.containers.push(container);
+        Ok(self.containers.last().expect("just added"))
+    }
+
+    /// Adds a pod the way routed-veth CNIs (Calico) wire one, without a
+    /// bridge: a veth `host_veth` (e.g. `cali1a2b3c`) whose pod end `eth0`
+    /// holds `ipv4`/32 with `default via 169.254.1.1 dev eth0` (an address
+    /// that exists nowhere); the host end answers the pod's ARP by proxy ARP
+    /// and routes `ipv4`/32 to the veth; the cloud routes it back through
+    /// the uplink. The pod's egress enters the host at the veth's ingress.
+    pub fn add_routed_pod(&mut self, host_veth: &str, ipv4: Ipv4Addr) -> Result<&Container> {
+        crate::check_ifname(host_veth)?;
+        let idx = self.next_veth;
+        self.next_veth += 1;
+        let ns = NetNs::create(&format!("{}p{idx}", self.base))?;
+        let h = &self.host;
+        h.ip(&[
+            "link",
+            "add",
+            host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        h.sysctl(&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1")?;
+        h.ip(&["link", "set", host_veth, "up"])?;
+        h.ip(&[
+            "route",
+            "add",
+            &format!("{ipv4}/32"),
+            "dev",
+            host_veth,
+            "scope",
+            "link",
+        ])?;
+        // Proxy ARP answers for an address the host routes elsewhere than
+        // back out of the asking interface.
+        if h.exec_stdout(&["ip", "route", "show", &format!("{CALICO_GATEWAY}/32")])?
+            .trim()
+            .is_empty()
+        {
+            h.ip(&[
+                "route",
+                "add",
+                &format!("{CALICO_GATEWAY}/32"),
+                "via",
+                &addrs::UPLINK_CLOUD_V4.to_string(),
+            ])?;
+        }
+        ns.ip(&["addr", "add", &format!("{ipv4}/32"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            &format!("{CALICO_GATEWAY}/32"),
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &CALICO_GATEWAY.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+        self.cloud.ip(&[
+            "route",
+            "add",
+            &format!("{ipv4}/32"),
+            "via",
+            &addrs::UPLINK_HOST_V4.to_string(),
+        ])?;
+        ns.wait_link_up("eth0", SETTLE_TIMEOUT)?;
+        self.host.wait_link_up(host_veth, SETTLE_TIMEOUT)?;
+        self.containers.push(Container {
+            ns,
+            ipv4,
+            ipv6: Ipv6Addr::UNSPECIFIED,
+            bridge: String::new(),
+            host_veth: host_veth.to_owned(),
+        });
         Ok(self.containers.last().expect("just added"))
     }
 

@@ -48,6 +48,19 @@ pub struct Args {
     /// configured list [default: docker0, br-*].
     #[arg(long = "iface", value_name = "PATTERN")]
     ifaces: Vec<String>,
+    /// Do not add the Docker engine's bridge networks to the interfaces
+    /// (by default each one is filtered whatever its interface name,
+    /// attached within a second of `docker network create`).
+    #[arg(long)]
+    no_docker_networks: bool,
+    /// Cgroup under which containers run, for the cgroup hooks that judge
+    /// host-network containers: a path below the cgroup2 mount (/docker,
+    /// /egress.slice), a pattern in its last component
+    /// (/system.slice/docker-*.scope), "auto" (ask the engine and the host),
+    /// or "none" (no cgroup hooks); repeatable; replaces the configured list
+    /// [default: auto].
+    #[arg(long = "cgroup", value_name = "PATH")]
+    cgroups: Vec<String>,
     #[command(flatten)]
     pin_dir: PinDirArg,
     /// Also block CIDR[:tcp|udp[/PORT,...]], added to the configured list;
@@ -111,6 +124,8 @@ impl Args {
     fn overrides(&self) -> Overrides {
         Overrides {
             interfaces: self.ifaces.clone(),
+            cgroups: self.cgroups.clone(),
+            no_docker_networks: self.no_docker_networks,
             extra_blocks: self.block.clone(),
             smtp_ports: self.smtp_ports.clone().map(|p| p.0),
             smtp_rate: self.smtp_rate.clone(),

@@ -1,12 +1,14 @@
 use egress_loader::{
     Error,
+    endpoint::engine::DockerEndpoint,
     kernel::pins::PinDir,
     verify::{VerifyOptions, verify},
 };
 
 use super::{PinDirArg, Result};
 
-/// Prove, on this host, that each attached bridge really filters.
+/// Prove, on this host, that each attached bridge and cgroup really filters,
+/// and that no running container is UNCOVERED.
 ///
 /// For each bridge, plugs a throwaway network namespace into it (a veth and
 /// an unused address at the top of the bridge's subnet), sends a TCP SYN to
@@ -14,7 +16,11 @@ use super::{PinDirArg, Result};
 /// and checks the bridge's own counters: the metadata probe must be dropped
 /// and counted as metadata_blocked, the SMTP attempts counted. Probes carry
 /// TTL 1, so the host never forwards them, filter or not. The namespace is
-/// removed afterwards, also on error. Exit status 1 if any bridge fails.
+/// removed afterwards, also on error. For each cgroup the cgroup hooks are
+/// attached to, a process in a new cgroup below it connects to the metadata
+/// address (TTL 1, non-blocking): the connect() must be refused with EPERM
+/// and counted. With an engine, every UNCOVERED container or network fails.
+/// Exit status 1 if anything fails.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     egress-loader verify                       # every attached bridge\n  \
@@ -32,6 +38,14 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     smtp_syns: u32,
+    /// Docker engine whose containers and networks must all be covered
+    /// (an UNCOVERED one fails): unix:///PATH [default: $DOCKER_HOST if it
+    /// is a unix:// URL, else unix:///var/run/docker.sock].
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
+    /// Do not ask a Docker engine: bridges and cgroups only.
+    #[arg(long, conflicts_with = "docker_host")]
+    no_docker: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -39,10 +53,17 @@ pub struct Args {
 
 /// The report first, then the verdict: a FAIL is a failed check (exit 1).
 pub fn main(a: Args) -> Result {
+    let engine = if a.no_docker {
+        None
+    } else {
+        let env = std::env::var("DOCKER_HOST").ok();
+        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())?
+    };
     let report = verify(&VerifyOptions {
         pins: PinDir::new(a.pin_dir.pin_dir),
         patterns: a.ifaces,
         smtp_syns: a.smtp_syns,
+        engine,
     })?;
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("serializable"));

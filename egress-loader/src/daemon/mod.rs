@@ -5,6 +5,8 @@
 //! reconcile  attachments in line with the interfaces that exist and match
 //! endpoints  the endpoint maps: entries, counters slots, exceptions
 //! attach_endpoints  the program on each container's veth, following the veths
+//! cgroups    the cgroup hooks in line with the cgroups containers run under
+//! coverage   which hook filters each container, followed while running
 //! reload     SIGHUP or a file change: re-read --config, apply it without detaching
 //! watch      follow the --config file (its directory: renames, symlink swaps)
 //! record     the config in force, for status (state file) and /metrics
@@ -13,6 +15,8 @@
 //! ```
 
 mod attach_endpoints;
+mod cgroups;
+mod coverage;
 mod endpoints;
 mod gc;
 mod readiness;

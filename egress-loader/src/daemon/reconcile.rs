@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use log::{error, info};
 
 use crate::{
-    daemon::{endpoints::Endpoints, record::ConfigTracker},
+    daemon::{cgroups::CoverageState, endpoints::Endpoints, record::ConfigTracker},
     kernel::{
         attach::{self, AttachMode, AttachOutcome},
         maps::PolicyMaps,
@@ -15,7 +15,7 @@ use crate::{
         pins::PinDir,
     },
     observe::metrics,
-    policy::{Policy, glob::pattern_matches},
+    policy::{Policy, cgroups::CgroupSpec, glob::pattern_matches},
 };
 
 /// Everything `run` holds while it runs.
@@ -34,14 +34,18 @@ pub struct Filter {
     /// The containers' veths (daemon::endpoints); `None` only while that
     /// module works on it.
     pub endpoints: Option<Endpoints>,
+    /// The engine's bridges and cgroups, the cgroup hooks (daemon::cgroups).
+    pub coverage: CoverageState,
 }
 
 impl Filter {
-    pub(super) fn wants(&self, ifname: &str) -> bool {
+    /// A pattern names it, or it is one of the engine's bridge networks.
+    pub fn wants(&self, ifname: &str) -> bool {
         self.policy
             .interfaces
             .iter()
             .any(|p| pattern_matches(p, ifname))
+            || (self.policy.docker_networks && self.coverage.bridges.contains(ifname))
     }
 
     /// Attaches to new matching interfaces, forgets vanished ones.
@@ -95,6 +99,7 @@ impl Filter {
         }
         // The bridges first: an endpoint hands its packets to its bridge.
         self.reconcile_endpoints();
+        self.publish_attached();
     }
 
     /// Pinned links of interfaces that no longer exist or no longer match.
@@ -103,7 +108,9 @@ impl Filter {
         let endpoints = self.endpoint_veth_names();
         for name in self.pins.pinned_links() {
             let exists = present.iter().any(|(n, _)| *n == name);
-            if exists && (self.wants(&name) || endpoints.contains(&name)) {
+            // Until the engine answers, a bridge it may name keeps its link.
+            let engine_may_name = self.policy.docker_networks && !self.coverage.settled;
+            if exists && (self.wants(&name) || endpoints.contains(&name) || engine_may_name) {
                 continue;
             }
             match attach::detach(&self.pins, &name) {
@@ -115,5 +122,39 @@ impl Filter {
                 Err(e) => error!("{name}: {e}"),
             }
         }
+    }
+}
+
+impl Filter {
+    /// The cgroup half of [`Filter::reconcile`].
+    pub fn reconcile_cgroups(&mut self) {
+        let c = &mut self.coverage;
+        // `auto` is final once the engine's cgroups are known: until then a
+        // previous run's links stay (no gap on a restart).
+        let settled = !c.engine
+            || c.engine_cgroups.is_some()
+            || !self.policy.cgroups.contains(&CgroupSpec::Auto);
+        c.hooks.reconcile(
+            &mut self.ebpf,
+            &self.pins,
+            &self.policy.cgroups,
+            c.engine_cgroups.as_ref(),
+            settled,
+        );
+        self.publish_attached();
+    }
+
+    /// What is attached now, for coverage.
+    pub fn publish_attached(&self) {
+        // The bridges, and the endpoints' veths by their pinned links (as
+        // `status` reads them): a container whose veth program runs is the
+        // veth's.
+        let mut interfaces: Vec<String> = self.attached.keys().cloned().collect();
+        interfaces.extend(self.pins.pinned_links());
+        interfaces.sort();
+        interfaces.dedup();
+        self.coverage
+            .hooks
+            .publish(&self.pins, interfaces, &self.coverage.attached);
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     daemon::{readiness, reconcile::Filter},
     kernel::system,
     observe::config_record::Trigger,
-    policy::{Overrides, Policy, apply, build::sha256_hex, glob::pattern_matches},
+    policy::{Overrides, Policy, apply, build::sha256_hex},
 };
 
 impl Filter {
@@ -44,9 +44,15 @@ impl Filter {
             Ok(r) => {
                 self.policy = policy;
                 self.release_unwanted_pins();
-                self.attached
-                    .retain(|n, _| self.policy.interfaces.iter().any(|p| pattern_matches(p, n)));
+                let keep: Vec<String> = self
+                    .attached
+                    .keys()
+                    .filter(|n| self.wants(n))
+                    .cloned()
+                    .collect();
+                self.attached.retain(|n, _| keep.contains(n));
                 self.reconcile();
+                self.reconcile_cgroups();
                 system::release_freed_heap();
                 let generation = {
                     let mut rec = self.config.record();

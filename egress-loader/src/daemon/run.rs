@@ -17,12 +17,19 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     daemon::{
-        endpoints::Endpoints, gc, readiness, reconcile::Filter, record::ConfigTracker,
+        cgroups::{CgroupHooks, CoverageState},
+        coverage,
+        endpoints::Endpoints,
+        gc, readiness,
+        reconcile::Filter,
+        record::ConfigTracker,
         watch::ConfigWatch,
     },
     endpoint::{
+        cgroup::CgroupNames,
         engine::{DockerEndpoint, DockerIdentity},
         identity::{AddressesOnly, Identity},
+        networks::NetworkWatch,
     },
     error::Error,
     kernel::{
@@ -104,6 +111,13 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         );
     }
     crate::observe::kernel_log::spawn(&mut ebpf);
+    let (cgroup_tx, mut cgroup_changes) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = CgroupHooks::start(
+        &mut ebpf,
+        &opts.pins,
+        !opts.policy.cgroups.is_empty(),
+        cgroup_tx,
+    );
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
     info!(
@@ -133,8 +147,23 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         identity
     });
     let endpoints = Endpoints::open(&opts.pins, docker.clone())?;
+    // The engine's networks and containers (attach.docker_networks,
+    // coverage, `auto` cgroups), followed from here on.
+    let networks = opts.docker.clone().map(|endpoint| {
+        let w = NetworkWatch::new(endpoint);
+        w.spawn();
+        w
+    });
     let mut filter = Filter {
         endpoints: Some(endpoints),
+        coverage: CoverageState {
+            hooks,
+            bridges: Default::default(),
+            settled: networks.is_none(),
+            engine_cgroups: None,
+            engine: networks.is_some(),
+            attached: Default::default(),
+        },
         ebpf,
         maps,
         pins: opts.pins.clone(),
@@ -154,6 +183,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     };
     filter.release_unwanted_pins();
     filter.reconcile();
+    filter.reconcile_cgroups();
     if !prepared.older.is_empty() {
         // Every link now runs this program (one whose swap failed keeps the
         // old program, and its maps by reference, enforcing as before).
@@ -169,8 +199,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     // In force: the policy is in the maps and every interface that exists
     // and matches runs the filter. Units ordered after this one start now.
     readiness::ready(&format!(
-        "in force on {} interface(s){}",
+        "in force on {} interface(s) and {} cgroup(s){}",
         filter.attached.len(),
+        filter.coverage.hooks.attached.len(),
         match &opts.config_path {
             Some(p) => format!(", {} generation 1", p.display()),
             None => String::new(),
@@ -204,8 +235,25 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             Arc::new(AddressesOnly)
         }
     };
+    let latest_coverage = crate::endpoint::coverage::SharedCoverage::default();
+    let (engine_cgroups_tx, mut engine_cgroups) = tokio::sync::watch::channel(None);
+    // Held for the whole run: without an engine no task sends, and the
+    // receiver must not see a closed channel.
+    let _engine_cgroups_keep = engine_cgroups_tx.clone();
+    let mut network_changes = networks.as_ref().map(|n| {
+        coverage::spawn(
+            n.clone(),
+            filter.coverage.attached.clone(),
+            latest_coverage.clone(),
+            engine_cgroups_tx,
+        );
+        n.subscribe()
+    });
+    let cgroup_names = Arc::new(CgroupNames::default());
     if let Some(listener) = metrics_listener {
         let registry = metrics::registry(Arc::new(MetricsSource {
+            coverage: networks.as_ref().map(|_| latest_coverage.clone()),
+            cgroups: filter.coverage.hooks.fs.clone(),
             pins: opts.pins.clone(),
             mode: opts.mode,
             attached: filter.published.clone(),
@@ -220,6 +268,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         rules: counters::rule_descriptions(&filter.maps)?,
         identity,
         endpoints: crate::observe::endpoints::EndpointLookup::open(&opts.pins).ok(),
+        cgroups: cgroup_names.clone(),
     };
     if filter.attached.is_empty() {
         info!(
@@ -270,6 +319,16 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
                 {
                     decoder.interfaces = attach::interfaces().into_iter().map(|(n, i)| (i, n)).collect();
                 }
+                // The cgroup hooks name the sender by its cgroup: find it
+                // (and its container) before decoding.
+                if let Some(fs) = filter.coverage.hooks.fs.clone() {
+                    let roots = filter.coverage.hooks.roots();
+                    for e in batch.iter().filter(|e| e.cgroup_id != 0) {
+                        cgroup_names
+                            .resolve(e.cgroup_id, &fs, &roots, opts.docker.as_ref())
+                            .await;
+                    }
+                }
                 for e in &batch {
                     publisher.publish(&decoder.decode(e));
                 }
@@ -277,6 +336,25 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             () = engine_changed(&docker) => {
                 // A container started or stopped: its exceptions follow.
                 filter.reconcile_endpoints();
+            }
+            Some(()) = next_change_of(&mut network_changes) => {
+                if let Some(n) = &networks {
+                    filter.coverage.bridges = n.bridge_interfaces();
+                    if n.is_connected() && !filter.coverage.settled {
+                        filter.coverage.settled = true;
+                        filter.release_unwanted_pins();
+                    }
+                }
+                filter.reconcile();
+            }
+            Ok(()) = engine_cgroups.changed() => {
+                filter.coverage.engine_cgroups = engine_cgroups.borrow_and_update().clone();
+                filter.reconcile_cgroups();
+            }
+            Some(()) = cgroup_changes.recv() => {
+                // A burst of mkdirs (a container's scope and its children): look once.
+                while cgroup_changes.try_recv().is_ok() {}
+                filter.reconcile_cgroups();
             }
             Some(()) = next_event(&mut link_events) => {
                 // Drain a burst (a bridge and its veths come together), then look once.
@@ -290,6 +368,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
                     return Ok(());
                 }
                 filter.reconcile();
+                filter.reconcile_cgroups();
                 if last_gc.elapsed() >= Duration::from_secs(10) {
                     gc::forget_full_source_buckets(&filter.pins, filter.policy.gcra().emission_ns);
                     last_gc = Instant::now();
@@ -333,6 +412,13 @@ async fn engine_changed(docker: &Option<Arc<DockerIdentity>>) {
 async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>) -> Option<()> {
     match events {
         Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_change_of(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.changed().await.ok(),
         None => std::future::pending().await,
     }
 }

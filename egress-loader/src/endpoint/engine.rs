@@ -125,6 +125,18 @@ impl DockerEndpoint {
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
+
+    /// A client of this engine, with the API version negotiated.
+    pub async fn connect(&self) -> Result<Docker, String> {
+        if !self.socket.exists() {
+            return Err(format!("{} does not exist", self.socket.display()));
+        }
+        let path = self.socket.to_string_lossy();
+        let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())?;
+        // Older engines refuse a newer API version than theirs.
+        docker.negotiate_version().await.map_err(|e| e.to_string())
+    }
 }
 
 /// Containers by address, kept current from a Docker engine.
@@ -315,14 +327,7 @@ impl DockerIdentity {
     }
 
     async fn connect(&self) -> Result<Docker, String> {
-        if !self.endpoint.socket.exists() {
-            return Err(format!("{} does not exist", self.endpoint.socket.display()));
-        }
-        let path = self.endpoint.socket.to_string_lossy();
-        let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())?;
-        // Older engines refuse a newer API version than theirs.
-        docker.negotiate_version().await.map_err(|e| e.to_string())
+        self.endpoint.connect().await
     }
 
     async fn apply(&self, docker: &Docker, e: &EventMessage) {

@@ -251,9 +251,15 @@ pub fn detach_all(pins: &PinDir) -> Result<String, Error> {
             links += 1;
         }
     }
+    let mut cgroups = 0;
+    for rel in pins.pinned_cgroups() {
+        if crate::kernel::cgroup::detach(pins, &rel)? {
+            cgroups += 1;
+        }
+    }
     // The maps of every layout pinned here, this build's and any other.
     let mut maps = 0;
-    let mut dirs = vec![pins.links()];
+    let mut dirs = vec![pins.links(), pins.cgroup_links()];
     for version in pins.pinned_layouts() {
         let dir = pins.layout_dir(version);
         for e in std::fs::read_dir(&dir)?.flatten() {
@@ -274,7 +280,7 @@ pub fn detach_all(pins: &PinDir) -> Result<String, Error> {
         }
     }
     Ok(format!(
-        "detached from {links} interface(s), removed {maps} pinned map(s) and {}",
+        "detached from {links} interface(s) and {cgroups} cgroup(s), removed {maps} pinned map(s) and {}",
         pins.root().display()
     ))
 }

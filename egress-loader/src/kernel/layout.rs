@@ -31,12 +31,13 @@ use crate::{
 };
 
 /// The maps whose contents are state worth keeping across an upgrade: the
-/// counters and the token buckets, and the endpoints (their counters slots,
-/// and the exceptions of running containers, which stay in force until the
-/// new loader's engine lists the containers: each entry is tagged with the
-/// policy that wrote it, and a changed policy closes them). The policy maps
-/// are written anew from the configuration; the ring buffer has no reader
-/// left to serve.
+/// counters (per interface, per endpoint and per cgroup hook) and the token
+/// buckets, and the endpoints (their counters slots, and the exceptions of
+/// running containers, which stay in force until the new loader's engine
+/// lists the containers: each entry is tagged with the policy that wrote it,
+/// and a changed policy closes them). The policy maps are written anew from
+/// the configuration (`HOST_NETNS_COOKIE` too, at each start); the ring
+/// buffer has no reader left to serve.
 pub const CARRIED: &[&str] = &[
     names::ENDPOINTS,
     names::ENDPOINT_OVERFLOW,
@@ -51,6 +52,7 @@ pub const CARRIED: &[&str] = &[
     names::EVENT_STATS,
     names::IFACE_COUNTERS,
     names::IFACE_SLOTS,
+    names::HOOK_COUNTERS,
 ];
 
 /// The layout table of this build: (name, key size, value size, max entries).
@@ -186,7 +188,7 @@ mod tests {
     /// loader then migrates pins of the previous layout instead of misreading
     /// them, and an older loader refuses the new ones. A layout that no
     /// release has shipped yet keeps its number: only the fingerprint moves.
-    const LAYOUT_FINGERPRINT: (u32, u64) = (2, 0xb3db_d76e_32e5_00ae);
+    const LAYOUT_FINGERPRINT: (u32, u64) = (2, 0x0805_d96f_635a_8eef);
 
     #[test]
     fn the_layout_table_has_its_version() {

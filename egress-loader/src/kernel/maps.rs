@@ -89,6 +89,16 @@ pub fn iface_slots(pins: &PinDir) -> Result<PerCpuArray<MapData, IfaceSlot>, Err
     Ok(typed!(pins, names::IFACE_SLOTS))
 }
 
+/// The verdicts of each cgroup hook, by `hook::Hook`.
+pub fn hook_counters(pins: &PinDir) -> Result<PerCpuArray<MapData, IfaceCounters>, Error> {
+    Ok(typed!(pins, names::HOOK_COUNTERS))
+}
+
+/// The host's network namespace cookie, which the cgroup hooks compare.
+pub fn host_netns_cookie(pins: &PinDir) -> Result<Array<MapData, u64>, Error> {
+    Ok(typed!(pins, names::HOST_NETNS_COOKIE))
+}
+
 /// The per-source SMTP buckets (GCRA TAT by v4-mapped source address).
 pub fn smtp_source_buckets(pins: &PinDir) -> Result<HashMap<MapData, [u8; 16], u64>, Error> {
     Ok(typed!(pins, names::SMTP_SOURCE_BUCKETS))

@@ -3,6 +3,7 @@
 //! classifier stamps with. Nothing here knows what a policy means.
 
 pub mod attach;
+pub mod cgroup;
 pub mod clock;
 pub mod layout;
 pub mod maps;

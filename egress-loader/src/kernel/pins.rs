@@ -3,6 +3,8 @@
 //! ```text
 //! <pin dir>/layout-<N>/<MAP NAME>   every map (policy, counters, buckets), of map layout N
 //! <pin dir>/links/<ifname>          one TCX link per filtered interface
+//! <pin dir>/cgroups/<cgroup>/<hook> one link per cgroup hook and cgroup (the cgroup's path
+//!                                   below the cgroup2 mount, `/` written `%2F`, `.` `%2E`)
 //! <pin dir>/maps/<MAP NAME>         the maps of loaders before layouts were numbered (layout 1)
 //! ```
 //!
@@ -22,6 +24,21 @@ pub const LEGACY_LAYOUT: u32 = 1;
 pub const LAYOUT_VERSION: u32 = 2;
 /// `statfs` magic of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// A cgroup path as one bpffs file name: `%`, `/` and `.` percent-encoded
+/// (bpffs refuses names with a dot, EPERM: they are reserved,
+/// kernel/bpf/inode.c, bpf_lookup).
+pub fn escape_cgroup(rel: &str) -> String {
+    rel.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('.', "%2E")
+}
+
+pub fn unescape_cgroup(name: &str) -> String {
+    name.replace("%2E", ".")
+        .replace("%2F", "/")
+        .replace("%25", "%")
+}
 
 #[derive(Debug, Clone)]
 pub struct PinDir {
@@ -73,6 +90,29 @@ impl PinDir {
     pub fn link(&self, ifname: &str) -> PathBuf {
         self.links().join(ifname)
     }
+    /// The cgroup hooks' links, one directory per cgroup.
+    pub fn cgroup_links(&self) -> PathBuf {
+        self.root.join("cgroups")
+    }
+    /// The links of cgroup `rel` (relative to the cgroup2 mount).
+    pub fn cgroup_link_dir(&self, rel: &str) -> PathBuf {
+        self.cgroup_links().join(escape_cgroup(rel))
+    }
+    pub fn cgroup_link(&self, rel: &str, hook: &str) -> PathBuf {
+        self.cgroup_link_dir(rel).join(hook)
+    }
+    /// The cgroups that have pinned links (relative paths).
+    pub fn pinned_cgroups(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.cgroup_links())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| unescape_cgroup(&n))
+            .collect();
+        v.sort();
+        v
+    }
     /// Whether a filter has been loaded here (its maps are pinned).
     pub fn is_loaded(&self) -> bool {
         self.map(egress_ebpf_common::maps::COUNTERS).exists()
@@ -87,5 +127,25 @@ impl PinDir {
             .collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_names_round_trip() {
+        for rel in [
+            "docker",
+            "system.slice/docker-ab.scope",
+            "a%2Fb/c",
+            "%",
+            "a%2E.",
+        ] {
+            let e = escape_cgroup(rel);
+            assert!(!e.contains('/') && !e.contains('.'), "{e}");
+            assert_eq!(unescape_cgroup(&e), rel);
+        }
     }
 }

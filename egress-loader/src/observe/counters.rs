@@ -6,8 +6,10 @@ use std::{collections::BTreeMap, time::Duration};
 use egress_ebpf_common::{
     counters::{Counter, CounterId, IfaceCounters},
     events::{EVENT_STATS_LEN, EVENTS_LOST, EVENTS_SUPPRESSED},
+    hook::Hook,
     maps::{
-        BLOCKED_V4, BLOCKED_V6, COUNTERS, EVENT_STATS, IFACE_COUNTERS, IFACE_SLOTS, RULE_COUNTERS,
+        BLOCKED_V4, BLOCKED_V6, COUNTERS, EVENT_STATS, HOOK_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS,
+        RULE_COUNTERS,
     },
     rules::{ANY_PORT, NO_RULE},
 };
@@ -48,6 +50,10 @@ pub struct Snapshot {
     /// The same counters per endpoint (a container's veth, whose program
     /// judged the packets); only endpoints that exist now.
     pub endpoints: Vec<EndpointCounters>,
+    /// The same counters per cgroup hook (host-network containers): calls
+    /// for connect/sendmsg, packets for cgroup_skb. Empty when the pins
+    /// predate the cgroup hooks.
+    pub hooks: Vec<HookCounters>,
 }
 
 /// One endpoint's counters (`ENDPOINT_COUNTERS`), in [`CounterId`] order.
@@ -56,6 +62,42 @@ pub struct EndpointCounters {
     #[serde(flatten)]
     pub endpoint: EndpointInfo,
     pub counters: Vec<NamedCounter>,
+}
+
+/// One cgroup hook's counters (`HOOK_COUNTERS`), in [`CounterId`] order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HookCounters {
+    pub hook: &'static str,
+    pub counters: Vec<NamedCounter>,
+}
+
+impl HookCounters {
+    pub fn get(&self, id: CounterId) -> &NamedCounter {
+        &self.counters[id as usize]
+    }
+}
+
+/// The cgroup hooks' counters, summed over CPUs.
+pub fn read_hooks(pins: &PinDir) -> Result<Vec<HookCounters>, Error> {
+    if !pins.map(HOOK_COUNTERS).exists() {
+        return Ok(Vec::new());
+    }
+    let map = maps::hook_counters(pins)?;
+    let mut out = Vec::new();
+    for hook in Hook::CGROUP {
+        let values = map
+            .get(&(hook as u32), 0)
+            .map_err(|e| Error::map(HOOK_COUNTERS, e))?;
+        let mut total = IfaceCounters::default();
+        for v in values.iter() {
+            add_iface(&mut total, v);
+        }
+        out.push(HookCounters {
+            hook: hook.name(),
+            counters: named(&total),
+        });
+    }
+    Ok(out)
 }
 
 /// One interface's counters (`IFACE_COUNTERS`), in [`CounterId`] order.
@@ -157,6 +199,7 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
                 counters: named(&c),
             })
             .collect(),
+        hooks: read_hooks(pins)?,
     })
 }
 
@@ -449,6 +492,27 @@ fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String 
             let _ = writeln!(t);
         }
     }
+    if s.hooks
+        .iter()
+        .any(|h| h.counters.iter().any(|c| c.packets > 0))
+    {
+        let _ = writeln!(
+            t,
+            "\nper cgroup hook (host-network containers; calls, packets for cgroup_skb):"
+        );
+        let _ = write!(t, "  {:<18}", "hook");
+        for id in CounterId::ALL {
+            let _ = write!(t, " {:>16}", id.name());
+        }
+        let _ = writeln!(t);
+        for h in &s.hooks {
+            let _ = write!(t, "  {:<18}", h.hook);
+            for c in &h.counters {
+                let _ = write!(t, " {:>16}", human(c.packets));
+            }
+            let _ = writeln!(t);
+        }
+    }
     if !s.rules.is_empty() {
         let _ = writeln!(t, "\nblocked destinations, per rule:");
         let _ = writeln!(
@@ -496,6 +560,7 @@ mod tests {
             events: Default::default(),
             interfaces: Vec::new(),
             endpoints: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 

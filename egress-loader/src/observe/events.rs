@@ -15,13 +15,17 @@ use aya::maps::{MapData, RingBuf};
 use egress_ebpf_common::{
     counters::CounterId,
     events::{DropEvent, EVENT_DRY_RUN, FAMILY_V4},
+    hook::Hook,
     rules::{NO_RULE, PROTO_TCP, PROTO_UDP},
 };
 use serde::Serialize;
 use tokio::{io::AsyncWriteExt, io::unix::AsyncFd, net::UnixListener, sync::broadcast};
 
 use crate::{
-    endpoint::identity::{Container, Identity},
+    endpoint::{
+        cgroup::CgroupNames,
+        identity::{Container, Identity},
+    },
     error::Error,
     kernel::{clock::monotonic_ns, maps, pins::PinDir},
     observe::endpoints::{EndpointInfo, EndpointLookup},
@@ -46,15 +50,24 @@ pub struct EventRecord {
     pub dst: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
-    /// The hook whose program dropped it: the sender's veth, or the bridge.
-    pub interface: String,
+    /// The interface whose hook dropped it (the sender's veth, or the
+    /// bridge); none for the cgroup hooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// Which hook decided: "tc" (the bridge), "veth", or a cgroup hook
+    /// ("cgroup/connect4"...).
+    pub hook: &'static str,
+    /// The sender's cgroup (cgroup hooks), below the cgroup2 mount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// The endpoint that sent it (its veth, and its container when the
     /// engine named it): who really sent the packet, whatever `src` says.
     /// Absent when the bridge judged it (its veth not attached yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointInfo>,
-    /// The sender: the endpoint's container, else (the bridge judged) the
-    /// container that holds `src`.
+    /// The sender: for the cgroup hooks the container of its cgroup (which a
+    /// container cannot change); else the endpoint's container, else (the
+    /// bridge judged) the container that holds `src`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     /// How `container` was found: `veth` (the kernel's word) or `source
@@ -93,6 +106,9 @@ pub struct Decoder {
     pub identity: Arc<dyn Identity>,
     /// The endpoint entries (`None`: not readable; events name no endpoint).
     pub endpoints: Option<EndpointLookup>,
+    /// Cgroup ids the run loop resolved (`CgroupNames::resolve`) before
+    /// decoding.
+    pub cgroups: Arc<CgroupNames>,
 }
 
 impl Decoder {
@@ -104,6 +120,11 @@ impl Decoder {
             .unwrap_or("unknown");
         let src = addr(e.family, e.src);
         let ported = e.proto == PROTO_TCP || e.proto == PROTO_UDP;
+        let hook = Hook::from_u8(e.hook).unwrap_or(Hook::Tc);
+        let cg_owner = hook
+            .is_cgroup()
+            .then(|| self.cgroups.get(e.cgroup_id))
+            .flatten();
         let endpoint = match (&self.endpoints, e.endpoint) {
             (Some(l), id) if id != 0 => Some(l.get(id, &self.interfaces).unwrap_or_else(|| {
                 // Its entry is gone already (the veth went away).
@@ -121,8 +142,17 @@ impl Decoder {
             })),
             _ => None,
         };
-        let owner = self.identity.lookup(src);
+        let owner = if hook.is_cgroup() {
+            None
+        } else {
+            self.identity.lookup(src)
+        };
         let (container, identified_by, source_owner) = match &endpoint {
+            _ if hook.is_cgroup() => {
+                let c = cg_owner.as_ref().and_then(|o| o.container.clone());
+                let by = c.as_ref().map(|_| "cgroup");
+                (c, by, None)
+            }
             Some(ep) => match &ep.container {
                 Some(c) => {
                     let same = owner.as_ref().is_some_and(|o| o.id == c.id);
@@ -162,11 +192,18 @@ impl Decoder {
             sport: (ported && e.sport != 0).then_some(e.sport),
             dst: addr(e.family, e.dst),
             dport: (ported && e.dport != 0).then_some(e.dport),
-            interface: self
-                .interfaces
-                .get(&e.ifindex)
-                .cloned()
-                .unwrap_or_else(|| format!("ifindex {}", e.ifindex)),
+            interface: (!hook.is_cgroup()).then(|| {
+                self.interfaces
+                    .get(&e.ifindex)
+                    .cloned()
+                    .unwrap_or_else(|| format!("ifindex {}", e.ifindex))
+            }),
+            hook: hook.name(),
+            cgroup: match (&cg_owner, hook.is_cgroup()) {
+                (Some(o), _) => o.cgroup.as_ref().map(|c| format!("/{c}")),
+                (None, true) => Some(format!("cgroup id {}", e.cgroup_id)),
+                (None, false) => None,
+            },
             endpoint,
             container,
             identified_by,

@@ -14,6 +14,10 @@
 //! egress_events_lost_total                   drop events lost (ring buffer full)
 //! egress_events_suppressed_total             ... and over the in-kernel budget
 //! egress_attached_interfaces                 interfaces the filter runs on
+//! egress_cgroup_attached{cgroup}             1 per cgroup whose cgroup hooks are attached
+//! egress_uncovered_containers                running containers no hook sees (with an engine)
+//! egress_uncovered_networks                  engine networks the filter does not see
+//! egress_hook_decisions_total{verdict,hook}  the cgroup hooks' decisions (HOOK_COUNTERS)
 //! egress_interface_attached{interface}       1 per interface `run` attached (0: link gone)
 //! egress_dry_run                             1 in dry-run (nothing dropped)
 //! egress_loader_healthy                      1 while every pinned map reads back
@@ -48,10 +52,11 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use crate::{
-    endpoint::engine::DockerIdentity,
+    endpoint::{coverage::SharedCoverage, engine::DockerIdentity},
     error::Error,
     kernel::{
         attach::{self, AttachMode},
+        cgroup::{self as kcgroup, CgroupFs},
         pins::PinDir,
     },
     observe::{
@@ -76,6 +81,10 @@ pub struct MetricsSource {
     pub started: SystemTime,
     /// The configuration in force and the reload counts.
     pub config: Option<SharedRecord>,
+    /// Coverage as `run` follows it (with an engine).
+    pub coverage: Option<SharedCoverage>,
+    /// The cgroup2 mount, to check the cgroup hooks' links.
+    pub cgroups: Option<CgroupFs>,
 }
 
 #[derive(Debug)]
@@ -189,6 +198,38 @@ impl Collector for FilterCollector {
             "1 for each interface the loader attached to while the filter runs there, 0 once its link is gone",
             &per_iface,
         )?;
+        let cgroups = kcgroup::attachments(&src.pins, src.cgroups.as_ref());
+        gauge(
+            e,
+            "egress_cgroup_attached",
+            "1 for each cgroup whose cgroup hooks are all attached (host-network containers below it are judged), 0 when a link is gone",
+            &cgroups
+                .iter()
+                .map(|a| {
+                    (
+                        vec![("cgroup", format!("/{}", a.cgroup))],
+                        i64::from(a.stale.is_empty() && !a.live.is_empty()),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        if let Some(cov) = &src.coverage {
+            let cov = cov.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(cov) = cov {
+                gauge(
+                    e,
+                    "egress_uncovered_containers",
+                    "Running containers no hook of the filter sees (macvlan, ipvlan, a host-network container outside the attached cgroups...): egress-loader status names them",
+                    &single(cov.uncovered_containers as i64),
+                )?;
+                gauge(
+                    e,
+                    "egress_uncovered_networks",
+                    "Engine networks whose containers the filter does not see (macvlan, ipvlan, a bridge not attached)",
+                    &single(cov.uncovered_networks as i64),
+                )?;
+            }
+        }
         if let Some(config) = &src.config {
             let r = config.read().unwrap_or_else(|e| e.into_inner()).clone();
             counter(
@@ -336,6 +377,25 @@ impl Collector for FilterCollector {
                 .map(|r| (vec![("rule", r.destination.clone())], f(r)))
                 .collect()
         };
+        let hooks = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+            s.hooks
+                .iter()
+                .flat_map(|h| {
+                    h.counters.iter().map(|c| {
+                        (
+                            vec![("verdict", c.name.to_owned()), ("hook", h.hook.to_owned())],
+                            f(c),
+                        )
+                    })
+                })
+                .collect()
+        };
+        counter(
+            e,
+            "egress_hook_decisions",
+            "Decisions per verdict of each cgroup hook (host-network containers): calls of connect/sendmsg, packets of cgroup_skb",
+            &hooks(|c| c.packets),
+        )?;
         counter(
             e,
             "egress_rule_packets",
@@ -496,6 +556,8 @@ mod tests {
                     true,
                 ),
             ))),
+            coverage: None,
+            cgroups: None,
         });
         let text = render(&registry(source));
         assert!(text.contains("\negress_loader_healthy 0\n"), "{text}");

@@ -7,8 +7,21 @@ use egress_ebpf_common::config::{PolicyConfig, SCOPE_PER_CONTAINER, SCOPE_PER_SO
 use serde::Serialize;
 
 use crate::{
+    endpoint::{
+        containers,
+        coverage::{self, Attached, ContainerCoverage, HookKind, NetworkCoverage},
+        engine::DockerEndpoint,
+        networks,
+    },
     error::Error,
-    kernel::{attach, maps::PolicyMaps, netlink, pins::PinDir, system::PinDirLock},
+    kernel::{
+        attach,
+        cgroup::{CgroupAttachment, CgroupFs, attachments},
+        maps::PolicyMaps,
+        netlink,
+        pins::PinDir,
+        system::PinDirLock,
+    },
     observe::{
         config_record::{ConfigRecord, read_state},
         counters::rule_descriptions,
@@ -27,6 +40,94 @@ pub struct Status {
     /// filter's loader is readable here (no loader, another mount
     /// namespace, `--state-file none`).
     pub config: Option<ConfigStatus>,
+    /// Which hook filters each running container (docs/observability.md,
+    /// Coverage).
+    pub coverage: CoverageStatus,
+}
+
+/// The cgroup hooks' attachments and, with an engine, every running
+/// container and the hook that filters it.
+#[derive(Debug, Serialize)]
+pub struct CoverageStatus {
+    /// The cgroup2 mount; `None` on a cgroup v1-only host.
+    pub cgroup2: Option<String>,
+    /// Why host-network containers cannot be covered on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_problem: Option<String>,
+    pub cgroups: Vec<CgroupAttachment>,
+    /// The engine asked (`None`: none, `--no-docker`).
+    pub engine: Option<String>,
+    /// Why it could not be asked; then `containers` and `networks` are empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
+    pub containers: Vec<ContainerCoverage>,
+    pub networks: Vec<NetworkCoverage>,
+    pub uncovered_containers: usize,
+}
+
+/// What the kernel has attached, as coverage reads it.
+pub fn attached(interfaces: &[InterfaceStatus], pins: &PinDir) -> Attached {
+    let fs = CgroupFs::find();
+    Attached {
+        interfaces: interfaces
+            .iter()
+            .filter(|i| i.attached)
+            .map(|i| i.name.clone())
+            .collect(),
+        cgroups: attachments(pins, fs.as_ref()),
+        cgroup_problem: fs.is_none().then(|| {
+            "no cgroup2 file system is mounted (a cgroup v1-only host): the cgroup hooks \
+             cannot run"
+                .to_owned()
+        }),
+        cgroup_caveats: Vec::new(),
+    }
+}
+
+/// Coverage as the kernel and the engine say it now.
+pub fn coverage(
+    interfaces: &[InterfaceStatus],
+    pins: &PinDir,
+    engine: Option<&DockerEndpoint>,
+) -> CoverageStatus {
+    let att = attached(interfaces, pins);
+    let mut out = CoverageStatus {
+        cgroup2: CgroupFs::find().map(|f| f.mount().display().to_string()),
+        cgroup_problem: att.cgroup_problem.clone(),
+        cgroups: att.cgroups.clone(),
+        engine: engine.map(DockerEndpoint::url),
+        engine_error: None,
+        containers: Vec::new(),
+        networks: Vec::new(),
+        uncovered_containers: 0,
+    };
+    let Some(endpoint) = engine else {
+        return out;
+    };
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let docker = endpoint.connect().await?;
+                let nets = networks::list(&docker).await?;
+                let list = containers::list(&docker).await?;
+                Ok::<_, String>((nets, list))
+            })
+        });
+    match asked {
+        Ok((nets, list)) => {
+            let c = coverage::compute(&list, &nets, &att, |c| {
+                c.pid.map(coverage::host_peers).unwrap_or_default()
+            });
+            out.uncovered_containers = c.uncovered_containers;
+            out.containers = c.containers;
+            out.networks = c.networks;
+        }
+        Err(e) => out.engine_error = Some(e),
+    }
+    out
 }
 
 #[derive(Debug, Serialize)]
@@ -104,8 +205,18 @@ fn rate_text(c: &PolicyConfig) -> String {
 }
 
 /// What is enforced at `pins`; `state_file` is where the running loader
-/// records its configuration (`None`: do not look).
+/// records its configuration (`None`: do not look). Coverage without an
+/// engine: the interfaces and cgroups only.
 pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Status, Error> {
+    read_with_engine(pins, state_file, None)
+}
+
+/// [`read`], with every running container of `engine` and its hook.
+pub fn read_with_engine(
+    pins: &PinDir,
+    state_file: Option<&std::path::Path>,
+    engine: Option<&DockerEndpoint>,
+) -> Result<Status, Error> {
     if !pins.is_loaded() {
         return Err(crate::kernel::maps::not_loaded(pins));
     }
@@ -190,7 +301,9 @@ pub fn read(pins: &PinDir, state_file: Option<&std::path::Path>) -> Result<Statu
         },
         emission_interval_ms: config.emission_ns as f64 / 1e6,
     };
+    let coverage = coverage(&interfaces, pins, engine);
     Ok(Status {
+        coverage,
         pin_dir: pins.root().display().to_string(),
         loader_running: PinDirLock::is_held(pins.root()),
         dry_run: config.dry_run != 0,
@@ -320,6 +433,7 @@ pub fn render(s: &Status) -> String {
             i.name, state, i.attach_type, prog, i.role
         );
     }
+    render_coverage(&mut t, &s.coverage);
     let _ = writeln!(t, "blocked destinations:");
     for b in &s.policy.blocked {
         let _ = writeln!(t, "  rule {:<4} {}", b.rule_id, b.destination);
@@ -335,4 +449,94 @@ pub fn render(s: &Status) -> String {
         p.scope
     );
     t
+}
+
+fn render_coverage(t: &mut String, c: &CoverageStatus) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        t,
+        "cgroup hooks (host-network containers){}:",
+        match &c.cgroup2 {
+            Some(m) => format!(", cgroup2 at {m}"),
+            None => String::new(),
+        }
+    );
+    if let Some(p) = &c.cgroup_problem {
+        let _ = writeln!(t, "  NOT COVERED: {p}");
+    } else if c.cgroups.is_empty() {
+        let _ = writeln!(t, "  (none attached)");
+    }
+    for a in &c.cgroups {
+        let live: Vec<&str> = a.live.iter().map(|h| h.name()).collect();
+        let stale: Vec<&str> = a.stale.iter().map(|h| h.name()).collect();
+        let progs: Vec<String> = a.program_ids.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            t,
+            "  /{:<24} {}{}{}",
+            a.cgroup,
+            if live.is_empty() {
+                "NOT attached (stale pins)".to_owned()
+            } else {
+                format!("attached: {}", live.join(" "))
+            },
+            if stale.is_empty() {
+                String::new()
+            } else {
+                format!("; STALE: {}", stale.join(" "))
+            },
+            if progs.is_empty() {
+                String::new()
+            } else {
+                format!(" (prog {})", progs.join(","))
+            }
+        );
+    }
+    match (&c.engine, &c.engine_error) {
+        (None, _) => {
+            let _ = writeln!(t, "containers: no engine asked (--no-docker)");
+        }
+        (Some(url), Some(e)) => {
+            let _ = writeln!(t, "containers: the engine at {url} cannot be asked: {e}");
+        }
+        (Some(url), None) => {
+            let _ = writeln!(
+                t,
+                "containers (engine {url}): {} running, {} UNCOVERED",
+                c.containers.len(),
+                c.uncovered_containers
+            );
+            if !c.containers.is_empty() {
+                let _ = writeln!(t, "  {:<20} {:<20} hook", "name", "networks");
+            }
+            for k in &c.containers {
+                let networks = if k.networks.is_empty() {
+                    k.network_mode.clone()
+                } else {
+                    k.networks.join(",")
+                };
+                let hook = match k.hook {
+                    HookKind::Uncovered => format!(
+                        "UNCOVERED: {}",
+                        k.reason.as_deref().unwrap_or("no hook filters it")
+                    ),
+                    HookKind::None => "none (no network)".to_owned(),
+                    h if k.via.is_empty() => h.name().to_owned(),
+                    h => format!("{} ({})", h.name(), k.via.join(", ")),
+                };
+                let _ = writeln!(t, "  {:<20} {:<20} {hook}", k.name, networks);
+                for cv in &k.caveats {
+                    let _ = writeln!(t, "  {:<20} {:<20}   note: {cv}", "", "");
+                }
+            }
+            for n in c.networks.iter().filter(|n| !n.covered) {
+                let _ = writeln!(
+                    t,
+                    "  network {} ({}): NOT COVERED: {}",
+                    n.name,
+                    n.driver,
+                    n.reason.as_deref().unwrap_or("not filtered")
+                );
+            }
+        }
+    }
 }

@@ -17,6 +17,7 @@ use crate::{
     error::ConfigError,
     policy::{
         apply::trie_entries,
+        cgroups::validate_cgroups,
         flags::{Overrides, flag_text},
         glob::validate_patterns,
         schema::{
@@ -97,6 +98,16 @@ impl Policy {
         );
         let interfaces = validate_patterns(field, interfaces)?;
         let endpoints = !o.no_endpoints && attach.endpoints.unwrap_or(true);
+        let docker_networks = !o.no_docker_networks && attach.docker_networks.unwrap_or(true);
+        let (field, cgroups) = layered(
+            (
+                "--cgroup",
+                (!o.cgroups.is_empty()).then(|| o.cgroups.clone()),
+            ),
+            ("attach.cgroups", attach.cgroups),
+            || vec!["auto".to_string()],
+        );
+        let cgroups = validate_cgroups(field, cgroups)?;
 
         let blocks = validate_blocks(file.block, &o.extra_blocks)?;
 
@@ -148,6 +159,8 @@ impl Policy {
         let policy = Policy {
             dry_run: o.dry_run || file.dry_run.unwrap_or(false),
             interfaces,
+            docker_networks,
+            cgroups,
             blocks,
             smtp_ports,
             smtp_rate,
@@ -621,6 +634,7 @@ mod tests {
             scope: Some("per-source".into()),
             dry_run: true,
             no_endpoints: true,
+            ..Default::default()
         };
         let p = Policy::from_toml(
             "[attach]\nendpoints = true\n[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n",

@@ -59,6 +59,10 @@ pub fn parse_port_list(s: &str) -> Result<PortList, String> {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub interfaces: Vec<String>,
+    /// `--cgroup`, repeatable; replaces `attach.cgroups`.
+    pub cgroups: Vec<String>,
+    /// `--no-docker-networks`.
+    pub no_docker_networks: bool,
     pub extra_blocks: Vec<BlockEntry>,
     pub smtp_ports: Option<Vec<i64>>,
     pub smtp_rate: Option<String>,

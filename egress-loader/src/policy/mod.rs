@@ -6,12 +6,14 @@
 //! values   validated values: Rate, Cidr, Protocol, Scope, BlockRule, Policy
 //! flags    the command line's value syntaxes and Overrides
 //! glob     interface patterns
+//! cgroups  where the cgroup hooks attach
 //! build    file + flags + defaults -> Policy (flag > file > default)
 //! apply    Policy -> map contents, written without a partial state
 //! ```
 
 pub mod apply;
 pub mod build;
+pub mod cgroups;
 pub mod flags;
 pub mod glob;
 pub mod schema;

@@ -48,6 +48,11 @@ pub struct AttachSection {
     pub interfaces: Option<Vec<String>>,
     /// Attach to each container's host-side veth too (default true).
     pub endpoints: Option<bool>,
+    /// Also every bridge network the Docker engine has, whatever its
+    /// interface name (default true).
+    pub docker_networks: Option<bool>,
+    /// Where the cgroup hooks attach (default `["auto"]`; `["none"]`: off).
+    pub cgroups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
@@ -135,7 +140,8 @@ pub fn commented_default_config() -> String {
 
 pub fn default_config_toml() -> String {
     let mut s = String::from(
-        "dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n",
+        "dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n\
+         docker_networks = true\ncgroups = [\"auto\"]\n",
     );
     for (cidr, proto, ports, comment) in DEFAULT_BLOCKS {
         s.push_str(&format!("\n[[block]]\ncidr = \"{cidr}\"\n"));

@@ -293,6 +293,10 @@ pub fn port(field: &str, p: i64) -> Result<u16, ConfigError> {
 pub struct Policy {
     pub dry_run: bool,
     pub interfaces: Vec<String>,
+    /// Follow the engine's bridge networks too (`attach.docker_networks`).
+    pub docker_networks: bool,
+    /// Where the cgroup hooks attach; empty: nowhere (`attach.cgroups`).
+    pub cgroups: Vec<crate::policy::cgroups::CgroupSpec>,
     pub blocks: Vec<BlockRule>,
     pub smtp_ports: Vec<u16>,
     #[serde(serialize_with = "display")]

@@ -22,12 +22,14 @@
 //! even if the process is killed; the bridge end is also deleted explicitly.
 //!
 //! ```text
-//! report   the per-bridge PASS/FAIL report
-//! probe    TTL-1 SYNs and their answers
+//! report        the per-bridge PASS/FAIL report
+//! probe         TTL-1 SYNs and their answers
+//! cgroup_probe  a connect() from a new cgroup below each attached cgroup
 //! netns    the probe's namespace, veth, address and route
 //! netlink  the bridge's subnet, the addresses in use, port state
 //! ```
 
+pub mod cgroup_probe;
 mod netlink;
 mod netns;
 pub mod probe;
@@ -42,16 +44,26 @@ use egress_ebpf_common::{
 };
 
 use crate::{
-    endpoint::veth::{self, VERIFY_BACKSTOP_PREFIX},
+    endpoint::{
+        containers::id_in_cgroup,
+        coverage::HookKind,
+        engine::DockerEndpoint,
+        veth::{self, VERIFY_BACKSTOP_PREFIX},
+    },
     error::Error,
-    kernel::{attach, maps::PolicyMaps, pins::PinDir},
-    observe::{counters::read_interface, status},
+    kernel::{attach, cgroup::CgroupFs, maps::PolicyMaps, pins::PinDir},
+    observe::{
+        counters::{read_hooks, read_interface},
+        status,
+    },
     policy::{apply::read_config, glob::pattern_matches},
     verify::{
         netlink::{bridge_net, pick_probe_address},
         netns::ProbeRun,
         probe::{METADATA_PROBE, SMTP_PROBE_ADDR},
-        report::{Answer, BridgeReport, EndpointProbe, MetadataProbe, Report, SmtpProbe},
+        report::{
+            Answer, BridgeReport, CgroupReport, EndpointProbe, MetadataProbe, Report, SmtpProbe,
+        },
     },
 };
 
@@ -62,6 +74,8 @@ pub struct VerifyOptions {
     /// SMTP SYNs per bridge. Each is charged to the SMTP bucket (the whole
     /// host's with `scope = "global"`).
     pub smtp_syns: u32,
+    /// The engine whose containers and networks must all be covered.
+    pub engine: Option<DockerEndpoint>,
 }
 
 /// Which interfaces to probe: every attached one, or every one matching
@@ -139,7 +153,7 @@ fn plan(pins: &PinDir) -> Result<Plan, Error> {
 }
 
 pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
-    let status = status::read(&opts.pins, None)?;
+    let status = status::read_with_engine(&opts.pins, None, opts.engine.as_ref())?;
     let plan = plan(&opts.pins)?;
     let present = attach::interfaces();
     let mut problems = Vec::new();
@@ -188,12 +202,137 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
         }
         bridges.push(report);
     }
+    let (uncovered, notes) = coverage_lines(&status.coverage);
     Ok(Report {
         pin_dir: opts.pins.root().display().to_string(),
         dry_run: plan.dry_run,
         bridges,
+        cgroups: probe_cgroups(&opts.pins, &status.coverage, &plan),
+        uncovered,
+        notes,
         problems,
     })
+}
+
+/// The containers and networks no hook sees (FAIL each), and the facts
+/// about coverage that are not failures.
+fn coverage_lines(c: &status::CoverageStatus) -> (Vec<String>, Vec<String>) {
+    let mut uncovered = Vec::new();
+    let mut notes = Vec::new();
+    for k in c
+        .containers
+        .iter()
+        .filter(|k| k.hook == HookKind::Uncovered)
+    {
+        uncovered.push(format!(
+            "container {} ({}): UNCOVERED: {}",
+            k.name,
+            k.id,
+            k.reason.as_deref().unwrap_or("no hook filters it")
+        ));
+    }
+    for n in c.networks.iter().filter(|n| !n.covered) {
+        uncovered.push(format!(
+            "network {} ({}): NOT COVERED: {}",
+            n.name,
+            n.driver,
+            n.reason.as_deref().unwrap_or("not filtered")
+        ));
+    }
+    for k in &c.containers {
+        for cv in &k.caveats {
+            notes.push(format!("container {}: {cv}", k.name));
+        }
+    }
+    match (&c.engine, &c.engine_error) {
+        (None, _) => notes.push("no engine asked (--no-docker): containers not checked".into()),
+        (Some(url), Some(e)) => notes.push(format!(
+            "the engine at {url} cannot be asked ({e}): containers not checked"
+        )),
+        _ => {}
+    }
+    if let Some(p) = &c.cgroup_problem {
+        notes.push(format!("host-network containers are not covered: {p}"));
+    }
+    (uncovered, notes)
+}
+
+/// A connect() to the metadata address from a new cgroup below each cgroup
+/// the hooks are attached to (not below a container's own cgroup).
+fn probe_cgroups(pins: &PinDir, c: &status::CoverageStatus, plan: &Plan) -> Vec<CgroupReport> {
+    let Some(fs) = CgroupFs::find() else {
+        return Vec::new();
+    };
+    let blocked = || -> u64 {
+        read_hooks(pins)
+            .ok()
+            .and_then(|h| {
+                h.into_iter()
+                    .find(|h| h.hook == egress_ebpf_common::hook::Hook::Connect4.name())
+            })
+            .map(|h| h.get(CounterId::MetadataBlocked).packets)
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for a in &c.cgroups {
+        let mut r = CgroupReport {
+            cgroup: format!("/{}", a.cgroup),
+            hooks: a.live.iter().map(|h| h.name()).collect(),
+            program_ids: a.program_ids.clone(),
+            connect: None,
+            metadata_blocked: 0,
+            note: None,
+            problems: Vec::new(),
+        };
+        if !a.stale.is_empty() {
+            let stale: Vec<&str> = a.stale.iter().map(|h| h.name()).collect();
+            r.problems
+                .push(format!("links not attached: {}", stale.join(" ")));
+        }
+        if !a.judges_sockets() {
+            r.problems
+                .push("the socket hooks (connect4/6, sendmsg4/6) are not all attached".into());
+        }
+        if id_in_cgroup(&a.cgroup).is_some() {
+            r.note = Some("not probed: a container's own cgroup".into());
+            out.push(r);
+            continue;
+        }
+        if !r.problems.is_empty() {
+            out.push(r);
+            continue;
+        }
+        let before = blocked();
+        match cgroup_probe::probe(&fs, &a.cgroup) {
+            Ok(o) => {
+                r.metadata_blocked = blocked().saturating_sub(before);
+                r.connect = Some(match o {
+                    cgroup_probe::Outcome::Refused => "refused (EPERM)".into(),
+                    cgroup_probe::Outcome::NotRefused => "NOT refused".into(),
+                    cgroup_probe::Outcome::Failed(errno) => {
+                        format!("failed: {}", std::io::Error::from_raw_os_error(errno))
+                    }
+                });
+                if o != cgroup_probe::Outcome::Refused {
+                    r.problems.push(format!(
+                        "the connect() was not refused{}",
+                        if plan.dry_run {
+                            ": the filter is in dry-run"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                if r.metadata_blocked == 0 {
+                    r.problems
+                        .push("metadata_blocked did not move on cgroup/connect4".into());
+                }
+            }
+            Err(e) => r.problems.push(e),
+        }
+        out.push(r);
+    }
+    out
 }
 
 fn counters_delta(before: &IfaceCounters, after: &IfaceCounters, id: CounterId) -> u64 {

@@ -76,11 +76,35 @@ impl BridgeReport {
     }
 }
 
+/// One cgroup the cgroup hooks are attached to, and what its probe got.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupReport {
+    /// Below the cgroup2 mount, with a leading `/`.
+    pub cgroup: String,
+    /// The hooks whose links are live.
+    pub hooks: Vec<&'static str>,
+    pub program_ids: Vec<u32>,
+    /// What the probe's connect() to the metadata address got; `None`: not
+    /// probed (see `note`).
+    pub connect: Option<String>,
+    /// `metadata_blocked` of `cgroup/connect4`, after minus before.
+    pub metadata_blocked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub problems: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub pin_dir: String,
     pub dry_run: bool,
     pub bridges: Vec<BridgeReport>,
+    /// The cgroups the cgroup hooks are attached to, probed.
+    pub cgroups: Vec<CgroupReport>,
+    /// Containers and networks no hook sees (with an engine): each a FAIL.
+    pub uncovered: Vec<String>,
+    /// Facts that are not failures (no engine asked, no cgroup2...).
+    pub notes: Vec<String>,
     /// Problems not tied to one bridge (a pattern matching nothing...).
     pub problems: Vec<String>,
 }
@@ -88,8 +112,10 @@ pub struct Report {
 impl Report {
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
+            && self.uncovered.is_empty()
             && !self.bridges.is_empty()
             && self.bridges.iter().all(|b| b.passed())
+            && self.cgroups.iter().all(|c| c.problems.is_empty())
     }
 
     pub fn failed_bridges(&self) -> Vec<&str> {
@@ -196,12 +222,58 @@ impl Report {
                 let _ = writeln!(t, "      problem   {p}");
             }
         }
+        for c in &self.cgroups {
+            let mut facts = vec![c.hooks.join(" ")];
+            if !c.program_ids.is_empty() {
+                let ids: Vec<String> = c.program_ids.iter().map(u32::to_string).collect();
+                facts.push(format!("prog {}", ids.join(",")));
+            }
+            let _ = writeln!(
+                t,
+                "{}  cgroup {}  ({})",
+                if c.problems.is_empty() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+                c.cgroup,
+                facts.join(", ")
+            );
+            if let Some(how) = &c.connect {
+                let _ = writeln!(
+                    t,
+                    "      metadata  connect() to 169.254.169.254:80 from a new cgroup below it: {how}; metadata_blocked +{} on cgroup/connect4",
+                    c.metadata_blocked
+                );
+            }
+            if let Some(n) = &c.note {
+                let _ = writeln!(t, "      note      {n}");
+            }
+            for p in &c.problems {
+                let _ = writeln!(t, "      problem   {p}");
+            }
+        }
+        for u in &self.uncovered {
+            let _ = writeln!(t, "FAIL  {u}");
+        }
+        for n in &self.notes {
+            let _ = writeln!(t, "note: {n}");
+        }
         for p in &self.problems {
             let _ = writeln!(t, "problem: {p}");
         }
         let failed = self.failed_bridges();
         if self.passed() {
-            let _ = writeln!(t, "verify: all {} bridge(s) filter", self.bridges.len());
+            let cgroups = if self.cgroups.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} cgroup(s)", self.cgroups.len())
+            };
+            let _ = writeln!(
+                t,
+                "verify: all {} bridge(s){cgroups} filter",
+                self.bridges.len()
+            );
         } else if !failed.is_empty() {
             let _ = writeln!(
                 t,
@@ -227,6 +299,9 @@ mod tests {
             pin_dir: "/p".into(),
             dry_run: false,
             bridges: Vec::new(),
+            cgroups: Vec::new(),
+            uncovered: Vec::new(),
+            notes: Vec::new(),
             problems: vec!["the filter is attached to no interface".into()],
         };
         assert!(!r.passed());

@@ -1,0 +1,230 @@
+//! The cgroup hooks (docs/design.md, Cgroup hooks): attached to the cgroup
+//! under which the engine creates containers, they judge what a container in
+//! the host's network namespace (`--network host`, `hostNetwork` pods)
+//! sends, with the decision and counters of the tc classifier.
+//!
+//! - `connect4/6` judge a `connect()` (a TCP connection attempt is charged
+//!   to the SMTP bucket here, once per attempt), `sendmsg4/6` a UDP
+//!   `sendto()`. Returning 0 makes the call fail with EPERM at once.
+//! - `cgroup_skb/egress` judges the packets of every other socket (raw, ICMP
+//!   ping, SCTP...); packets of TCP and UDP sockets were judged at their
+//!   `connect()`/`sendto()` and pass untouched, so a SYN is never charged a
+//!   second time. Returning 0 drops the packet (the sender gets EPERM).
+//!
+//! Only sockets in the host's network namespace are judged: a bridged
+//! container's sockets live in its own namespace and its packets are judged
+//! by the tc classifier on the bridge; judging them here too would count
+//! and charge them twice.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id,
+    },
+    macros::{cgroup_skb, cgroup_sock_addr},
+    programs::{SkBuffContext, SockAddrContext},
+};
+use egress_ebpf_common::{
+    bucket::Gcra,
+    config::PolicyConfig,
+    decide::{Action, PolicyView, decide},
+    hook::Hook,
+    packet::Packet,
+    parse::{Parsed, parse_ip},
+    rules::{BlockRule, PROTO_TCP, PROTO_UDP},
+    sockaddr::{self, Call, PROTO_UDPLITE, cgroup_bucket_key},
+};
+
+use crate::{counters, events, maps::HOST_NETNS_COOKIE, skb::CgroupSkb, view::Maps};
+
+/// Return values of cgroup programs: 1 lets the call or packet go on; 0
+/// refuses it (EPERM for connect/sendmsg; a dropped packet for cgroup_skb).
+const ALLOW: i32 = 1;
+const REFUSE: i32 = 0;
+
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+
+/// Whether the socket behind `ctx` lives in the host's network namespace.
+/// An unwritten cookie (0) judges nothing: a miss never refuses.
+#[inline(always)]
+fn in_host_netns<C: EbpfContext>(ctx: &C) -> bool {
+    let host = match HOST_NETNS_COOKIE.get(0) {
+        Some(c) => *c,
+        None => return false,
+    };
+    // bpf_get_netns_cookie: sock_addr programs since Linux 5.7, cgroup_skb
+    // since 6.15 (docs/design.md, Cgroup hooks: the helpers per program type).
+    host != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == host
+}
+
+/// The maps, with the caller's cgroup as its per-source bucket key: a
+/// host-network container shares the host's addresses, so its source
+/// address cannot tell it from the others.
+struct CgroupView<'a, C: EbpfContext> {
+    maps: Maps<'a, C>,
+    key: [u8; 16],
+}
+
+impl<C: EbpfContext> PolicyView for CgroupView<'_, C> {
+    #[inline(always)]
+    fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
+        self.maps.blocked_v4(dst)
+    }
+
+    #[inline(always)]
+    fn blocked_v6(&self, dst: &[u8; 16]) -> Option<&BlockRule> {
+        self.maps.blocked_v6(dst)
+    }
+
+    #[inline(always)]
+    fn config(&self) -> Option<&PolicyConfig> {
+        self.maps.config()
+    }
+
+    #[inline(always)]
+    fn admit_smtp(&self, gcra: &Gcra, scope: u8, _src: &[u8; 16]) -> bool {
+        // The global scope ignores the key.
+        self.maps.admit_smtp(gcra, scope, &self.key)
+    }
+}
+
+/// Decide, count and report as the classifier does; `bytes` is 0 for the
+/// socket hooks (a call, not a packet).
+#[inline(always)]
+fn judge<C: EbpfContext>(ctx: &C, parsed: &Parsed, hook: Hook, cgroup_id: u64, bytes: u32) -> i32 {
+    let view = CgroupView {
+        maps: Maps { ctx },
+        key: cgroup_bucket_key(cgroup_id),
+    };
+    let decision = decide(parsed, &view);
+    counters::count_hook(decision.verdict, decision.rule, hook, bytes);
+    if decision.verdict.drops()
+        && let Some(config) = decision.config
+    {
+        events::report_from(
+            ctx,
+            events::Origin {
+                hook,
+                ifindex: 0,
+                endpoint: 0,
+                cgroup_id,
+            },
+            config,
+            parsed,
+            &decision,
+        );
+    }
+    match decision.action {
+        Action::Drop => REFUSE,
+        Action::Pass => ALLOW,
+    }
+}
+
+/// The IPv4 socket hooks. Each field of `bpf_sock_addr` is read on its own:
+/// the verifier allows only loads at constant offsets of the context, and
+/// `user_ip4` only in the IPv4 attach types.
+#[inline(always)]
+fn sock_addr_v4(ctx: &SockAddrContext, hook: Hook, call: Call) -> i32 {
+    if !in_host_netns(ctx) {
+        return ALLOW;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context, valid for the program's run.
+    let (ip, port, proto) = unsafe { ((*sa).user_ip4, (*sa).user_port, (*sa).protocol) };
+    // Both are in network byte order as the caller wrote them.
+    let parsed = sockaddr::v4(
+        ip.to_ne_bytes(),
+        u16::from_be(port as u16),
+        proto as u8,
+        call,
+    );
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    judge(ctx, &parsed, hook, cgroup_id, 0)
+}
+
+#[inline(always)]
+fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook, call: Call) -> i32 {
+    if !in_host_netns(ctx) {
+        return ALLOW;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context, valid for the program's run.
+    let (w, port, proto) = unsafe {
+        (
+            [
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ],
+            (*sa).user_port,
+            (*sa).protocol,
+        )
+    };
+    let mut dst = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = w[i].to_ne_bytes();
+        dst[i * 4] = b[0];
+        dst[i * 4 + 1] = b[1];
+        dst[i * 4 + 2] = b[2];
+        dst[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    let parsed = sockaddr::v6(dst, u16::from_be(port as u16), proto as u8, call);
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    judge(ctx, &parsed, hook, cgroup_id, 0)
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
+    sock_addr_v4(&ctx, Hook::Connect4, Call::Connect)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
+    sock_addr_v6(&ctx, Hook::Connect6, Call::Connect)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_addr_v4(&ctx, Hook::Sendmsg4, Call::Sendmsg)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_addr_v6(&ctx, Hook::Sendmsg6, Call::Sendmsg)
+}
+
+/// Whether the socket hooks judged this socket's destinations: TCP (at
+/// `connect()`, which every TCP connection, Fast Open and MPTCP subflows
+/// included, goes through) and UDP (at `connect()` or at each `sendto()`).
+#[inline(always)]
+fn judged_at_the_socket(sock_type: u32, protocol: u32) -> bool {
+    (sock_type == SOCK_STREAM && protocol == PROTO_TCP as u32)
+        || (sock_type == SOCK_DGRAM
+            && (protocol == PROTO_UDP as u32 || protocol == PROTO_UDPLITE as u32))
+}
+
+#[cgroup_skb(egress)]
+pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
+    if !in_host_netns(&ctx) {
+        return ALLOW;
+    }
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's socket pointer; bpf_sk_fullsock checks it.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if !sk.is_null() {
+        let full = unsafe { bpf_sk_fullsock(sk) };
+        if !full.is_null()
+            && judged_at_the_socket(unsafe { (*full).type_ }, unsafe { (*full).protocol })
+        {
+            return ALLOW;
+        }
+    }
+    let pkt = CgroupSkb(&ctx);
+    let parsed = parse_ip(&pkt);
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    judge(&ctx, &parsed, Hook::CgroupSkb, cgroup_id, pkt.len() as u32)
+}
