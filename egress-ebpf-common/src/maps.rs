@@ -67,6 +67,12 @@ macro_rules! for_each_map {
             /// `PerCpuArray<counters::IfaceCounters>` indexed by `hook::Hook`: the
             /// verdicts of each cgroup hook, which no interface stands for.
             HOOK_COUNTERS: PerCpuArray<u32, $crate::counters::IfaceCounters> = $crate::hook::Hook::COUNT;
+            /// `Array<u64>` with one entry: the GCRA TAT of the reply budget (the
+            /// resets and ICMP errors rejecting rules send).
+            REPLY_BUCKET: Array<u32, u64> = 1;
+            /// `PerCpuArray<u64>` indexed by `reply::ReplyOutcome`: replies sent,
+            /// suppressed over the budget, refused, and packets not answerable.
+            REPLY_STATS: PerCpuArray<u32, u64> = $crate::reply::ReplyOutcome::COUNT;
         }
     };
 }

@@ -115,6 +115,11 @@ pub struct Parsed {
     /// A shape that hides the transport header from inspection (see
     /// `CounterId::Evasive`).
     pub evasive: bool,
+    /// Where the IP header starts (after the VLAN tags), and where the
+    /// upper-layer header starts (after IPv4 options or the IPv6 extension
+    /// headers); 0 when not known. For the reply a reject sends (`reply`).
+    pub l3_offset: u16,
+    pub l4_offset: u16,
 }
 
 impl Parsed {
@@ -131,6 +136,8 @@ impl Parsed {
             fragment: Fragment::Whole,
         },
         evasive: false,
+        l3_offset: 0,
+        l4_offset: 0,
     };
 
     /// The IPv4 destination (the last 4 bytes of the mapped form).
@@ -245,6 +252,8 @@ fn ipv4<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
         dst: v4_mapped(&[h[16], h[17], h[18], h[19]]),
         transport,
         evasive,
+        l3_offset: off as u16,
+        l4_offset: (off + ihl) as u16,
     })
 }
 
@@ -329,6 +338,7 @@ pub fn is_extension_header(next: u8) -> bool {
 
 #[inline(always)]
 fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
+    let l3_offset = off as u16;
     let h: [u8; IPV6_HLEN] = pkt.load(off)?;
     if h[0] >> 4 != 6 {
         return Some(Parsed::NOT_IP);
@@ -425,6 +435,8 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
         dst,
         transport,
         evasive,
+        l3_offset,
+        l4_offset: if reached_upper_layer { off as u16 } else { 0 },
     })
 }
 

@@ -16,6 +16,7 @@ mod endpoint;
 mod events;
 mod log;
 mod maps;
+mod reply;
 mod skb;
 mod view;
 
@@ -30,8 +31,8 @@ use egress_ebpf_common::{
 };
 
 /// Parse and decide with the shared code (egress-ebpf-common), then count,
-/// report a drop, and act. The bridge's program: the backstop for every
-/// port whose veth program is not attached (yet).
+/// answer a reject, report a drop, and act. The bridge's program: the
+/// backstop for every port whose veth program is not attached (yet).
 #[classifier]
 pub fn egress_filter(ctx: TcContext) -> i32 {
     // Judged already by the sender's veth program (docs/design.md,
@@ -50,13 +51,23 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
+    // The reply goes back out of the bridge, which forwards it to the port
+    // the offending frame came in on (reply module).
+    let reply = match decision.action {
+        Action::Reject => Some(reply::reject(&ctx, &parsed, decision.config, ifindex)),
+        _ => None,
+    };
     if decision.verdict.drops()
         && let Some(config) = decision.config
     {
-        events::report(&ctx, ifindex, 0, config, &parsed, &decision);
+        events::report(&ctx, ifindex, 0, config, &parsed, &decision, reply);
     }
     match decision.action {
         Action::Drop => TC_ACT_SHOT,
+        Action::Reject => match reply {
+            Some(outcome) => reply::verdict(outcome),
+            None => TC_ACT_SHOT,
+        },
         // TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook (Cilium,
         // Calico...) still runs, and with none left the packet goes on.
         Action::Pass => TC_ACT_UNSPEC,

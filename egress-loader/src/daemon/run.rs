@@ -120,6 +120,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     );
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
+    for w in crate::policy::check::warnings(&opts.policy) {
+        warn!("WARNING: {w}");
+    }
     info!(
         "{} maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
         match (adopting, prepared.migrated_from) {
