@@ -94,6 +94,8 @@ pub const DEFAULT_BUDGET: crate::bucket::Gcra = crate::bucket::Gcra {
 /// its payload (RFC 792; what the receiver needs to find the socket), cut
 /// at this bound. A multiple of 4 (`bpf_csum_diff` sums whole words).
 pub const QUOTE_MAX: usize = 128;
+// A power of two: the kernel bounds lengths by masking with QUOTE_MAX - 1.
+const _: () = assert!(QUOTE_MAX.is_power_of_two() && QUOTE_MAX % 4 == 0);
 
 // network-types names these types, not the codes of destination
 // unreachable (RFC 792, RFC 4443 3.1).
@@ -124,12 +126,16 @@ pub trait PacketMut: Packet {
     fn to_this_host(&self) -> bool;
     /// The header `T` (a network-types header: bytes only) at `offset`.
     fn load_header<T: Copy>(&self, offset: usize) -> Option<T>;
-    /// `len` bytes (1 to `N`) at `offset`, at the start of a zeroed buffer.
-    fn load_prefix<const N: usize>(&self, offset: usize, len: usize) -> Option<[u8; N]>;
+    /// Copies `len` bytes (1 to [`QUOTE_MAX`]) at `offset` into the quote
+    /// buffer, the rest of which is zero. The buffer is the implementor's
+    /// (the kernel's is a per-CPU map value: it would not fit the stack).
+    fn copy_to_quote(&mut self, offset: usize, len: usize) -> bool;
+    /// The ones' complement sum of the whole quote buffer.
+    fn quote_sum(&self) -> u32;
+    /// Writes the first `len` bytes of the quote buffer at `offset`.
+    fn store_quote(&mut self, offset: usize, len: usize) -> bool;
     /// Writes the header `v` at `offset` (an offset at or past the IP header).
     fn store<T: Copy>(&mut self, offset: usize, v: &T) -> bool;
-    /// Writes the first `len` bytes (1 to `N`) of `bytes` at `offset`.
-    fn store_prefix<const N: usize>(&mut self, offset: usize, bytes: &[u8; N], len: usize) -> bool;
     /// Writes the destination and source MAC addresses (bytes 0-11): no
     /// checksum covers them.
     fn store_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> bool;
@@ -144,6 +150,20 @@ pub trait PacketMut: Packet {
     /// The ones' complement sum of the bytes of `v` (its size a multiple
     /// of 4).
     fn sum<T: Copy>(&self, v: &T) -> u32;
+}
+
+/// What the classifier hands to the reply program with the tail call: the
+/// packet as it parsed it and the decision (never taken twice: that would
+/// charge the buckets twice), and room for the quote of an ICMP error. The
+/// value of the per-CPU `REPLY_SCRATCH` map: the two programs run on one
+/// CPU, one after the other, and the kernel reads it only.
+#[derive(Clone, Copy)]
+pub struct ReplyScratch {
+    pub parsed: Parsed,
+    /// The decision's `CounterId` and rule, for the drop event.
+    pub verdict: u8,
+    pub rule: u16,
+    pub quote: [u8; QUOTE_MAX],
 }
 
 /// How a packet is answered, or why it is not.
@@ -516,9 +536,9 @@ fn unreachable_v4<P: PacketMut + ?Sized>(pkt: &mut P, parsed: &Parsed) -> bool {
     if q == 0 || q > QUOTE_MAX {
         return false;
     }
-    let Some(quote) = pkt.load_prefix::<QUOTE_MAX>(l3, q) else {
+    if !pkt.copy_to_quote(l3, q) {
         return false;
-    };
+    }
     let at_icmp = l3 + Ipv4Hdr::LEN;
     let at_quote = at_icmp + Icmpv4Hdr::LEN;
     let out = v4_header(pkt, &ip, ICMP_TOS, (at_quote - l3 + q) as u16, IPPROTO_ICMP);
@@ -529,11 +549,11 @@ fn unreachable_v4<P: PacketMut + ?Sized>(pkt: &mut P, parsed: &Parsed) -> bool {
         data: [0; 4],
     };
     // The quote's sum over the zero-padded buffer is the sum of its q bytes.
-    icmp.check = csum_fold(csum_add(pkt.sum(&icmp), pkt.sum(&quote))).to_ne_bytes();
+    icmp.check = csum_fold(csum_add(pkt.sum(&icmp), pkt.quote_sum())).to_ne_bytes();
     pkt.resize(at_quote + q)
         && pkt.store(l3, &out)
         && pkt.store(at_icmp, &icmp)
-        && pkt.store_prefix(at_quote, &quote, q)
+        && pkt.store_quote(at_quote, q)
 }
 
 #[inline(always)]
@@ -553,9 +573,9 @@ fn unreachable_v6<P: PacketMut + ?Sized>(pkt: &mut P, parsed: &Parsed) -> bool {
     if q == 0 || q > QUOTE_MAX {
         return false;
     }
-    let Some(quote) = pkt.load_prefix::<QUOTE_MAX>(l3, q) else {
+    if !pkt.copy_to_quote(l3, q) {
         return false;
-    };
+    }
     let at_icmp = l3 + Ipv6Hdr::LEN;
     let at_quote = at_icmp + Icmpv6Hdr::LEN;
     let upper = (Icmpv6Hdr::LEN + q) as u16;
@@ -567,12 +587,12 @@ fn unreachable_v6<P: PacketMut + ?Sized>(pkt: &mut P, parsed: &Parsed) -> bool {
         check: [0; 2],
         data: [0; 4],
     };
-    let sum = csum_add(csum_add(pkt.sum(&pseudo), pkt.sum(&icmp)), pkt.sum(&quote));
+    let sum = csum_add(csum_add(pkt.sum(&pseudo), pkt.sum(&icmp)), pkt.quote_sum());
     icmp.check = csum_fold(sum).to_ne_bytes();
     pkt.resize(at_quote + q)
         && pkt.store(l3, &out)
         && pkt.store(at_icmp, &icmp)
-        && pkt.store_prefix(at_quote, &quote, q)
+        && pkt.store_quote(at_quote, q)
 }
 
 /// A frame in memory as a [`PacketMut`], for the host: the checksum helpers
@@ -587,6 +607,7 @@ pub struct VecFrame {
     /// device, whose MAC is zero).
     pub device_mac: [u8; 6],
     pub offload_pending: bool,
+    pub quote: [u8; QUOTE_MAX],
 }
 
 #[cfg(any(test, feature = "model"))]
@@ -596,6 +617,7 @@ impl VecFrame {
             bytes: bytes.to_vec(),
             device_mac: [0; 6],
             offload_pending: false,
+            quote: [0; QUOTE_MAX],
         }
     }
 }
@@ -640,13 +662,33 @@ impl PacketMut for VecFrame {
         // SAFETY: in bounds; T is a header of bytes, valid for any bit pattern.
         Some(unsafe { core::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
     }
-    fn load_prefix<const N: usize>(&self, offset: usize, len: usize) -> Option<[u8; N]> {
-        if len == 0 || len > N {
-            return None;
+    fn copy_to_quote(&mut self, offset: usize, len: usize) -> bool {
+        let Some(src) = offset
+            .checked_add(len)
+            .filter(|_| (1..=QUOTE_MAX).contains(&len))
+            .and_then(|end| self.bytes.get(offset..end))
+        else {
+            return false;
+        };
+        self.quote = [0; QUOTE_MAX];
+        self.quote[..len].copy_from_slice(src);
+        true
+    }
+    fn quote_sum(&self) -> u32 {
+        sum_bytes(&self.quote)
+    }
+    fn store_quote(&mut self, offset: usize, len: usize) -> bool {
+        let quote = self.quote;
+        match offset
+            .checked_add(len)
+            .and_then(|end| self.bytes.get_mut(offset..end))
+        {
+            Some(dst) if len <= QUOTE_MAX => {
+                dst.copy_from_slice(&quote[..len]);
+                true
+            }
+            _ => false,
         }
-        let mut out = [0u8; N];
-        out[..len].copy_from_slice(self.bytes.get(offset..offset.checked_add(len)?)?);
-        Some(out)
     }
     fn store<T: Copy>(&mut self, offset: usize, v: &T) -> bool {
         let b = as_bytes(v);
@@ -658,18 +700,6 @@ impl PacketMut for VecFrame {
         };
         dst.copy_from_slice(b);
         true
-    }
-    fn store_prefix<const N: usize>(&mut self, offset: usize, bytes: &[u8; N], len: usize) -> bool {
-        let Some(end) = offset.checked_add(len) else {
-            return false;
-        };
-        match self.bytes.get_mut(offset..end) {
-            Some(dst) if len <= N => {
-                dst.copy_from_slice(&bytes[..len]);
-                true
-            }
-            _ => false,
-        }
     }
     fn store_macs(&mut self, dst: &[u8; 6], src: &[u8; 6]) -> bool {
         self.store(0, dst) && self.store(6, src)

@@ -51,10 +51,10 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
-    // The reply goes back out of the bridge, which forwards it to the port
-    // the offending frame came in on (reply module).
+    // The reply program answers, reports and returns the verdict (no
+    // return from here when it runs); if it cannot run, a silent drop.
     let reply = match decision.action {
-        Action::Reject => Some(reply::reject(&ctx, &parsed, decision.config, ifindex)),
+        Action::Reject => Some(reply::reject(&ctx, &parsed, &decision)),
         _ => None,
     };
     if decision.verdict.drops()
@@ -63,11 +63,7 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
         events::report(&ctx, ifindex, 0, config, &parsed, &decision, reply);
     }
     match decision.action {
-        Action::Drop => TC_ACT_SHOT,
-        Action::Reject => match reply {
-            Some(outcome) => reply::verdict(outcome),
-            None => TC_ACT_SHOT,
-        },
+        Action::Drop | Action::Reject => TC_ACT_SHOT,
         // TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook (Cilium,
         // Calico...) still runs, and with none left the packet goes on.
         Action::Pass => TC_ACT_UNSPEC,
@@ -82,6 +78,14 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_endpoint(ctx: TcContext) -> i32 {
     endpoint::judge(&ctx)
+}
+
+/// Answers a rejected packet (a TCP reset, an ICMP port unreachable) and
+/// sends it back out of the device: tail-called by the classifiers through
+/// `REPLY_PROGRAM`, never attached (reply module).
+#[classifier]
+pub fn egress_reply(ctx: TcContext) -> i32 {
+    reply::reply(&ctx)
 }
 
 /// An empty classifier, never attached: `cargo xtask bench` subtracts its

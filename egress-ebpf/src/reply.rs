@@ -1,14 +1,24 @@
 //! Answering a rejected packet from the hook: the shared builder
 //! (`egress_ebpf_common::reply`) over the socket buffer, an in-kernel
-//! budget, and the redirect back out of the hook's device.
+//! budget, and the redirect back out of the hook's device (the skb's
+//! ifindex): the bridge forwards the reply by its destination MAC (the
+//! offending frame's source), through its FDB, to the port that MAC was
+//! learnt on, which is the port the frame came in on; a per-endpoint
+//! program's device is the container's veth. docs/design.md, Reject.
 //!
-//! The bridge program passes the bridge's ifindex: the bridge forwards the
-//! reply by its destination MAC (the offending frame's source), through its
-//! FDB, to the port that MAC was learnt on, which is the port the frame came
-//! in on. A per-endpoint program passes its veth. docs/design.md, Reject.
+//! The reply is built in a program of its own (`egress_reply`), reached by
+//! a tail call, not a BPF-to-BPF call: a called function's stack frame adds
+//! to its caller's and the chain must stay within 512 bytes, while the
+//! classifier's own frame is over 400 (its parser, decision and event);
+//! a tail call starts the reply with a stack of its own (docs/design.md,
+//! Verifier notes). The parsed packet and the decision go along in the
+//! per-CPU `REPLY_SCRATCH` map, so the reply program does not parse again
+//! (the parser's frame alone is 272 bytes).
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_CSUM_LEVEL_RESET, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
+    bindings::{
+        __sk_buff, BPF_CSUM_LEVEL_RESET, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_SHOT,
+    },
     helpers::{
         bpf_csum_diff, bpf_csum_level, bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes,
         bpf_skb_store_bytes,
@@ -18,19 +28,42 @@ use aya_ebpf::{
 use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
+    decide::Decision,
+    events::reject_flags,
     packet::Packet,
     parse::Parsed,
-    reply::{self, DEFAULT_BUDGET, PacketMut, Plan, ReplyOutcome},
+    reply::{self, DEFAULT_BUDGET, PacketMut, Plan, QUOTE_MAX, ReplyOutcome, ReplyScratch},
 };
 
 use crate::{
-    bucket,
-    maps::{REPLY_BUCKET, REPLY_STATS},
+    bucket, events,
+    maps::{REPLY_BUCKET, REPLY_PROGRAM, REPLY_SCRATCH, REPLY_STATS},
     skb::Skb,
+    view,
 };
+
+/// This CPU's scratch value (`ReplyScratch`).
+#[inline(always)]
+fn scratch() -> Option<*mut ReplyScratch> {
+    REPLY_SCRATCH.get_ptr_mut(0)
+}
 
 /// `skb->pkt_type` of a frame addressed to this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
+
+/// A length already checked to be in 1..=QUOTE_MAX, rewritten so the
+/// verifier can see it: a helper's size argument must be provably within
+/// the buffer and non-zero, and LLVM hands the helper a spilled copy of the
+/// length that the check never narrowed ("R4 invalid zero-sized read:
+/// u64=[0,128]"). The mask and the +1 bound the value by themselves; the
+/// volatile read keeps LLVM from folding them away as a no-op on a value it
+/// knows is in range (docs/design.md, Verifier notes).
+#[inline(always)]
+fn helper_len(len: usize) -> u32 {
+    // SAFETY: a read of a local.
+    let l = unsafe { core::ptr::read_volatile(&len) };
+    ((l.wrapping_sub(1) & (QUOTE_MAX - 1)) + 1) as u32
+}
 
 /// The socket buffer, writable.
 struct SkbMut<'a>(&'a TcContext);
@@ -68,22 +101,54 @@ impl PacketMut for SkbMut<'_> {
     }
 
     #[inline(always)]
-    fn load_prefix<const N: usize>(&self, offset: usize, len: usize) -> Option<[u8; N]> {
-        let mut buf = [0u8; N];
-        // The size argument must be provably in 1..=N (docs/design.md,
-        // Verifier notes: the helpers' size arguments).
-        if len == 0 || len > N {
-            return None;
+    fn copy_to_quote(&mut self, offset: usize, len: usize) -> bool {
+        let Some(s) = scratch() else {
+            return false;
+        };
+        if len == 0 || len > QUOTE_MAX {
+            return false;
         }
+        // SAFETY: a per-CPU map value, this CPU's alone while we run.
+        let buf = unsafe { &mut (*s).quote };
+        buf.fill(0);
         let r = unsafe {
             bpf_skb_load_bytes(
                 self.raw().cast(),
                 offset as u32,
                 buf.as_mut_ptr().cast(),
-                len as u32,
+                helper_len(len),
             )
         };
-        (r == 0).then_some(buf)
+        r == 0
+    }
+
+    #[inline(always)]
+    fn quote_sum(&self) -> u32 {
+        match scratch() {
+            // SAFETY: see copy_to_quote; the whole buffer is summed.
+            Some(s) => self.sum(unsafe { &(*s).quote }),
+            None => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn store_quote(&mut self, offset: usize, len: usize) -> bool {
+        let Some(s) = scratch() else {
+            return false;
+        };
+        if len == 0 || len > QUOTE_MAX {
+            return false;
+        }
+        let r = unsafe {
+            bpf_skb_store_bytes(
+                self.raw(),
+                offset as u32,
+                (*s).quote.as_ptr().cast(),
+                helper_len(len),
+                BPF_F_RECOMPUTE_CSUM as u64,
+            )
+        };
+        r == 0
     }
 
     #[inline(always)]
@@ -91,24 +156,6 @@ impl PacketMut for SkbMut<'_> {
         // BPF_F_RECOMPUTE_CSUM keeps skb->csum right for a CHECKSUM_COMPLETE
         // skb (it covers the packet from the IP header on).
         self.0.store(offset, v, BPF_F_RECOMPUTE_CSUM as u64).is_ok()
-    }
-
-    #[inline(always)]
-    fn store_prefix<const N: usize>(&mut self, offset: usize, bytes: &[u8; N], len: usize) -> bool {
-        // See load_prefix.
-        if len == 0 || len > N {
-            return false;
-        }
-        let r = unsafe {
-            bpf_skb_store_bytes(
-                self.raw(),
-                offset as u32,
-                bytes.as_ptr().cast(),
-                len as u32,
-                BPF_F_RECOMPUTE_CSUM as u64,
-            )
-        };
-        r == 0
     }
 
     #[inline(always)]
@@ -175,28 +222,54 @@ fn within_budget(config: Option<&PolicyConfig>) -> bool {
     }
 }
 
-/// Rewrites the rejected packet into its reply and redirects it out of
-/// `target_ifindex`, if it may be answered and the budget allows; counts
-/// the outcome. The caller returns [`verdict`] for it.
-#[inline(never)]
-pub fn reject(
-    ctx: &TcContext,
-    parsed: &Parsed,
-    config: Option<&PolicyConfig>,
-    target_ifindex: u32,
-) -> ReplyOutcome {
-    let outcome = answer(ctx, parsed, config, target_ifindex);
+/// Hands a rejected packet to the reply program (a tail call: no return
+/// on success). Returns only if the tail call failed (no reply program in
+/// `REPLY_PROGRAM`): then the outcome is counted here and the caller drops.
+#[inline(always)]
+pub fn reject(ctx: &TcContext, parsed: &Parsed, decision: &Decision) -> ReplyOutcome {
+    if let Some(s) = scratch() {
+        // SAFETY: this CPU's value; the reply program runs next, here.
+        unsafe {
+            (*s).parsed = *parsed;
+            (*s).verdict = decision.verdict as u8;
+            (*s).rule = decision.rule;
+        }
+        unsafe { REPLY_PROGRAM.tail_call(ctx, 0) };
+    }
+    bump(ReplyOutcome::Unanswerable);
+    ReplyOutcome::Unanswerable
+}
+
+/// The reply program's body: answers the packet the classifier put in
+/// `REPLY_SCRATCH` if it may be answered and the budget allows, counts and
+/// reports it, and returns the verdict.
+#[inline(always)]
+pub fn reply(ctx: &TcContext) -> i32 {
+    let Some(s) = scratch() else {
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: written by the classifier just before the tail call.
+    let (parsed, verdict, rule) = unsafe { (&(*s).parsed, (*s).verdict, (*s).rule) };
+    let config = view::active_config();
+    let outcome = answer(ctx, parsed, config);
     bump(outcome);
-    outcome
+    if let Some(c) = config {
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        events::emit(
+            ctx,
+            ifindex,
+            c,
+            parsed,
+            verdict,
+            rule,
+            reject_flags(outcome),
+        );
+    }
+    verdict_of(outcome)
 }
 
 #[inline(always)]
-fn answer(
-    ctx: &TcContext,
-    parsed: &Parsed,
-    config: Option<&PolicyConfig>,
-    target_ifindex: u32,
-) -> ReplyOutcome {
+fn answer(ctx: &TcContext, parsed: &Parsed, config: Option<&PolicyConfig>) -> ReplyOutcome {
     let mut skb = SkbMut(ctx);
     let plan = reply::plan(&skb, parsed);
     match plan {
@@ -213,8 +286,9 @@ fn answer(
     if !reply::build(&mut skb, parsed, plan) {
         return ReplyOutcome::Unanswerable;
     }
-    // TC_ACT_REDIRECT: the skb goes out of target_ifindex once we return.
-    let r = unsafe { bpf_redirect(target_ifindex, 0) };
+    // Out of the hook's own device once we return TC_ACT_REDIRECT.
+    let ifindex = unsafe { (*skb.raw()).ifindex };
+    let r = unsafe { bpf_redirect(ifindex, 0) };
     if r == aya_ebpf::bindings::TC_ACT_REDIRECT as i64 {
         ReplyOutcome::Sent
     } else {
@@ -225,9 +299,9 @@ fn answer(
 /// The tc verdict of a rejected packet: redirected when its reply was sent,
 /// dropped otherwise.
 #[inline(always)]
-pub fn verdict(outcome: ReplyOutcome) -> i32 {
+fn verdict_of(outcome: ReplyOutcome) -> i32 {
     match outcome {
         ReplyOutcome::Sent => aya_ebpf::bindings::TC_ACT_REDIRECT as i32,
-        _ => aya_ebpf::bindings::TC_ACT_SHOT,
+        _ => TC_ACT_SHOT,
     }
 }

@@ -17,6 +17,7 @@ use crate::bpffs::BpffsMount;
 /// tc verdicts as BPF_PROG_TEST_RUN returns them.
 pub const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC, i.e. TCX_NEXT
 pub const DROP: u32 = 2; // TC_ACT_SHOT
+pub const REDIRECT: u32 = 7; // TC_ACT_REDIRECT: a reject whose reply was sent
 
 /// `sizeof(struct __sk_buff)` and the offset of its `mark`
 /// (include/uapi/linux/bpf.h).

@@ -911,14 +911,19 @@ mod tests {
     #[test]
     fn a_block_adds_to_the_defaults_and_the_defaults_stay() {
         let implicit = Policy::from_toml("", &Overrides::default()).unwrap();
-        let p = Policy::from_toml("[[block]]\ncidr = \"10.0.0.0/8\"\n", &Overrides::default())
-            .unwrap();
+        let p =
+            Policy::from_toml("[[block]]\ncidr = \"10.0.0.0/8\"\n", &Overrides::default()).unwrap();
         assert_eq!(p.blocks.len(), DEFAULT_BLOCKS.len() + 1);
         assert_eq!(p.blocks[..DEFAULT_BLOCKS.len()], implicit.blocks[..]);
         assert_eq!(p.blocks.last().unwrap().action, RuleAction::Drop);
         assert!(crate::policy::check::open_metadata(&p).is_empty());
         // Every built-in rule rejects; the metadata address keeps DNS open.
-        assert!(implicit.blocks.iter().all(|b| b.action == RuleAction::Reject));
+        assert!(
+            implicit
+                .blocks
+                .iter()
+                .all(|b| b.action == RuleAction::Reject)
+        );
         assert_eq!(implicit.blocks[0].except_ports, [53]);
     }
 
@@ -933,11 +938,13 @@ mod tests {
         assert!(p.blocks[0].except_ports.is_empty());
         let w = crate::policy::check::warnings(&p);
         assert!(
-            w.iter().any(|w| w.contains("\"metadata\"") && w.contains("block[0]")),
+            w.iter()
+                .any(|w| w.contains("\"metadata\"") && w.contains("block[0]")),
             "{w:?}"
         );
         // Twice the same selector is still a duplicate.
-        let twice = "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"169.254.169.254/32\"\n";
+        let twice =
+            "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"169.254.169.254/32\"\n";
         let e = Policy::from_toml(twice, &Overrides::default()).unwrap_err();
         assert_eq!(e.field, "block[1]");
     }
@@ -967,15 +974,30 @@ mod tests {
     #[test]
     fn new_keys_refused_with_the_field_named() {
         for (toml, field) in [
-            ("[[block]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n", "block[0].action"),
-            ("[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [0]\n", "block[0].except_ports[0]"),
-            ("[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = []\n", "block[0].except_ports"),
-            ("[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53, 53]\n", "block[0].except_ports[1]"),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n",
+                "block[0].action",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [0]\n",
+                "block[0].except_ports[0]",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = []\n",
+                "block[0].except_ports",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53, 53]\n",
+                "block[0].except_ports[1]",
+            ),
             (
                 "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [80]\nexcept_ports = [53]\n",
                 "block[0].except_ports",
             ),
-            ("[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_protocol = \"udp\"\n", "block[0].except_protocol"),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_protocol = \"udp\"\n",
+                "block[0].except_protocol",
+            ),
             (
                 "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53]\nexcept_protocol = \"icmp\"\n",
                 "block[0].except_protocol",
@@ -988,9 +1010,18 @@ mod tests {
             ("[[unblock]]\ncidr = \"10.0.0.0/8\"\n", "unblock[0].cidr"),
             ("[[unblock]]\ncidr = \"10.0.0.1/8\"\n", "unblock[0].cidr"),
             ("[[unblock]]\n", "unblock[0]"),
-            ("[[unblock]]\nname = \"tencent\"\ncidr = \"169.254.0.23/32\"\n", "unblock[0]"),
-            ("[[unblock]]\nname = \"tencent\"\n[[unblock]]\nname = \"tencent\"\n", "unblock[1]"),
-            ("defaults = false\n[[unblock]]\nname = \"tencent\"\n", "unblock[0]"),
+            (
+                "[[unblock]]\nname = \"tencent\"\ncidr = \"169.254.0.23/32\"\n",
+                "unblock[0]",
+            ),
+            (
+                "[[unblock]]\nname = \"tencent\"\n[[unblock]]\nname = \"tencent\"\n",
+                "unblock[1]",
+            ),
+            (
+                "defaults = false\n[[unblock]]\nname = \"tencent\"\n",
+                "unblock[0]",
+            ),
             ("[smtp]\nover_limit = \"refuse\"\n", "smtp.over_limit"),
             ("[reject]\nrate = \"0/second\"\n", "reject.rate"),
             ("[reject]\nburst = 0\n", "reject.burst"),
@@ -1005,7 +1036,11 @@ mod tests {
             );
         }
         // Wrong types and unknown keys: toml names them.
-        for toml in ["defaults = 1\n", "[reject]\nenabled = true\n", "[[unblock]]\nport = 1\n"] {
+        for toml in [
+            "defaults = 1\n",
+            "[reject]\nenabled = true\n",
+            "[[unblock]]\nport = 1\n",
+        ] {
             assert_eq!(
                 Policy::from_toml(toml, &Overrides::default())
                     .unwrap_err()
