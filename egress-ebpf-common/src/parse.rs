@@ -366,8 +366,10 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
                 let offset_flags = u16::from_be_bytes([f[2], f[3]]);
                 if offset_flags >> 3 != 0 {
                     fragment = Fragment::Later;
-                    // The rest of the chain lives in the first fragment.
+                    // The rest of the chain lives in the first fragment;
+                    // this one's data starts after the fragment header.
                     reached_upper_layer = true;
+                    off += 8;
                     break;
                 }
                 if offset_flags & 1 != 0 {

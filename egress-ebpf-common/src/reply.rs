@@ -95,7 +95,7 @@ pub const DEFAULT_BUDGET: crate::bucket::Gcra = crate::bucket::Gcra {
 /// at this bound. A multiple of 4 (`bpf_csum_diff` sums whole words).
 pub const QUOTE_MAX: usize = 128;
 // A power of two: the kernel bounds lengths by masking with QUOTE_MAX - 1.
-const _: () = assert!(QUOTE_MAX.is_power_of_two() && QUOTE_MAX % 4 == 0);
+const _: () = assert!(QUOTE_MAX.is_power_of_two() && QUOTE_MAX.is_multiple_of(4));
 
 // network-types names these types, not the codes of destination
 // unreachable (RFC 792, RFC 4443 3.1).
@@ -163,6 +163,9 @@ pub struct ReplyScratch {
     /// The decision's `CounterId` and rule, for the drop event.
     pub verdict: u8,
     pub rule: u16,
+    /// The device the reply goes out of (`bpf_redirect`): the hook's own,
+    /// so the reply takes the way back to the sender's port only.
+    pub ifindex: u32,
     pub quote: [u8; QUOTE_MAX],
 }
 

@@ -54,7 +54,9 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     // The reply program answers, reports and returns the verdict (no
     // return from here when it runs); if it cannot run, a silent drop.
     let reply = match decision.action {
-        Action::Reject => Some(reply::reject(&ctx, &parsed, &decision)),
+        // Back out of the bridge: it forwards by the reply's destination
+        // MAC (the sender's) to the port that MAC was learnt on.
+        Action::Reject => Some(reply::reject(&ctx, &parsed, &decision, ifindex)),
         _ => None,
     };
     if decision.verdict.drops()

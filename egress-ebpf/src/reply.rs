@@ -1,7 +1,7 @@
 //! Answering a rejected packet from the hook: the shared builder
 //! (`egress_ebpf_common::reply`) over the socket buffer, an in-kernel
-//! budget, and the redirect back out of the hook's device (the skb's
-//! ifindex): the bridge forwards the reply by its destination MAC (the
+//! budget, and the redirect out of the target device the hook names (its
+//! own): the bridge forwards the reply by its destination MAC (the
 //! offending frame's source), through its FDB, to the port that MAC was
 //! learnt on, which is the port the frame came in on; a per-endpoint
 //! program's device is the container's veth. docs/design.md, Reject.
@@ -223,16 +223,20 @@ fn within_budget(config: Option<&PolicyConfig>) -> bool {
 }
 
 /// Hands a rejected packet to the reply program (a tail call: no return
-/// on success). Returns only if the tail call failed (no reply program in
-/// `REPLY_PROGRAM`): then the outcome is counted here and the caller drops.
+/// on success), which sends the reply out of `target` (the ifindex of the
+/// hook's device: the bridge, whose egress forwards it to the port the
+/// sender's MAC was learnt on, or a container's veth). Returns only if the
+/// tail call failed (no reply program in `REPLY_PROGRAM`): then the outcome
+/// is counted here and the caller drops.
 #[inline(always)]
-pub fn reject(ctx: &TcContext, parsed: &Parsed, decision: &Decision) -> ReplyOutcome {
+pub fn reject(ctx: &TcContext, parsed: &Parsed, decision: &Decision, target: u32) -> ReplyOutcome {
     if let Some(s) = scratch() {
         // SAFETY: this CPU's value; the reply program runs next, here.
         unsafe {
             (*s).parsed = *parsed;
             (*s).verdict = decision.verdict as u8;
             (*s).rule = decision.rule;
+            (*s).ifindex = target;
         }
         unsafe { REPLY_PROGRAM.tail_call(ctx, 0) };
     }
@@ -249,9 +253,10 @@ pub fn reply(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     };
     // SAFETY: written by the classifier just before the tail call.
-    let (parsed, verdict, rule) = unsafe { (&(*s).parsed, (*s).verdict, (*s).rule) };
+    let (parsed, verdict, rule, target) =
+        unsafe { (&(*s).parsed, (*s).verdict, (*s).rule, (*s).ifindex) };
     let config = view::active_config();
-    let outcome = answer(ctx, parsed, config);
+    let outcome = answer(ctx, parsed, config, target);
     bump(outcome);
     if let Some(c) = config {
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -269,7 +274,12 @@ pub fn reply(ctx: &TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn answer(ctx: &TcContext, parsed: &Parsed, config: Option<&PolicyConfig>) -> ReplyOutcome {
+fn answer(
+    ctx: &TcContext,
+    parsed: &Parsed,
+    config: Option<&PolicyConfig>,
+    target: u32,
+) -> ReplyOutcome {
     let mut skb = SkbMut(ctx);
     let plan = reply::plan(&skb, parsed);
     match plan {
@@ -286,9 +296,8 @@ fn answer(ctx: &TcContext, parsed: &Parsed, config: Option<&PolicyConfig>) -> Re
     if !reply::build(&mut skb, parsed, plan) {
         return ReplyOutcome::Unanswerable;
     }
-    // Out of the hook's own device once we return TC_ACT_REDIRECT.
-    let ifindex = unsafe { (*skb.raw()).ifindex };
-    let r = unsafe { bpf_redirect(ifindex, 0) };
+    // Out of the target's egress once we return TC_ACT_REDIRECT.
+    let r = unsafe { bpf_redirect(target, 0) };
     if r == aya_ebpf::bindings::TC_ACT_REDIRECT as i64 {
         ReplyOutcome::Sent
     } else {
