@@ -45,13 +45,26 @@ fn ipv4_destinations() {
     c.expect("ICMP to the metadata service", &icmp, DROP, MetadataBlocked);
     let udp_md = v4_frame(
         &V4::new(Ipv4Addr::from(IMDS), IPPROTO_UDP),
-        &udp(5000, 53, b"x"),
+        &udp(5000, 80, b"x"),
     );
     c.expect(
         "UDP to the metadata service",
         &udp_md,
         DROP,
         MetadataBlocked,
+    );
+    // The default rule's exception: DNS to the metadata address (GCP's
+    // resolver), UDP and TCP.
+    let dns = v4_frame(
+        &V4::new(Ipv4Addr::from(IMDS), IPPROTO_UDP),
+        &udp(5000, 53, b"x"),
+    );
+    c.expect("DNS over UDP to the metadata address", &dns, PASS, Passed);
+    c.expect(
+        "DNS over TCP to the metadata address",
+        &v4_tcp(IMDS, 53, SYN),
+        PASS,
+        Passed,
     );
     for (dst, what) in [
         ([169, 254, 170, 2], "ECS task metadata"),
@@ -383,6 +396,7 @@ fn per_rule_counters_and_custom_rules() {
     };
     c.apply(
         r#"
+        defaults = false
         [[block]]
         cidr = "10.0.0.0/8"
         [[block]]
@@ -421,6 +435,14 @@ fn per_rule_counters_and_custom_rules() {
     let count = |d: &str| rules.iter().find(|r| r.destination == d).map(|r| r.packets);
     assert_eq!(count("10.0.0.0/8"), Some(2), "{rules:?}");
     assert_eq!(count("2001:db8:bad::/48"), Some(1), "{rules:?}");
+    // Without `defaults = false` the built-in rules stay beside them.
+    c.apply("[[block]]\ncidr = \"10.0.0.0/8\"\n");
+    c.expect(
+        "the default metadata rule beside an added one",
+        &v4_tcp(IMDS, 80, SYN),
+        DROP,
+        MetadataBlocked,
+    );
 }
 
 #[test]
