@@ -14,7 +14,7 @@ use egress_ebpf_common::maps::NOOP_PROGRAM;
 use egress_tests::{
     BpffsMount, NetNs, addrs,
     frames::{self, ACK, IPPROTO_UDP, SYN, V4},
-    test_run::{Classifier, DROP, PASS, REDIRECT},
+    test_run::{Classifier, DROP, PASS},
 };
 use serde::Serialize;
 
@@ -79,10 +79,9 @@ fn representative_frames(max: usize) -> Vec<(String, Vec<u8>)> {
             "blocked: TCP SYN to 169.254.169.254:80 (metadata; not addressed to the bridge's MAC, so no reply)".into(),
             frames::v4_tcp(addrs::IMDS_V4.octets(), 80, SYN),
         ),
-        (
-            "reject: TCP SYN to 169.254.169.254:80 to the bridge's MAC (the tail call and the reply budget; past the budget's burst, suppressed)".into(),
-            frames::to_this_host(frames::v4_tcp(addrs::IMDS_V4.octets(), 80, SYN)),
-        ),
+        // No row for a reject that is answered: BPF_PROG_TEST_RUN repeats
+        // the program on the same buffer, so from the second run on it
+        // would judge the reply it wrote (a reset, which passes).
         (
             "pass: UDP to 169.254.169.254:53 (the DNS exception)".into(),
             frames::v4_frame(
@@ -163,7 +162,6 @@ fn verdict_name(v: u32) -> String {
     match v {
         PASS => "PASS".into(),
         DROP => "DROP".into(),
-        REDIRECT => "REDIRECT".into(),
         other => other.to_string(),
     }
 }

@@ -120,9 +120,9 @@ const ICMP_TOS: u8 = 0xc0;
 /// `bpf_csum_diff`. Checksum sums are 32-bit ones' complement sums of the
 /// bytes in the machine's byte order, as those helpers compute them.
 pub trait PacketMut: Packet {
-    /// Whether the stack took the frame as addressed to this host at layer
-    /// 2 (`skb->pkt_type == PACKET_HOST`: its destination MAC is the
-    /// receiving device's own).
+    /// Whether the frame is addressed to this host at layer 2 (its
+    /// destination MAC is the bridge's own: the host routes it). The hook
+    /// says so (`ReplyScratch::to_host`).
     fn to_this_host(&self) -> bool;
     /// The header `T` (a network-types header: bytes only) at `offset`.
     fn load_header<T: Copy>(&self, offset: usize) -> Option<T>;
@@ -166,6 +166,11 @@ pub struct ReplyScratch {
     /// The device the reply goes out of (`bpf_redirect`): the hook's own,
     /// so the reply takes the way back to the sender's port only.
     pub ifindex: u32,
+    /// Whether the hook saw the frame addressed to the host at layer 2 (to
+    /// the bridge's MAC): at the bridge's ingress `skb->pkt_type ==
+    /// PACKET_HOST`; at a veth's, whose own MAC is not the one the
+    /// container sends to, the hook compares the bridge's.
+    pub to_host: bool,
     pub quote: [u8; QUOTE_MAX],
 }
 

@@ -56,7 +56,10 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     let reply = match decision.action {
         // Back out of the bridge: it forwards by the reply's destination
         // MAC (the sender's) to the port that MAC was learnt on.
-        Action::Reject => Some(reply::reject(&ctx, &parsed, &decision, ifindex)),
+        Action::Reject => {
+            let to_host = unsafe { (*ctx.skb.skb).pkt_type } == reply::PACKET_HOST;
+            Some(reply::reject(&ctx, &parsed, &decision, ifindex, to_host))
+        }
         _ => None,
     };
     if decision.verdict.drops()

@@ -49,7 +49,7 @@ fn scratch() -> Option<*mut ReplyScratch> {
 }
 
 /// `skb->pkt_type` of a frame addressed to this host (linux/if_packet.h).
-const PACKET_HOST: u32 = 0;
+pub const PACKET_HOST: u32 = 0;
 
 /// A length already checked to be in 1..=QUOTE_MAX, rewritten so the
 /// verifier can see it: a helper's size argument must be provably within
@@ -90,7 +90,11 @@ impl Packet for SkbMut<'_> {
 impl PacketMut for SkbMut<'_> {
     #[inline(always)]
     fn to_this_host(&self) -> bool {
-        unsafe { (*self.raw()).pkt_type == PACKET_HOST }
+        match scratch() {
+            // SAFETY: written by the hook before the tail call.
+            Some(s) => unsafe { (*s).to_host },
+            None => false,
+        }
     }
 
     #[inline(always)]
@@ -225,11 +229,18 @@ fn within_budget(config: Option<&PolicyConfig>) -> bool {
 /// Hands a rejected packet to the reply program (a tail call: no return
 /// on success), which sends the reply out of `target` (the ifindex of the
 /// hook's device: the bridge, whose egress forwards it to the port the
-/// sender's MAC was learnt on, or a container's veth). Returns only if the
+/// sender's MAC was learnt on, or a container's veth); `to_host`: the frame
+/// was addressed to the host at layer 2 (else no reply). Returns only if the
 /// tail call failed (no reply program in `REPLY_PROGRAM`): then the outcome
 /// is counted here and the caller drops.
 #[inline(always)]
-pub fn reject(ctx: &TcContext, parsed: &Parsed, decision: &Decision, target: u32) -> ReplyOutcome {
+pub fn reject(
+    ctx: &TcContext,
+    parsed: &Parsed,
+    decision: &Decision,
+    target: u32,
+    to_host: bool,
+) -> ReplyOutcome {
     if let Some(s) = scratch() {
         // SAFETY: this CPU's value; the reply program runs next, here.
         unsafe {
@@ -237,6 +248,7 @@ pub fn reject(ctx: &TcContext, parsed: &Parsed, decision: &Decision, target: u32
             (*s).verdict = decision.verdict as u8;
             (*s).rule = decision.rule;
             (*s).ifindex = target;
+            (*s).to_host = to_host;
         }
         unsafe { REPLY_PROGRAM.tail_call(ctx, 0) };
     }

@@ -769,6 +769,24 @@ fn events_name_real_containers() {
         .unwrap();
     assert_eq!(event["container"]["id"], &id[..12], "{event}");
 
+    // `explain --from CONTAINER`: the engine gives the container's address.
+    let x = loader
+        .cli_json(
+            "explain",
+            &[
+                "--from",
+                &name,
+                "--docker-host",
+                &dh.docker_host(),
+                "--to",
+                "169.254.169.254:80/tcp",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("explain --from {name}: {e:#}"));
+    assert_eq!(x["from"], ip.as_str(), "{x}");
+    assert_eq!(x["verdict"], "metadata_blocked", "{x}");
+    assert_eq!(x["action"], "reject", "{x}");
+
     // `verify` on a bridge Docker made, next to Docker's iptables rules.
     let out = loader.cli("verify", &[] as &[&str]).unwrap();
     assert!(
