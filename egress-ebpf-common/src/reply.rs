@@ -166,6 +166,9 @@ pub struct ReplyScratch {
     /// The device the reply goes out of (`bpf_redirect`): the hook's own,
     /// so the reply takes the way back to the sender's port only.
     pub ifindex: u32,
+    /// The sending endpoint's id for the drop event (0: unknown, the
+    /// bridge backstop).
+    pub endpoint: u32,
     /// Whether the hook saw the frame addressed to the host at layer 2 (to
     /// the bridge's MAC): at the bridge's ingress `skb->pkt_type ==
     /// PACKET_HOST`; at a veth's, whose own MAC is not the one the

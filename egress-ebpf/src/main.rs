@@ -58,7 +58,7 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
         // MAC (the sender's) to the port that MAC was learnt on.
         Action::Reject => {
             let to_host = unsafe { (*ctx.skb.skb).pkt_type } == reply::PACKET_HOST;
-            Some(reply::reject(&ctx, &parsed, &decision, ifindex, to_host))
+            Some(reply::reject(&ctx, &parsed, &decision, ifindex, 0, to_host))
         }
         _ => None,
     };

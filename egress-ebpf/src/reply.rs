@@ -239,6 +239,7 @@ pub fn reject(
     parsed: &Parsed,
     decision: &Decision,
     target: u32,
+    endpoint: u32,
     to_host: bool,
 ) -> ReplyOutcome {
     if let Some(s) = scratch() {
@@ -249,6 +250,7 @@ pub fn reject(
             (*s).rule = decision.rule;
             (*s).ifindex = target;
             (*s).to_host = to_host;
+            (*s).endpoint = endpoint;
         }
         unsafe { REPLY_PROGRAM.tail_call(ctx, 0) };
     }
@@ -265,8 +267,15 @@ pub fn reply(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     };
     // SAFETY: written by the classifier just before the tail call.
-    let (parsed, verdict, rule, target) =
-        unsafe { (&(*s).parsed, (*s).verdict, (*s).rule, (*s).ifindex) };
+    let (parsed, verdict, rule, target, endpoint) = unsafe {
+        (
+            &(*s).parsed,
+            (*s).verdict,
+            (*s).rule,
+            (*s).ifindex,
+            (*s).endpoint,
+        )
+    };
     let config = view::active_config();
     let outcome = answer(ctx, parsed, config, target);
     bump(outcome);
@@ -275,6 +284,7 @@ pub fn reply(ctx: &TcContext) -> i32 {
         events::emit(
             ctx,
             ifindex,
+            endpoint,
             c,
             parsed,
             verdict,

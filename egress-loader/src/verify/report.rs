@@ -201,6 +201,7 @@ impl Report {
             if let Some(e) = &b.endpoint {
                 let answer = match &e.answer {
                     Answer::None => "no answer (dropped)".to_owned(),
+                    Answer::Rejected => "refused (rejected by the filter)".to_owned(),
                     Answer::Answered(how) => format!("GOT THROUGH ({how})"),
                 };
                 let _ = if e.attached {
