@@ -441,7 +441,7 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
     // The per-endpoint path: the running loader attached its probe port.
     assert_eq!(d0["endpoint"]["attached"], true, "{v}");
     assert_eq!(d0["endpoint"]["expected"], true, "{v}");
-    assert_eq!(d0["endpoint"]["answer"]["outcome"], "none", "{v}");
+    assert_eq!(d0["endpoint"]["answer"]["outcome"], "rejected", "{v}");
     assert_eq!(d0["endpoint"]["metadata_blocked"], 1, "{v}");
     let unf = bridge("br-unf");
     assert_eq!(unf["attached"], false, "{v}");

@@ -5,7 +5,7 @@ use egress_ebpf_common::counters::CounterId::{self, *};
 use egress_tests::{
     frames::*,
     skip_unless_privileged,
-    test_run::{Classifier, DROP, PASS},
+    test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use std::net::Ipv4Addr;
 
@@ -571,8 +571,11 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
 
     let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(ALLOWED, 80, SYN), 0);
     assert_eq!((v, mark), (PASS, HANDOFF_MARK), "passed and handed off");
+    // The built-in rule rejects: the reset goes out of the veth itself (the
+    // frame is to the bridge's MAC, for the host), and carries no mark.
     let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
-    assert_eq!((v, mark), (DROP, 0), "a drop carries no mark");
+    assert_eq!((v, mark), (REDIRECT, 0), "a reject is answered, unmarked");
+    assert_eq!(c.replies().sent, 1, "the reply program answered it");
     assert_eq!(endpoint_counter(&c, 1, Passed), 1);
     assert_eq!(endpoint_counter(&c, 1, MetadataBlocked), 1);
     assert_eq!(c.packets(MetadataBlocked), 1, "counted globally too");
@@ -596,7 +599,7 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
     assert_eq!((v, mark), (PASS, HANDOFF_MARK));
     assert_eq!(endpoint_counter(&c, 1, Excepted), 1);
     let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp([169, 254, 170, 2], 80, SYN), 0);
-    assert_eq!(v, DROP, "the exception opens its own rules only");
+    assert_eq!(v, REDIRECT, "the exception opens its own rules only");
     // The flag is what sends the program to the exception table.
     maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
     let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);

@@ -338,20 +338,40 @@ fn a_syn_flood_gets_at_most_the_budget_of_resets() {
     );
 }
 
-#[test]
-fn a_forged_source_gets_its_reset_only_on_its_own_port() {
-    if !skip_unless_privileged("a_forged_source_gets_its_reset_only_on_its_own_port") {
-        return;
-    }
-    let mut topo = topology("rjforge");
+/// Container 0 sends SYNs claiming container 1's address; `config` picks
+/// the hook that answers (the veth program by default, the bridge with
+/// `attach.endpoints = false`).
+fn forged_source(test: &str, config: &str, through_veth: bool) {
+    let mut topo = topology(test);
     topo.add_container("docker0").unwrap();
     let bpffs = BpffsMount::new();
-    let (l, _dir) = loader_with(&topo, &bpffs, "");
+    let (l, _dir) = loader_with(&topo, &bpffs, config);
     let (c0, c1) = (topo.container(0), topo.container(1));
+    // Which hook answers: c0's veth program once it is attached.
+    let veth_attached = || {
+        l.cli_json("counters", &[]).is_ok_and(|c| {
+            c["endpoints"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["veth"] == c0.host_veth()))
+        })
+    };
+    if through_veth {
+        assert!(
+            egress_tests::wait_until(Duration::from_secs(10), veth_attached),
+            "the endpoint program never reached {}: {}",
+            c0.host_veth(),
+            l.log()
+        );
+    } else {
+        assert!(
+            !veth_attached(),
+            "endpoints = false, yet {} has one",
+            c0.host_veth()
+        );
+    }
     let at_c0 = Capture::start(c0.ns(), "eth0").unwrap();
     let at_c1 = Capture::start(c1.ns(), "eth0").unwrap();
     let before = counters(&l);
-    // Container 0 claims container 1's address.
     let frames = syns(&topo, c1.ipv4(), addrs::IMDS_V4, 3, 0x5200);
     send_frames(c0.ns(), "eth0", &frames, Layout::Linear).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -371,6 +391,26 @@ fn a_forged_source_gets_its_reset_only_on_its_own_port() {
         0,
         "the owner of the forged address gets nothing"
     );
+}
+
+#[test]
+fn a_forged_source_gets_its_reset_only_on_its_own_port() {
+    if !skip_unless_privileged("a_forged_source_gets_its_reset_only_on_its_own_port") {
+        return;
+    }
+    // The veth program answers (endpoints are attached by default).
+    forged_source("rjforge", "", true);
+}
+
+#[test]
+fn a_forged_source_gets_its_reset_only_on_its_own_port_from_the_bridge() {
+    if !skip_unless_privileged(
+        "a_forged_source_gets_its_reset_only_on_its_own_port_from_the_bridge",
+    ) {
+        return;
+    }
+    // The bridge program answers: its egress forwards by the sender's MAC.
+    forged_source("rjforgb", "[attach]\nendpoints = false\n", false);
 }
 
 #[test]
