@@ -119,7 +119,7 @@ pub fn main(a: Args) -> Result {
         port: a.to.port,
         protocol: a.to.protocol,
     };
-    let hook = "egress_filter, tc ingress of the bridge the client sits behind".to_string();
+    let hook = "egress_endpoint on the client's veth where attached, else egress_filter on its bridge (tc ingress)".to_string();
     let e = explain(&pins, &q, hook)?;
     if a.json {
         println!("{}", serde_json::to_string(&e).expect("serializable"));
