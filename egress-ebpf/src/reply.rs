@@ -283,8 +283,7 @@ pub fn reply(ctx: &TcContext) -> i32 {
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         events::emit(
             ctx,
-            ifindex,
-            endpoint,
+            events::Origin::tc(ifindex, endpoint),
             c,
             parsed,
             verdict,

@@ -9,8 +9,7 @@ use egress_ebpf_common::{
     hook::Hook,
     maps::{
         BLOCKED_V4, BLOCKED_V6, COUNTERS, EVENT_STATS, HOOK_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS,
-        REPLY_STATS,
-        RULE_COUNTERS,
+        REPLY_STATS, RULE_COUNTERS,
     },
     reply::ReplyOutcome,
     rules::{ANY_PORT, MATCH_EXCEPT, NO_RULE, RULE_REJECT},

@@ -175,7 +175,10 @@ pub fn default_config_toml() -> String {
             d.name, d.cidr, what
         ));
     }
-    s.push_str("\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n");
+    s.push_str(
+        "\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n\
+         docker_networks = true\ncgroups = [\"auto\"]\n",
+    );
     let ports: Vec<String> = DEFAULT_SMTP_PORTS.iter().map(u16::to_string).collect();
     s.push_str(&format!(
         "\n[smtp]\nports = [{}]\nrate = \"{DEFAULT_SMTP_RATE}\"\nburst = {DEFAULT_SMTP_BURST}\nscope = \"global\"\nover_limit = \"drop\"\n",
