@@ -82,9 +82,8 @@ pub fn ipset_restore(cidrs: &[String]) -> String {
     s
 }
 
-/// The loader's default config with the blocked list appended as more
-/// `[[block]]` entries (a `[[block]]` list in a file replaces the defaults,
-/// so the defaults are written out first).
+/// The loader's default config with the blocked list appended as
+/// `[[block]]` entries (they add to the built-in rules).
 pub fn filter_config(cidrs: &[String]) -> String {
     let mut s = egress_loader::policy::default_config_toml();
     s.push('\n');

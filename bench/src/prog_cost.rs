@@ -38,6 +38,11 @@ pub struct FrameCost {
 pub struct PolicyCost {
     /// Extra blocked CIDRs on top of the default policy.
     pub cidrs: usize,
+    /// The default policy's port exceptions (DNS on 169.254.169.254) left
+    /// out: the same rules without `except_ports`, to show what the
+    /// exception check costs.
+    #[serde(default)]
+    pub without_exceptions: bool,
     pub frames: Vec<FrameCost>,
 }
 
@@ -71,8 +76,18 @@ fn representative_frames(max: usize) -> Vec<(String, Vec<u8>)> {
             frames::v6_tcp("2001:db8:25::25", 443, ACK),
         ),
         (
-            "drop: TCP SYN to 169.254.169.254:80 (metadata)".into(),
+            "blocked: TCP SYN to 169.254.169.254:80 (metadata; not addressed to the bridge's MAC, so no reply)".into(),
             frames::v4_tcp(addrs::IMDS_V4.octets(), 80, SYN),
+        ),
+        // No row for a reject that is answered: BPF_PROG_TEST_RUN repeats
+        // the program on the same buffer, so from the second run on it
+        // would judge the reply it wrote (a reset, which passes).
+        (
+            "pass: UDP to 169.254.169.254:53 (the DNS exception)".into(),
+            frames::v4_frame(
+                &V4::new(addrs::IMDS_V4, IPPROTO_UDP),
+                &frames::udp(40000, 53, &[0; 18]),
+            ),
         ),
         (
             "SMTP SYN to 198.51.100.25:25 (bucket CAS; over the rate after 5)".into(),
@@ -151,45 +166,67 @@ fn verdict_name(v: u32) -> String {
     }
 }
 
-/// Measures every representative frame at the default policy and with
-/// `plan.max_size()` extra CIDRs.
+/// The default policy with its port exceptions left out: the built-in
+/// `metadata` rule replaced by the same CIDR and action without
+/// `except_ports`.
+pub const WITHOUT_EXCEPTIONS: &str = "[[unblock]]\nname = \"metadata\"\n\n\
+    [[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n";
+
+/// Measures every representative frame at the default policy, at the
+/// default policy without its port exceptions, and with `plan.max_size()`
+/// extra CIDRs. The policies run interleaved, round by round, so that the
+/// machine's drift is shared by all of them.
 pub fn measure(plan: &Plan) -> Result<Vec<PolicyCost>> {
     let mut noop = Noop::load()?;
-    let mut out = Vec::new();
-    for n in [0, plan.max_size()] {
-        let policy = if n == 0 {
-            String::new()
-        } else {
-            cidrs::filter_config(&cidrs::blocked(n))
-        };
-        let mut filter = Classifier::with_policy(&policy);
-        let frames = representative_frames(plan.max_size());
-        let mut f_ns = vec![Vec::new(); frames.len()];
-        let mut n_ns = vec![Vec::new(); frames.len()];
-        let mut verdicts = vec![String::new(); frames.len()];
-        for _ in 0..plan.test_run_rounds {
+    let policies: Vec<(usize, bool, String)> = vec![
+        (0, false, String::new()),
+        (0, true, WITHOUT_EXCEPTIONS.to_string()),
+        (
+            plan.max_size(),
+            false,
+            cidrs::filter_config(&cidrs::blocked(plan.max_size())),
+        ),
+    ];
+    let frames = representative_frames(plan.max_size());
+    let mut filters: Vec<Classifier> = policies
+        .iter()
+        .map(|(_, _, p)| Classifier::with_policy(p))
+        .collect();
+    let k = frames.len();
+    let mut f_ns = vec![vec![Vec::new(); k]; policies.len()];
+    let mut n_ns = vec![vec![Vec::new(); k]; policies.len()];
+    let mut verdicts = vec![vec![String::new(); k]; policies.len()];
+    for _ in 0..plan.test_run_rounds {
+        for (j, filter) in filters.iter_mut().enumerate() {
             for (i, (_, frame)) in frames.iter().enumerate() {
                 let (v, ns) = filter.run_repeat(frame, plan.test_run_repeat);
-                verdicts[i] = verdict_name(v);
-                f_ns[i].push(ns as f64);
-                n_ns[i].push(noop.run(frame, plan.test_run_repeat)? as f64);
+                verdicts[j][i] = verdict_name(v);
+                f_ns[j][i].push(ns as f64);
+                n_ns[j][i].push(noop.run(frame, plan.test_run_repeat)? as f64);
             }
         }
-        let frames = frames
+    }
+    let mut out = Vec::new();
+    for (j, (n, without, _)) in policies.iter().enumerate() {
+        let costs = frames
             .iter()
             .enumerate()
             .map(|(i, (name, _))| {
-                let (f, z) = (median(&f_ns[i]), median(&n_ns[i]));
+                let (f, z) = (median(&f_ns[j][i]), median(&n_ns[j][i]));
                 FrameCost {
                     frame: name.clone(),
-                    verdict: verdicts[i].clone(),
+                    verdict: verdicts[j][i].clone(),
                     filter_ns: f,
                     noop_ns: z,
                     program_ns: (f - z).max(0.0),
                 }
             })
             .collect();
-        out.push(PolicyCost { cidrs: n, frames });
+        out.push(PolicyCost {
+            cidrs: *n,
+            without_exceptions: *without,
+            frames: costs,
+        });
     }
     Ok(out)
 }

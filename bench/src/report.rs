@@ -156,7 +156,9 @@ impl Report {
             );
             s.push_str("| frame | policy | verdict | classifier ns | empty ns | **program ns** |\n|---|---|---|---|---|---|\n");
             for p in pc {
-                let policy = if p.cidrs == 0 {
+                let policy = if p.without_exceptions {
+                    "defaults without port exceptions".to_owned()
+                } else if p.cidrs == 0 {
                     "defaults".to_owned()
                 } else {
                     format!("defaults + {} CIDRs", thousands(p.cidrs))

@@ -10,6 +10,11 @@ pub const SCOPE_PER_SOURCE: u8 = 1;
 /// per source address.
 pub const SCOPE_PER_CONTAINER: u8 = 2;
 
+/// `PolicyConfig::smtp_over_limit`: a connection attempt over the SMTP rate
+/// is dropped (the seed's `-j DROP`), or answered with a TCP reset.
+pub const OVER_LIMIT_DROP: u8 = 0;
+pub const OVER_LIMIT_REJECT: u8 = 1;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
@@ -26,12 +31,18 @@ pub struct PolicyConfig {
     pub scope: u8,
     /// 1 once the loader wrote this slot; an unwritten slot filters nothing.
     pub valid: u8,
-    pub _pad: u32,
+    /// [`OVER_LIMIT_DROP`] or [`OVER_LIMIT_REJECT`].
+    pub smtp_over_limit: u8,
+    pub _pad: [u8; 3],
     /// GCRA parameters of the drop-event budget; 0 disables events.
     pub event_emission_ns: u64,
     pub event_burst_window_ns: u64,
+    /// GCRA parameters of the reply budget (`reply::REPLY_BUCKET`): the
+    /// resets and ICMP errors that rejecting rules send; 0 sends none.
+    pub reply_emission_ns: u64,
+    pub reply_burst_window_ns: u64,
 }
-crate::assert_size!(PolicyConfig, 72);
+crate::assert_size!(PolicyConfig, 88);
 
 impl PolicyConfig {
     pub const fn empty() -> Self {
@@ -43,9 +54,12 @@ impl PolicyConfig {
             dry_run: 0,
             scope: SCOPE_GLOBAL,
             valid: 0,
-            _pad: 0,
+            smtp_over_limit: OVER_LIMIT_DROP,
+            _pad: [0; 3],
             event_emission_ns: 0,
             event_burst_window_ns: 0,
+            reply_emission_ns: 0,
+            reply_burst_window_ns: 0,
         }
     }
 

@@ -6,10 +6,10 @@
 
 use crate::{
     bucket::Gcra,
-    config::PolicyConfig,
+    config::{OVER_LIMIT_REJECT, PolicyConfig},
     counters::CounterId,
     parse::{Family, Parsed, Transport},
-    rules::{BlockRule, NO_RULE},
+    rules::{BlockRule, NO_RULE, RuleHit},
 };
 
 /// What the decision reads and charges. Every method is called at most once
@@ -44,6 +44,18 @@ pub enum Action {
     /// Handed on untouched (to the next program on the hook).
     Pass,
     Drop,
+    /// Dropped, and the sender answered from the hook (a TCP reset or an
+    /// ICMP port unreachable, `reply`), so its `connect()` fails at once. A
+    /// reply the hook cannot or must not send leaves a silent drop.
+    Reject,
+}
+
+impl Action {
+    /// Whether the packet goes no further (a drop or a reject).
+    #[inline(always)]
+    pub const fn stops(self) -> bool {
+        !matches!(self, Action::Pass)
+    }
 }
 
 /// The decision for one packet.
@@ -56,7 +68,8 @@ pub struct Decision<'c> {
     /// `None`, and the verifier rejects arithmetic on whatever register
     /// (here the ctx pointer) held it.
     pub rule: u16,
-    /// Drop for a dropping verdict, unless the policy is in dry-run.
+    /// Drop or Reject (the matching rule's action, `smtp.over_limit`) for a
+    /// dropping verdict, unless the policy is in dry-run.
     pub action: Action,
     /// The config this decision read (a drop's report needs it too: one
     /// lookup per packet at most); `None` if it read none or none is in force.
@@ -105,7 +118,7 @@ fn judge<'v, V: PolicyView + ?Sized>(
     evasive: bool,
     src: &[u8; 16],
 ) -> Decision<'v> {
-    let (verdict, rule, config) = rules(view, blocked, t, evasive, src);
+    let (verdict, rule, reject, config) = rules(view, blocked, t, evasive, src);
     if !verdict.drops() {
         return Decision {
             verdict,
@@ -123,15 +136,23 @@ fn judge<'v, V: PolicyView + ?Sized>(
         Some(c) => c.dry_run != 0,
         None => false,
     };
+    let action = if dry_run {
+        Action::Pass
+    } else if reject {
+        Action::Reject
+    } else {
+        Action::Drop
+    };
     Decision {
         verdict,
         rule,
-        action: if dry_run { Action::Pass } else { Action::Drop },
+        action,
         config,
     }
 }
 
-/// The verdict and matching rule, with the config if it was read on the way.
+/// The verdict, the matching rule, whether a drop is to be a reject, and
+/// the config if it was read on the way.
 #[inline(always)]
 fn rules<'v, V: PolicyView + ?Sized>(
     view: &'v V,
@@ -139,38 +160,41 @@ fn rules<'v, V: PolicyView + ?Sized>(
     t: &Transport,
     evasive: bool,
     src: &[u8; 16],
-) -> (CounterId, u16, Option<&'v PolicyConfig>) {
+) -> (CounterId, u16, bool, Option<&'v PolicyConfig>) {
     // A blocked destination the sender's exception opens is judged by the
     // remaining rules like any other; where none applies it counts as
     // `Excepted`, not `Passed`.
     let mut passed = CounterId::Passed;
-    if let Some(rule) = blocked
-        && let Some(id) = rule.matching_rule(t.proto, t.dport)
-    {
-        if !view.excepted(id) {
-            return (CounterId::MetadataBlocked, id, None);
+    let hit = match blocked {
+        Some(rule) => rule.matching_rule(t.proto, t.dport),
+        None => RuleHit::NONE,
+    };
+    if hit.is_hit() {
+        if !view.excepted(hit.rule) {
+            return (CounterId::MetadataBlocked, hit.rule, hit.rejects(), None);
         }
         passed = CounterId::Excepted;
     }
     if evasive {
-        return (CounterId::Evasive, NO_RULE, None);
+        return (CounterId::Evasive, NO_RULE, false, None);
     }
     if !t.dport.is_known() || !t.is_connection_attempt() {
-        return (passed, NO_RULE, None);
+        return (passed, NO_RULE, false, None);
     }
     let Some(config) = view.config() else {
-        return (passed, NO_RULE, None);
+        return (passed, NO_RULE, false, None);
     };
     if !config.is_smtp_port(t.dport.value()) {
-        return (passed, NO_RULE, Some(config));
+        return (passed, NO_RULE, false, Some(config));
     }
     let gcra = Gcra {
         emission_ns: config.emission_ns,
         burst_window_ns: config.burst_window_ns,
     };
     if view.admit_smtp(&gcra, config.scope, src) {
-        (CounterId::SmtpAllowed, NO_RULE, Some(config))
+        (CounterId::SmtpAllowed, NO_RULE, false, Some(config))
     } else {
-        (CounterId::SmtpLimited, NO_RULE, Some(config))
+        let reject = config.smtp_over_limit == OVER_LIMIT_REJECT;
+        (CounterId::SmtpLimited, NO_RULE, reject, Some(config))
     }
 }

@@ -7,6 +7,24 @@ pub const FAMILY_V6: u8 = 6;
 
 /// `DropEvent::flags` bit: the packet was not dropped (dry-run).
 pub const EVENT_DRY_RUN: u8 = 1;
+/// `DropEvent::flags` bit: the action was reject; the reply's
+/// `reply::ReplyOutcome` is in the bits under [`EVENT_REPLY_MASK`].
+pub const EVENT_REJECT: u8 = 2;
+pub const EVENT_REPLY_SHIFT: u8 = 2;
+pub const EVENT_REPLY_MASK: u8 = 0b11 << EVENT_REPLY_SHIFT;
+
+/// The flags of a reject whose reply had `outcome`.
+pub const fn reject_flags(outcome: crate::reply::ReplyOutcome) -> u8 {
+    EVENT_REJECT | ((outcome as u8) << EVENT_REPLY_SHIFT)
+}
+
+/// The reply outcome a drop event's flags carry, for a reject.
+pub const fn reply_outcome(flags: u8) -> Option<crate::reply::ReplyOutcome> {
+    if flags & EVENT_REJECT == 0 {
+        return None;
+    }
+    crate::reply::ReplyOutcome::from_u8((flags & EVENT_REPLY_MASK) >> EVENT_REPLY_SHIFT)
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

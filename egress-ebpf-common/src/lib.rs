@@ -20,6 +20,7 @@ pub mod maps;
 pub mod model;
 pub mod packet;
 pub mod parse;
+pub mod reply;
 pub mod rules;
 pub mod sockaddr;
 

@@ -67,6 +67,19 @@ macro_rules! for_each_map {
             /// `PerCpuArray<counters::IfaceCounters>` indexed by `hook::Hook`: the
             /// verdicts of each cgroup hook, which no interface stands for.
             HOOK_COUNTERS: PerCpuArray<u32, $crate::counters::IfaceCounters> = $crate::hook::Hook::COUNT;
+            /// `Array<u64>` with one entry: the GCRA TAT of the reply budget (the
+            /// resets and ICMP errors rejecting rules send).
+            REPLY_BUCKET: Array<u32, u64> = 1;
+            /// `PerCpuArray<u64>` indexed by `reply::ReplyOutcome`: replies sent,
+            /// suppressed over the budget, refused, and packets not answerable.
+            REPLY_STATS: PerCpuArray<u32, u64> = $crate::reply::ReplyOutcome::COUNT;
+            /// `ProgramArray` with one entry: the reply program
+            /// ([`REPLY_PROGRAM_NAME`]) the classifiers tail-call to answer a reject.
+            REPLY_PROGRAM: ProgArray<u32, u32> = 1;
+            /// `PerCpuArray<reply::ReplyScratch>` with one entry: what the classifier
+            /// hands to the reply program, and the bytes an ICMP error quotes (they
+            /// would not fit the reply program's stack). Read by the kernel only.
+            REPLY_SCRATCH: PerCpuArray<u32, $crate::reply::ReplyScratch> = 1;
         }
     };
 }
@@ -80,6 +93,7 @@ pub enum MapKind {
     PerCpuHashMap,
     LpmTrie,
     RingBuf,
+    ProgArray,
 }
 
 /// What the kernel reports of a map (`bpf_map_info`), as this build creates it.
@@ -142,6 +156,9 @@ pub const PROGRAM: &str = "egress_filter";
 pub const ENDPOINT_PROGRAM: &str = "egress_endpoint";
 /// An empty classifier in the same object, for benchmark baselines.
 pub const NOOP_PROGRAM: &str = "egress_noop";
+/// The classifier that answers a reject, tail-called from slot 0 of
+/// `REPLY_PROGRAM`; never attached.
+pub const REPLY_PROGRAM_NAME: &str = "egress_reply";
 
 /// The cgroup programs (docs/design.md, Cgroup hooks), with the hook each
 /// one is, in the order the loader attaches them.

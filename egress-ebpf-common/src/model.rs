@@ -56,6 +56,18 @@ impl PolicyModel {
         self
     }
 
+    /// The SMTP buckets as the kernel holds them (`SMTP_BUCKET`'s TATs and
+    /// `SMTP_SOURCE_BUCKETS`), e.g. read back from the pins.
+    pub fn with_smtp_state(
+        self,
+        slots: [u64; SMTP_GLOBAL_SLOTS as usize],
+        sources: BTreeMap<[u8; 16], u64>,
+    ) -> Self {
+        self.smtp_bucket.set(slots);
+        *self.smtp_sources.borrow_mut() = sources;
+        self
+    }
+
     pub fn set_now(&self, ns: u64) {
         self.now_ns.set(ns);
     }

@@ -115,6 +115,11 @@ pub struct Parsed {
     /// A shape that hides the transport header from inspection (see
     /// `CounterId::Evasive`).
     pub evasive: bool,
+    /// Where the IP header starts (after the VLAN tags), and where the
+    /// upper-layer header starts (after IPv4 options or the IPv6 extension
+    /// headers); 0 when not known. For the reply a reject sends (`reply`).
+    pub l3_offset: u16,
+    pub l4_offset: u16,
 }
 
 impl Parsed {
@@ -131,6 +136,8 @@ impl Parsed {
             fragment: Fragment::Whole,
         },
         evasive: false,
+        l3_offset: 0,
+        l4_offset: 0,
     };
 
     /// The IPv4 destination (the last 4 bytes of the mapped form).
@@ -245,6 +252,8 @@ fn ipv4<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
         dst: v4_mapped(&[h[16], h[17], h[18], h[19]]),
         transport,
         evasive,
+        l3_offset: off as u16,
+        l4_offset: (off + ihl) as u16,
     })
 }
 
@@ -329,6 +338,7 @@ pub fn is_extension_header(next: u8) -> bool {
 
 #[inline(always)]
 fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
+    let l3_offset = off as u16;
     let h: [u8; IPV6_HLEN] = pkt.load(off)?;
     if h[0] >> 4 != 6 {
         return Some(Parsed::NOT_IP);
@@ -356,8 +366,10 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
                 let offset_flags = u16::from_be_bytes([f[2], f[3]]);
                 if offset_flags >> 3 != 0 {
                     fragment = Fragment::Later;
-                    // The rest of the chain lives in the first fragment.
+                    // The rest of the chain lives in the first fragment;
+                    // this one's data starts after the fragment header.
                     reached_upper_layer = true;
+                    off += 8;
                     break;
                 }
                 if offset_flags & 1 != 0 {
@@ -425,6 +437,8 @@ fn ipv6<P: Packet + ?Sized>(pkt: &P, off: usize) -> Option<Parsed> {
         dst,
         transport,
         evasive,
+        l3_offset,
+        l4_offset: if reached_upper_layer { off as u16 } else { 0 },
     })
 }
 
@@ -520,8 +534,12 @@ mod tests {
         f[14 + 16..14 + 20].copy_from_slice(&[169, 254, 169, 254]);
         f[34 + 2..34 + 4].copy_from_slice(&25u16.to_be_bytes());
         f[34 + 13] = TCP_SYN;
-        // The same packet without its Ethernet header: the same view.
-        assert_eq!(parse_ip(&f[14..]), parse(&f[..]));
+        // The same packet without its Ethernet header: the same view, its
+        // offsets 14 bytes earlier.
+        let mut framed = parse(&f[..]);
+        framed.l3_offset -= 14;
+        framed.l4_offset -= 14;
+        assert_eq!(parse_ip(&f[14..]), framed);
         assert_eq!(parse_ip(&f[14..]).transport.dport, DestPort::known(25));
         // Version 5, empty, cut inside the header: nothing to match.
         let mut v5 = f[14..].to_vec();

@@ -50,6 +50,9 @@ pub fn v4(dst: [u8; 4], port: u16, proto: u8, call: Call) -> Parsed {
         dst: v4_mapped(&dst),
         transport: transport(proto, port, call),
         evasive: false,
+        // No packet at a socket hook (no reply is built there).
+        l3_offset: 0,
+        l4_offset: 0,
     }
 }
 
@@ -66,6 +69,9 @@ pub fn v6(dst: [u8; 16], port: u16, proto: u8, call: Call) -> Parsed {
         dst,
         transport: transport(proto, port, call),
         evasive: false,
+        // No packet at a socket hook (no reply is built there).
+        l3_offset: 0,
+        l4_offset: 0,
     }
 }
 

@@ -116,7 +116,10 @@ fn judge<C: EbpfContext>(ctx: &C, parsed: &Parsed, hook: Hook, cgroup_id: u64, b
         );
     }
     match decision.action {
-        Action::Drop => REFUSE,
+        // A socket hook cannot answer with a packet: a Reject is the same
+        // refusal as a Drop, EPERM from connect()/sendmsg() at once
+        // (docs/design.md, Reject).
+        Action::Drop | Action::Reject => REFUSE,
         Action::Pass => ALLOW,
     }
 }

@@ -16,7 +16,7 @@ use egress_ebpf_common::{
 use crate::{
     counters, events,
     maps::{ENDPOINT_OVERFLOW, ENDPOINTS},
-    skb, view,
+    reply, skb, view,
 };
 
 /// The endpoint entry of `id`: its `ENDPOINTS` slot when it owns it (an
@@ -54,16 +54,22 @@ pub fn judge(ctx: &TcContext) -> i32 {
     let maps = view::EndpointMaps { ctx, id, endpoint };
     let decision = decide(&parsed, &maps);
     counters::count_endpoint(decision.verdict, decision.rule, endpoint, skb.len() as u32);
+    // The reply program answers, reports and returns the verdict (no
+    // return from here when it runs); if it cannot run, a silent drop.
+    // Out of the veth itself (`id`): only this container gets the reply.
+    // The frame is for the host (checked above: to the bridge's MAC, or
+    // the veth's), so a reply may be sent (docs/design.md, Reject).
+    let reply = match decision.action {
+        Action::Reject => Some(reply::reject(ctx, &parsed, &decision, id, id, true)),
+        _ => None,
+    };
     if decision.verdict.drops()
         && let Some(config) = decision.config
     {
-        events::report(ctx, id, id, config, &parsed, &decision);
+        events::report(ctx, id, id, config, &parsed, &decision, reply);
     }
     match decision.action {
-        // Reject (issue 12) goes here: build the reply in place and
-        // bpf_redirect(id, 0), the veth itself, so that only this container
-        // gets it (docs/design.md, Endpoints).
-        Action::Drop => TC_ACT_SHOT,
+        Action::Drop | Action::Reject => TC_ACT_SHOT,
         Action::Pass => {
             // Judged: the bridge program behind this port passes it on at
             // once and clears the bit (docs/design.md, Endpoints). The

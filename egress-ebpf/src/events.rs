@@ -7,9 +7,10 @@ use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
     decide::Decision,
-    events::{DropEvent, EVENT_DRY_RUN, EVENTS_LOST, EVENTS_SUPPRESSED},
+    events::{DropEvent, EVENT_DRY_RUN, EVENTS_LOST, EVENTS_SUPPRESSED, reject_flags},
     hook::Hook,
     parse::Parsed,
+    reply::ReplyOutcome,
 };
 
 use crate::{
@@ -36,9 +37,24 @@ pub struct Origin {
     pub cgroup_id: u64,
 }
 
+impl Origin {
+    /// A tc program's: the veth program's when an endpoint is known, else
+    /// the bridge's.
+    #[inline(always)]
+    pub fn tc(ifindex: u32, endpoint: u32) -> Self {
+        Origin {
+            hook: if endpoint != 0 { Hook::Veth } else { Hook::Tc },
+            ifindex,
+            endpoint,
+            cgroup_id: 0,
+        }
+    }
+}
+
 /// Reports a dropping decision of a tc program (the event is built only
-/// here, off the pass path), with the config the decision read: the veth
-/// program's when an endpoint is known, else the bridge's.
+/// here, off the pass path), with the config the decision read and, for a
+/// reject whose reply was not even attempted, its outcome (the reply
+/// program reports the others).
 #[inline(always)]
 pub fn report<C: EbpfContext>(
     ctx: &C,
@@ -47,24 +63,27 @@ pub fn report<C: EbpfContext>(
     config: &PolicyConfig,
     parsed: &Parsed,
     decision: &Decision,
+    reply: Option<ReplyOutcome>,
 ) {
-    let hook = if endpoint != 0 { Hook::Veth } else { Hook::Tc };
-    report_from(
+    let flags = match (decision.is_dry_run(), reply) {
+        (true, _) => EVENT_DRY_RUN,
+        (false, Some(outcome)) => reject_flags(outcome),
+        (false, None) => 0,
+    };
+    emit(
         ctx,
-        Origin {
-            hook,
-            ifindex,
-            endpoint,
-            cgroup_id: 0,
-        },
+        Origin::tc(ifindex, endpoint),
         config,
         parsed,
-        decision,
+        decision.verdict as u8,
+        decision.rule,
+        flags,
     );
 }
 
 /// [`report`] for any hook: the cgroup hooks have no interface and name
-/// their sender by its cgroup.
+/// their sender by its cgroup (and never send a reply: a Reject there is
+/// EPERM from the call).
 #[inline(always)]
 pub fn report_from<C: EbpfContext>(
     ctx: &C,
@@ -72,6 +91,34 @@ pub fn report_from<C: EbpfContext>(
     config: &PolicyConfig,
     parsed: &Parsed,
     decision: &Decision,
+) {
+    let flags = if decision.is_dry_run() {
+        EVENT_DRY_RUN
+    } else {
+        0
+    };
+    emit(
+        ctx,
+        origin,
+        config,
+        parsed,
+        decision.verdict as u8,
+        decision.rule,
+        flags,
+    );
+}
+
+/// Sends one drop event within the budget: `verdict` a `CounterId`, `flags`
+/// the `DropEvent` flags.
+#[inline(always)]
+pub fn emit<C: EbpfContext>(
+    ctx: &C,
+    origin: Origin,
+    config: &PolicyConfig,
+    parsed: &Parsed,
+    verdict: u8,
+    rule: u16,
+    flags: u8,
 ) {
     let Origin {
         hook,
@@ -96,18 +143,14 @@ pub fn report_from<C: EbpfContext>(
     let event = DropEvent {
         timestamp_ns: now,
         ifindex,
-        rule_id: decision.rule,
+        rule_id: rule,
         sport: parsed.transport.sport,
         dport: parsed.transport.dport.value(),
-        verdict: decision.verdict as u8,
+        verdict,
         // Family's values are FAMILY_V4 and FAMILY_V6.
         family: parsed.family as u8,
         proto: parsed.transport.proto,
-        flags: if decision.is_dry_run() {
-            EVENT_DRY_RUN
-        } else {
-            0
-        },
+        flags,
         hook: hook as u8,
         _pad: 0,
         src: parsed.src,

@@ -16,6 +16,7 @@ mod endpoint;
 mod events;
 mod log;
 mod maps;
+mod reply;
 mod skb;
 mod view;
 
@@ -30,8 +31,8 @@ use egress_ebpf_common::{
 };
 
 /// Parse and decide with the shared code (egress-ebpf-common), then count,
-/// report a drop, and act. The bridge's program: the backstop for every
-/// port whose veth program is not attached (yet).
+/// answer a reject, report a drop, and act. The bridge's program: the
+/// backstop for every port whose veth program is not attached (yet).
 #[classifier]
 pub fn egress_filter(ctx: TcContext) -> i32 {
     // Judged already by the sender's veth program (docs/design.md,
@@ -50,13 +51,24 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
     let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
+    // The reply program answers, reports and returns the verdict (no
+    // return from here when it runs); if it cannot run, a silent drop.
+    let reply = match decision.action {
+        // Back out of the bridge: it forwards by the reply's destination
+        // MAC (the sender's) to the port that MAC was learnt on.
+        Action::Reject => {
+            let to_host = unsafe { (*ctx.skb.skb).pkt_type } == reply::PACKET_HOST;
+            Some(reply::reject(&ctx, &parsed, &decision, ifindex, 0, to_host))
+        }
+        _ => None,
+    };
     if decision.verdict.drops()
         && let Some(config) = decision.config
     {
-        events::report(&ctx, ifindex, 0, config, &parsed, &decision);
+        events::report(&ctx, ifindex, 0, config, &parsed, &decision, reply);
     }
     match decision.action {
-        Action::Drop => TC_ACT_SHOT,
+        Action::Drop | Action::Reject => TC_ACT_SHOT,
         // TC_ACT_UNSPEC is TCX_NEXT: the next program on the hook (Cilium,
         // Calico...) still runs, and with none left the packet goes on.
         Action::Pass => TC_ACT_UNSPEC,
@@ -71,6 +83,14 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_endpoint(ctx: TcContext) -> i32 {
     endpoint::judge(&ctx)
+}
+
+/// Answers a rejected packet (a TCP reset, an ICMP port unreachable) and
+/// sends it back out of the device: tail-called by the classifiers through
+/// `REPLY_PROGRAM`, never attached (reply module).
+#[classifier]
+pub fn egress_reply(ctx: TcContext) -> i32 {
+    reply::reply(&ctx)
 }
 
 /// An empty classifier, never attached: `cargo xtask bench` subtracts its

@@ -4,7 +4,7 @@
 //! are the ones the loader checks.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 
 /// One static per list entry; arrays drop the `u32` index the list names as
@@ -34,6 +34,11 @@ macro_rules! kernel_map {
         $(#[$doc])*
         #[map]
         pub static $name: LpmTrie<$key, $value> = LpmTrie::pinned($max, 0);
+    };
+    ($(#[$doc:meta])* $name:ident, ProgArray, $key:ty, $value:ty, $max:expr) => {
+        $(#[$doc])*
+        #[map]
+        pub static $name: ProgramArray = ProgramArray::pinned($max, 0);
     };
     ($(#[$doc:meta])* $name:ident, RingBuf, $key:ty, $value:ty, $max:expr) => {
         $(#[$doc])*

@@ -63,8 +63,9 @@ impl<C: EbpfContext> PolicyView for Maps<'_, C> {
     }
 }
 
+/// The policy config in force, if the loader wrote one.
 #[inline(always)]
-fn active_config() -> Option<&'static PolicyConfig> {
+pub fn active_config() -> Option<&'static PolicyConfig> {
     let slot = *ACTIVE_CONFIG.get(0)?;
     let config = POLICY_CONFIG.get(slot)?;
     // A slot the loader never wrote limits nothing (blocked destinations still apply).

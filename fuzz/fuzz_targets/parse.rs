@@ -29,7 +29,7 @@ fn policy() -> PolicyModel {
     wire.matches[0] = PortMatch {
         port: 80,
         proto: PROTO_TCP,
-        _pad: 0,
+        flags: 0,
         rule_id: 1,
     };
     wire.match_count = 1;

@@ -18,11 +18,23 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-const SRC_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
+/// The frames' source MAC (a container's).
+pub const SRC_MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 /// The destination of every frame built here: the bridge's MAC, as a
 /// container's frames to its default gateway carry it (an endpoint entry
-/// written for BPF_PROG_TEST_RUN names it as its bridge's).
+/// written for BPF_PROG_TEST_RUN names it as its bridge's). Not the test
+/// device's: BPF_PROG_TEST_RUN takes such frames as not addressed to this
+/// host, see [`to_this_host`].
 pub const DST_MAC: [u8; 6] = [0x02, 0x42, 0x5e, 0x00, 0x00, 0x01];
+
+/// The frame addressed to the MAC of the device BPF_PROG_TEST_RUN runs on
+/// (the loopback device's, zero), so the kernel takes it as addressed to
+/// this host (`PACKET_HOST`), as a bridge takes a frame to its own MAC: the
+/// frames a reject answers.
+pub fn to_this_host(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[..6].fill(0);
+    frame
+}
 
 /// A transport payload: the bytes after the IP header(s).
 pub fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {

@@ -6,11 +6,12 @@ use egress_ebpf_common::{
     counters::CounterId,
     decide::{Action, Decision, decide},
     model::PolicyModel,
-    parse::parse,
+    parse::{Parsed, parse},
+    reply::{self, Plan, VecFrame},
 };
 use egress_loader::policy::{Overrides, Policy, apply};
 
-use crate::test_run::{DROP, PASS};
+use crate::test_run::{DROP, PASS, REDIRECT};
 
 /// The maps' contents for `policy_toml` (what `policy::apply` writes), as
 /// a [`PolicyModel`] with full buckets.
@@ -21,16 +22,36 @@ pub fn model(policy_toml: &str) -> PolicyModel {
 }
 
 /// What the host decides for `frame`: the tc verdict as BPF_PROG_TEST_RUN
-/// returns it, the counter and the rule.
+/// returns it, the counter and the rule. A reject is taken to be within
+/// the reply budget.
 pub fn judge(model: &PolicyModel, frame: &[u8]) -> (u32, CounterId, u16) {
-    let d = decide(&parse(frame), model);
-    (verdict(&d), d.verdict, d.rule)
+    let parsed = parse(frame);
+    let d = decide(&parsed, model);
+    (verdict(&d, frame, &parsed), d.verdict, d.rule)
 }
 
-/// The tc return code of a decision.
-pub fn verdict(d: &Decision) -> u32 {
+/// The tc return code of a decision: a reject whose reply is sent is a
+/// redirect (on the loopback device BPF_PROG_TEST_RUN runs on, whose MAC
+/// is zero: a frame to MAC zero is "to this host").
+pub fn verdict(d: &Decision, frame: &[u8], parsed: &Parsed) -> u32 {
     match d.action {
         Action::Pass => PASS,
         Action::Drop => DROP,
+        Action::Reject => match reply_to(frame, parsed) {
+            Some(_) => REDIRECT,
+            None => DROP,
+        },
+    }
+}
+
+/// The reply the kernel builds for a rejected `frame` (if it sends one), as
+/// the shared builder makes it on the host.
+pub fn reply_to(frame: &[u8], parsed: &Parsed) -> Option<Vec<u8>> {
+    let mut f = VecFrame::new(frame);
+    match reply::plan(&f, parsed) {
+        plan @ (Plan::Reset | Plan::Unreachable) => {
+            reply::build(&mut f, parsed, plan).then_some(f.bytes)
+        }
+        Plan::Refused | Plan::Unanswerable => None,
     }
 }

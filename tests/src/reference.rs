@@ -287,6 +287,8 @@ fn ipv4(frame: &[u8], ip_off: usize) -> Expected {
         dst: v4_mapped(&header.destination),
         transport,
         evasive: short_first || (proto == TCP && frag_offset == 1),
+        l3_offset: ip_off as u16,
+        l4_offset: (ip_off + header_len) as u16,
     })
 }
 
@@ -296,13 +298,16 @@ fn ipv6(frame: &[u8], ip_off: usize) -> Expected {
     };
     let h = ip.header();
     let (src, dst) = (h.source(), h.destination());
-    let parsed = |transport: Transport, evasive: bool| {
+    // The upper layer's offset; 0 when the walk never reached it.
+    let parsed = |transport: Transport, evasive: bool, l4: usize| {
         Expected::Parsed(Parsed {
             family: Family::V6,
             src,
             dst,
             transport,
             evasive,
+            l3_offset: ip_off as u16,
+            l4_offset: l4 as u16,
         })
     };
     let over_the_bound = |fragment: Fragment| {
@@ -316,6 +321,7 @@ fn ipv6(frame: &[u8], ip_off: usize) -> Expected {
                 fragment,
             },
             true,
+            0,
         )
     };
     let mut fragment = Fragment::Whole;
@@ -329,7 +335,8 @@ fn ipv6(frame: &[u8], ip_off: usize) -> Expected {
             if f.fragment_offset().value() != 0 {
                 // Difference 7.
                 let (t, _) = transport_at(frame, 0, f.next_header().0, Fragment::Later);
-                return parsed(t, false);
+                let after = f.slice().as_ptr() as usize - frame.as_ptr() as usize + 8;
+                return parsed(t, false, after);
             }
             if f.more_fragments() {
                 fragment = Fragment::First;
@@ -370,7 +377,7 @@ fn ipv6(frame: &[u8], ip_off: usize) -> Expected {
         None => {
             let l4 = ip.payload().payload.as_ptr() as usize - frame.as_ptr() as usize;
             let (t, short_first) = transport_at(frame, l4, next, fragment);
-            parsed(t, short_first)
+            parsed(t, short_first, l4)
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::bpffs::BpffsMount;
 /// tc verdicts as BPF_PROG_TEST_RUN returns them.
 pub const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC, i.e. TCX_NEXT
 pub const DROP: u32 = 2; // TC_ACT_SHOT
+pub const REDIRECT: u32 = 7; // TC_ACT_REDIRECT: a reject whose reply was sent
 
 /// `sizeof(struct __sk_buff)` and the offset of its `mark`
 /// (include/uapi/linux/bpf.h).
@@ -87,6 +88,26 @@ impl Classifier {
             ..Default::default()
         };
         prog.test_run(opts).ok().map(|r| r.return_value)
+    }
+
+    /// Runs one frame; returns the verdict and the frame as the program left
+    /// it (for a reject whose reply was sent: the reply).
+    pub fn run_output(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog = object::classifier(&mut self.ebpf).expect("classifier");
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// What became of the replies of rejecting rules so far.
+    pub fn replies(&self) -> counters::ReplyStats {
+        counters::read_reply_stats(&self.pins).expect("read REPLY_STATS")
     }
 
     /// Runs a frame `repeat` times in the kernel; returns the verdict and the

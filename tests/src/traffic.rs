@@ -319,3 +319,85 @@ pub fn udp_send(ns: &NetNs, dest: SocketAddr, payload: &[u8], count: usize) -> i
     })
     .map_err(setns_err)?
 }
+
+/// A UDP responder in a namespace (see [`udp_echo`]): the stand-in for a
+/// resolver or a time server. Stops on drop.
+#[derive(Debug)]
+pub struct UdpEchoGuard {
+    addr: SocketAddr,
+    answered: Arc<AtomicUsize>,
+    _responder: Workers,
+}
+
+impl UdpEchoGuard {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Datagrams answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
+
+/// Binds UDP `addr:port` inside `ns` and sends every datagram back to its
+/// sender, prefixed with `ok `.
+pub fn udp_echo(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> Result<UdpEchoGuard> {
+    let sa = SocketAddr::new(addr.into(), port);
+    let sock = ns
+        .run_in(|| UdpSocket::bind(sa))?
+        .with_context(|| format!("binding UDP {sa} in netns {}", ns.name()))?;
+    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let local = sock.local_addr()?;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut responder = Workers::new();
+    {
+        let answered = answered.clone();
+        responder.spawn(format!("udp-echo-{local}"), move |stop| {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let mut reply = b"ok ".to_vec();
+                    reply.extend_from_slice(&buf[..n]);
+                    if sock.send_to(&reply, peer).is_ok() {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })?;
+    }
+    Ok(UdpEchoGuard {
+        addr: local,
+        answered,
+        _responder: responder,
+    })
+}
+
+/// One request over a *connected* UDP socket from inside `ns`: send
+/// `payload` to `dest`, wait up to `timeout` for the answer. An ICMP port
+/// unreachable coming back shows up as `ErrorKind::ConnectionRefused` (on
+/// a connected socket the kernel reports it, RFC 1122 4.1.3.3); silence as
+/// `TimedOut`/`WouldBlock`.
+pub fn udp_request(
+    ns: &NetNs,
+    dest: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> io::Result<Vec<u8>> {
+    ns.run_in(|| {
+        let bind: SocketAddr = match dest {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let sock = UdpSocket::bind(bind)?;
+        sock.connect(dest)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.send(payload)?;
+        let mut buf = vec![0u8; 2048];
+        let n = sock.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .map_err(setns_err)?
+}

@@ -20,9 +20,11 @@ use serde_json::Value;
 const FOLLOW_DEADLINE: Duration = Duration::from_secs(1);
 const METRICS_PORT: u16 = 19184;
 
-const BASE: &str = "[[block]]\ncidr = \"169.254.169.254/32\"\n";
-const WITH_WEB: &str =
-    "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"198.51.100.25/32\"\n";
+// `defaults = false`: the maps hold exactly the rules the tests name.
+const BASE: &str =
+    "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n";
+const WITH_WEB: &str = "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n\
+                        [[block]]\ncidr = \"198.51.100.25/32\"\n";
 
 macro_rules! report {
     ($($arg:tt)*) => {{
@@ -200,7 +202,7 @@ fn an_edit_is_applied_within_a_second_and_a_bad_one_refused() {
         loader.log()
     );
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     let text = loader
         .cli("status", &["--state-file", state.to_str().unwrap()])
         .unwrap();

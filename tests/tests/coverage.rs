@@ -103,7 +103,7 @@ fn routed_veths_like_calico_are_filtered() {
     wait_attached(&mut loader, "cali1a2b3c4d5e", READY_TIMEOUT);
     let st = wait_attached(&mut loader, "cali9f8e7d6c5b", READY_TIMEOUT);
     for pod in topo.containers() {
-        assert_http_dropped(pod.ns(), addrs::IMDS_V4, 80);
+        assert_http_refused(pod.ns(), addrs::IMDS_V4, 80);
         assert_http_ok(pod.ns(), addrs::SMTP_V4, 8080);
     }
     let c = counters(&loader);
@@ -197,9 +197,10 @@ fn cgroup_hooks_judge_host_network_processes_once() {
         hook_packets(&counters(&loader), "cgroup/connect6", "metadata_blocked"),
         2
     );
-    // UDP: sendto (sendmsg4), and a connected socket (connect4).
-    assert!(refused(&probe("app/c1", &["udp-sendto", &imds, "53"])));
-    assert!(refused(&probe("app/c1", &["udp-connect", &imds, "53"])));
+    // UDP: sendto (sendmsg4), and a connected socket (connect4). Not port
+    // 53: the built-in rule leaves DNS open there (GCP's resolver).
+    assert!(refused(&probe("app/c1", &["udp-sendto", &imds, "8125"])));
+    assert!(refused(&probe("app/c1", &["udp-connect", &imds, "8125"])));
     // A raw ICMP socket: no socket hook sees it; cgroup_skb drops the packet.
     let p = probe("app/c1", &["ping", &imds]);
     assert!(refused(&p), "{p}");
@@ -487,7 +488,7 @@ fn without_cgroup2_the_bridge_filter_runs_and_says_so() {
         "{}",
         std::fs::read_to_string(log.join("loader.log")).unwrap_or_default()
     );
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
     let text = status_text();
     assert!(
         text.contains("NOT COVERED: no cgroup2 file system is mounted"),
@@ -747,7 +748,7 @@ fn engine_networks_are_attached_and_reported() {
     let accepted = imds_server.accepted();
     assert_eq!(
         get("oncustom", 80, addrs::IMDS_V4),
-        Reach::TimedOut,
+        Reach::Refused,
         "custom0 does not filter"
     );
     assert_eq!(
@@ -757,7 +758,7 @@ fn engine_networks_are_attached_and_reported() {
     );
     assert_eq!(
         get("onplain", 80, addrs::IMDS_V4),
-        Reach::TimedOut,
+        Reach::Refused,
         "{plain} does not filter"
     );
     assert_eq!(

@@ -109,11 +109,15 @@ fn demo() {
     step(
         4,
         "Metadata is blocked, everything else still works",
-        "Packets to a blocked destination are dropped silently: the client\n\
-         times out (here after 0.7 s) instead of getting an answer.",
+        "Connections to a blocked destination are rejected, like the seed's\n\
+         -j REJECT: the filter answers with a TCP reset, so the client fails\n\
+         at once instead of waiting out its timeout.",
     );
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
-    println!("   GET http://169.254.169.254/      -> timed out (dropped by the filter)");
+    let took = assert_http_refused(c0, addrs::IMDS_V4, 80);
+    println!(
+        "   GET http://169.254.169.254/      -> connection refused after {:.1} ms (rejected by the filter)",
+        took.as_secs_f64() * 1000.0
+    );
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
     println!("   GET http://198.51.100.25:8080/   -> 200 OK (untouched)");
     assert_eq!(web.accepted(), 1);

@@ -398,7 +398,7 @@ fn the_units_capabilities_are_enough_and_ready_means_in_force() {
         message.contains("STATUS=in force on 1 interface(s)"),
         "{message}"
     );
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
     let (status, _) = loader.terminate(Duration::from_secs(5)).unwrap();
     assert!(status.success(), "{status}");
     assert!(

@@ -866,7 +866,9 @@ fn configuration_md_documents_every_flag_and_key() {
     );
     let mut section = String::new();
     for line in defaults.lines().map(str::trim) {
-        if line.starts_with('[') {
+        if line.starts_with('#') {
+            continue;
+        } else if line.starts_with('[') {
             section = line.to_string();
         } else if let Some((key, _)) = line.split_once('=') {
             let key = key.trim();

@@ -77,9 +77,9 @@ fn metadata_blocked_other_destinations_reachable() {
     assert_eq!(st["dry_run"], false, "{st}");
 
     let mut blocked_attempts = 0;
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
-    assert_http_dropped(c0, addrs::IMDS_V6, 80);
-    assert_http_dropped(c0, addrs::ECS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V6, 80);
+    assert_http_refused(c0, addrs::ECS_V4, 80);
     blocked_attempts += 3;
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
     assert_http_ok(c0, addrs::SMTP_V6, 8080);
@@ -269,7 +269,7 @@ fn detach_leaves_no_trace() {
     let mut loader = start_loader(&topo, &bpffs, &[]);
     let st = wait_attached(&mut loader, "docker0", READY_TIMEOUT);
     let prog_id = interface(&st, "docker0").unwrap()["program_id"].as_u64();
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     let before = tcx_ingress_programs(host, "docker0");
     assert_eq!(
         before.iter().map(|&id| u64::from(id)).collect::<Vec<_>>(),
@@ -333,7 +333,10 @@ fn protection_outlives_a_killed_loader() {
             let mut outcomes = Vec::new();
             while Instant::now() < end {
                 let r = http_get(c0, addrs::IMDS_V4, 80, "/", Duration::from_millis(300));
-                outcomes.push(r.map_err(|e| (is_timeout(&e), format!("{e:#}"))));
+                // Blocked: rejected (refused at once) or, over the reply
+                // budget, dropped (a timeout).
+                outcomes.push(r.map_err(|e| (is_timeout(&e) || is_refused(&e), format!("{e:#}"))));
+                std::thread::sleep(Duration::from_millis(20));
             }
             outcomes
         });
@@ -351,7 +354,9 @@ fn protection_outlives_a_killed_loader() {
         match o {
             Ok(body) => panic!("probe {i} reached the metadata service: {body:?}"),
             Err((true, _)) => {}
-            Err((false, e)) => panic!("probe {i} failed other than by a timeout: {e}"),
+            Err((false, e)) => {
+                panic!("probe {i} failed other than by a refusal or a timeout: {e}")
+            }
         }
     }
     assert_eq!(imds.accepted(), 0);
@@ -383,7 +388,7 @@ fn protection_outlives_a_killed_loader() {
         "{after} < {} probes",
         outcomes.len()
     );
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     assert!(packets(&counters(&second), "metadata_blocked") > after);
 }
 
@@ -458,7 +463,7 @@ fn new_bridge_is_filtered_and_vanished_bridge_forgotten() {
     assert!(is_attached(&st, "docker0"), "{st}");
     let c = topo.containers().last().unwrap();
     assert_eq!(c.bridge(), BRIDGE);
-    assert_http_dropped(c.ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(c.ns(), addrs::IMDS_V4, 80);
     assert_http_ok(c.ns(), addrs::SMTP_V4, 8080);
 
     topo.host().ip(&["link", "del", BRIDGE]).unwrap();
@@ -474,5 +479,5 @@ fn new_bridge_is_filtered_and_vanished_bridge_forgotten() {
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
     let st = status(&loader);
     assert!(is_attached(&st, "docker0"), "{st}");
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }

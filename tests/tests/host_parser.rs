@@ -425,7 +425,8 @@ fn expect(m: &PolicyModel, what: &str, frame: &[u8], verdict: u32, counter: Coun
 #[test]
 fn blocked_destinations_with_and_without_protocol_and_ports() {
     let m = model(
-        "[[block]]\ncidr = \"169.254.169.254/32\"\n\
+        "defaults = false\n\
+         [[block]]\ncidr = \"169.254.169.254/32\"\n\
          [[block]]\ncidr = \"168.63.129.16/32\"\nprotocol = \"tcp\"\nports = [80, 32526]\n\
          [[block]]\ncidr = \"10.9.0.0/16\"\nprotocol = \"udp\"\n\
          [[block]]\ncidr = \"fd00:ec2::254/128\"\n",

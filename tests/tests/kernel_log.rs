@@ -65,7 +65,7 @@ fn an_exhausted_event_budget_is_logged_once_as_a_warning() {
     let _ = tcp_connect(c, SocketAddr::from((addrs::IMDS_V4, 80)), DROPPED);
     // 20 metadata datagrams within a few milliseconds: 20 suppressed events,
     // one log line (the log budget is one line a second).
-    let sent = udp_send(c, SocketAddr::from((addrs::IMDS_V4, 53)), b"q", 20)
+    let sent = udp_send(c, SocketAddr::from((addrs::IMDS_V4, 5353)), b"q", 20)
         .unwrap_or_else(|e| panic!("sending UDP to the metadata address: {e}"));
     assert_eq!(sent, 20);
 

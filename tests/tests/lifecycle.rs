@@ -118,6 +118,64 @@ const BAD_FILES: &[(&str, &str)] = &[
         "attach.interfaces[1]",
     ),
     ("[events]\nburst = 0\n", "events.burst"),
+    ("[smtp]\nover_limit = \"refuse\"\n", "smtp.over_limit"),
+    ("[smtp]\nover_limit = 1\n", "over_limit"),
+    ("[reject]\nrate = \"0/second\"\n", "reject.rate"),
+    ("[reject]\nburst = 0\n", "reject.burst"),
+    ("[reject]\nburst = 2000000\n", "reject.burst"),
+    ("defaults = \"no\"\n", "defaults"),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n",
+        "block[0].action",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = []\n",
+        "block[0].except_ports",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [0]\n",
+        "block[0].except_ports[0]",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53, 53]\n",
+        "block[0].except_ports[1]",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [80]\nexcept_ports = [53]\n",
+        "block[0].except_ports",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_protocol = \"udp\"\n",
+        "block[0].except_protocol",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53]\nexcept_protocol = \"icmp\"\n",
+        "block[0].except_protocol",
+    ),
+    (
+        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nexcept_ports = [53]\nexcept_protocol = \"udp\"\n",
+        "block[0].except_protocol",
+    ),
+    ("[[unblock]]\nname = \"nope\"\n", "unblock[0].name"),
+    ("[[unblock]]\ncidr = \"10.0.0.0/8\"\n", "unblock[0].cidr"),
+    ("[[unblock]]\ncidr = \"10.0.0.1/8\"\n", "unblock[0].cidr"),
+    ("[[unblock]]\n", "unblock[0]"),
+    (
+        "[[unblock]]\nname = \"metadata\"\ncidr = \"169.254.169.254/32\"\n",
+        "unblock[0]",
+    ),
+    (
+        "[[unblock]]\nname = \"metadata\"\n[[unblock]]\ncidr = \"169.254.169.254/32\"\n",
+        "unblock[1]",
+    ),
+    (
+        "defaults = false\n[[unblock]]\nname = \"metadata\"\n",
+        "unblock[0]",
+    ),
+    (
+        "[[unblock]]\nname = \"metadata\"\nport = 1\n",
+        "unknown field `port`",
+    ),
     ("foo = 1\n", "unknown field `foo`"),
     ("[smtp]\nrat = \"5/minute\"\n", "unknown field `rat`"),
     ("dry_run = \"yes\"\n", "dry_run"),
@@ -139,6 +197,52 @@ const BAD_FLAGS: &[(&[&str], &str)] = &[
     (&["--rescan", "0"], "--rescan"),
 ];
 
+/// A valid file that leaves metadata open is accepted, but `check-config`
+/// and `run` say so loudly; one extra `[[block]]` keeps every default and
+/// draws no warning.
+#[test]
+fn open_metadata_is_warned_about() {
+    if !skip_unless_privileged("open_metadata_warned") {
+        return;
+    }
+    let topo = topology("warnmd");
+    let bpffs = BpffsMount::new();
+    let dir = tempdir("warnmd");
+    let check = |content: &str| {
+        let f = dir.join("c.toml");
+        std::fs::write(&f, content).unwrap();
+        let out = loader_once(topo.host(), &["check-config", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{content:?}: {}", stderr(&out));
+        stderr(&out)
+    };
+    let quiet = check("[[block]]\ncidr = \"10.0.0.0/8\"\n");
+    assert!(!quiet.contains("WARNING"), "{quiet}");
+    let loud = check("defaults = false\n[[block]]\ncidr = \"10.0.0.0/8\"\n");
+    assert!(loud.contains("WARNING"), "{loud}");
+    for addr in [
+        "169.254.169.254:80/tcp",
+        "[fd00:ec2::254]:80/tcp",
+        "169.254.170.23:80/tcp",
+    ] {
+        assert!(loud.contains(addr), "names {addr}: {loud}");
+    }
+    let one = check("[[unblock]]\nname = \"tencent\"\n");
+    assert!(
+        one.contains("169.254.0.23:80/tcp") && !one.contains("169.254.169.254:80"),
+        "{one}"
+    );
+    // `run` says the same in its log, and still runs.
+    let f = dir.join("open.toml");
+    std::fs::write(&f, "defaults = false\n").unwrap();
+    let mut loader = start_loader(&topo, &bpffs, &["--config", f.to_str().unwrap()]);
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    let log = loader.log();
+    assert!(
+        log.contains("WARN") && log.contains("169.254.169.254:80/tcp"),
+        "{log}"
+    );
+}
+
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
     if !skip_unless_privileged("bad_input") {
@@ -150,7 +254,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let config = dir.join("egress.toml");
     std::fs::write(
         &config,
-        "[[block]]\ncidr = \"169.254.169.254/32\"\n[smtp]\nburst = 4\n",
+        "[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n[smtp]\nburst = 4\n",
     )
     .unwrap();
     let mut loader = start_loader(&topo, &bpffs, &["--config", config.to_str().unwrap()]);
@@ -235,7 +339,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         before, after,
         "the kernel state changed after refused input"
     );
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }
 
 /// A temporary directory, removed on drop (also when the test panics).
@@ -328,7 +432,7 @@ fn netlink_attach_path_filters_adopts_and_detaches() {
         "netlink attachments carry no pin"
     );
     let c0 = topo.container(0).ns();
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
 
     let (second, attempts, successes) = with_probe(c0, || {
@@ -336,6 +440,13 @@ fn netlink_attach_path_filters_adopts_and_detaches() {
         std::thread::sleep(Duration::from_millis(700));
         let mut second = start_loader(&topo, &bpffs, &["--attach-mode", "netlink"]);
         wait_attached(&mut second, "docker0", READY_TIMEOUT);
+        // The killed loader's filter is still attached, so "attached" comes
+        // at once: wait for the new loader to have taken it over.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !second.log().contains("adopted the existing attachment") && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::thread::sleep(Duration::from_millis(500));
         second
     });
@@ -376,7 +487,7 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
     let c0 = topo.container(0).ns();
     let mut first = start_loader(&topo, &bpffs, &[]);
     wait_attached(&mut first, "docker0", READY_TIMEOUT);
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
     let blocked_before = packets(&counters(&first), "metadata_blocked");
 
@@ -384,7 +495,8 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
     let config = dir.join("egress.toml");
     std::fs::write(
         &config,
-        "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"198.51.100.25/32\"\nprotocol = \"tcp\"\nports = [8080]\n",
+        "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n\
+         [[block]]\ncidr = \"198.51.100.25/32\"\nprotocol = \"tcp\"\nports = [8080]\n",
     )
     .unwrap();
     let ((second, st), attempts, successes) = with_probe(c0, || {
@@ -502,5 +614,5 @@ fn status_check_reports_health_for_liveness_probes() {
         stderr(&dead)
     );
     // Protection itself stays: the check is about the loader, not the filter.
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }

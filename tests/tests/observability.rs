@@ -178,8 +178,8 @@ fn metrics_match_counters_after_traffic() {
 
     // Real traffic: 2 metadata attempts (dropped), 7 SMTP SYNs against the
     // default burst of 5 (5 allowed, 2 dropped), ordinary HTTP (passed).
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
-    assert_http_dropped(c0, addrs::ECS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::ECS_V4, 80);
     for i in 0..7 {
         let r = tcp_connect(c0, sock(addrs::SMTP_V4, 25), DROPPED);
         assert_eq!(r.is_ok(), i < 5, "SMTP attempt {}: {r:?}", i + 1);
@@ -388,7 +388,7 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
     );
     assert!(report.contains("PASS  docker0"), "{}", text(&out));
     assert!(
-        report.contains("no answer (dropped); metadata_blocked +1"),
+        report.contains("refused (rejected by the filter); metadata_blocked +1"),
         "{report}"
     );
     assert!(report.contains("all 1 bridge(s) filter"), "{report}");
@@ -433,13 +433,15 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
     };
     let d0 = bridge("docker0");
     assert_eq!(d0["problems"], serde_json::json!([]), "{v}");
-    assert_eq!(d0["metadata"]["answer"]["outcome"], "none", "{v}");
+    // The default metadata rule rejects: the probe's reset can only come
+    // from the filter (a TTL-1 SYN never reaches a server).
+    assert_eq!(d0["metadata"]["answer"]["outcome"], "rejected", "{v}");
     assert_eq!(d0["metadata"]["metadata_blocked"], 1, "{v}");
     assert_eq!(d0["smtp"]["sent"], 1, "{v}");
     // The per-endpoint path: the running loader attached its probe port.
     assert_eq!(d0["endpoint"]["attached"], true, "{v}");
     assert_eq!(d0["endpoint"]["expected"], true, "{v}");
-    assert_eq!(d0["endpoint"]["answer"]["outcome"], "none", "{v}");
+    assert_eq!(d0["endpoint"]["answer"]["outcome"], "rejected", "{v}");
     assert_eq!(d0["endpoint"]["metadata_blocked"], 1, "{v}");
     let unf = bridge("br-unf");
     assert_eq!(unf["attached"], false, "{v}");
@@ -568,7 +570,9 @@ fn events_follow_drops_with_source_address() {
         assert!(event.get("endpoint").is_none(), "{event}");
     }
     assert_eq!(event["rule"], "169.254.169.254/32", "{event}");
-    assert_eq!(event["action"], "drop", "{event}");
+    // The built-in rule rejects: the container got a reset.
+    assert_eq!(event["action"], "reject", "{event}");
+    assert_eq!(event["reply"], "sent", "{event}");
     assert!(event.get("container").is_none(), "no engine, yet: {event}");
 
     // An SMTP SYN over the rate from the other container, over IPv6.
@@ -764,6 +768,24 @@ fn events_name_real_containers() {
         .docker(&["inspect", "--format", "{{.Id}}", &name])
         .unwrap();
     assert_eq!(event["container"]["id"], &id[..12], "{event}");
+
+    // `explain --from CONTAINER`: the engine gives the container's address.
+    let x = loader
+        .cli_json(
+            "explain",
+            &[
+                "--from",
+                &name,
+                "--docker-host",
+                &dh.docker_host(),
+                "--to",
+                "169.254.169.254:80/tcp",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("explain --from {name}: {e:#}"));
+    assert_eq!(x["from"], ip.as_str(), "{x}");
+    assert_eq!(x["verdict"], "metadata_blocked", "{x}");
+    assert_eq!(x["action"], "reject", "{x}");
 
     // `verify` on a bridge Docker made, next to Docker's iptables rules.
     let out = loader.cli("verify", &[] as &[&str]).unwrap();

@@ -5,7 +5,7 @@ use egress_ebpf_common::counters::CounterId::{self, *};
 use egress_tests::{
     frames::*,
     skip_unless_privileged,
-    test_run::{Classifier, DROP, PASS},
+    test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use std::net::Ipv4Addr;
 
@@ -45,13 +45,26 @@ fn ipv4_destinations() {
     c.expect("ICMP to the metadata service", &icmp, DROP, MetadataBlocked);
     let udp_md = v4_frame(
         &V4::new(Ipv4Addr::from(IMDS), IPPROTO_UDP),
-        &udp(5000, 53, b"x"),
+        &udp(5000, 80, b"x"),
     );
     c.expect(
         "UDP to the metadata service",
         &udp_md,
         DROP,
         MetadataBlocked,
+    );
+    // The default rule's exception: DNS to the metadata address (GCP's
+    // resolver), UDP and TCP.
+    let dns = v4_frame(
+        &V4::new(Ipv4Addr::from(IMDS), IPPROTO_UDP),
+        &udp(5000, 53, b"x"),
+    );
+    c.expect("DNS over UDP to the metadata address", &dns, PASS, Passed);
+    c.expect(
+        "DNS over TCP to the metadata address",
+        &v4_tcp(IMDS, 53, SYN),
+        PASS,
+        Passed,
     );
     for (dst, what) in [
         ([169, 254, 170, 2], "ECS task metadata"),
@@ -383,6 +396,7 @@ fn per_rule_counters_and_custom_rules() {
     };
     c.apply(
         r#"
+        defaults = false
         [[block]]
         cidr = "10.0.0.0/8"
         [[block]]
@@ -421,6 +435,14 @@ fn per_rule_counters_and_custom_rules() {
     let count = |d: &str| rules.iter().find(|r| r.destination == d).map(|r| r.packets);
     assert_eq!(count("10.0.0.0/8"), Some(2), "{rules:?}");
     assert_eq!(count("2001:db8:bad::/48"), Some(1), "{rules:?}");
+    // Without `defaults = false` the built-in rules stay beside them.
+    c.apply("[[block]]\ncidr = \"10.0.0.0/8\"\n");
+    c.expect(
+        "the default metadata rule beside an added one",
+        &v4_tcp(IMDS, 80, SYN),
+        DROP,
+        MetadataBlocked,
+    );
 }
 
 #[test]
@@ -549,8 +571,11 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
 
     let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(ALLOWED, 80, SYN), 0);
     assert_eq!((v, mark), (PASS, HANDOFF_MARK), "passed and handed off");
+    // The built-in rule rejects: the reset goes out of the veth itself (the
+    // frame is to the bridge's MAC, for the host), and carries no mark.
     let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
-    assert_eq!((v, mark), (DROP, 0), "a drop carries no mark");
+    assert_eq!((v, mark), (REDIRECT, 0), "a reject is answered, unmarked");
+    assert_eq!(c.replies().sent, 1, "the reply program answered it");
     assert_eq!(endpoint_counter(&c, 1, Passed), 1);
     assert_eq!(endpoint_counter(&c, 1, MetadataBlocked), 1);
     assert_eq!(c.packets(MetadataBlocked), 1, "counted globally too");
@@ -574,11 +599,11 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
     assert_eq!((v, mark), (PASS, HANDOFF_MARK));
     assert_eq!(endpoint_counter(&c, 1, Excepted), 1);
     let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp([169, 254, 170, 2], 80, SYN), 0);
-    assert_eq!(v, DROP, "the exception opens its own rules only");
+    assert_eq!(v, REDIRECT, "the exception opens its own rules only");
     // The flag is what sends the program to the exception table.
     maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
     let (v, _) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
-    assert_eq!(v, DROP);
+    assert_eq!(v, REDIRECT, "rejected again");
     // Container to container (a frame to another MAC than the bridge's):
     // the bridge forwards it to another port; not judged, not marked, not
     // counted, as before endpoints.
@@ -596,6 +621,8 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
     let (v, mark) = c.run_marked(ENDPOINT_PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
     assert_eq!((v, mark), (PASS, 0));
     let (v, _) = c.run_marked(PROGRAM, &v4_tcp(IMDS, 80, SYN), 0);
+    // (A drop here: under test_run the frame is not to the test device's
+    // MAC, so the bridge program does not answer it.)
     assert_eq!(v, DROP, "the bridge judges what the veth left to it");
 }
 

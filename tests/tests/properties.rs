@@ -151,7 +151,12 @@ impl Spec {
             self.dst_v6() == IMDS_V6.parse::<Ipv6Addr>().unwrap()
         } else {
             let d = self.dst_v4();
-            BLOCKED_V4.contains(&d)
+            // The built-in metadata rule leaves DNS open (UDP and TCP 53):
+            // GCP's resolver is the metadata address.
+            let dns = d == [169, 254, 169, 254]
+                && (self.proto == IPPROTO_TCP || self.proto == IPPROTO_UDP)
+                && self.dport == 53;
+            (BLOCKED_V4.contains(&d) && !dns)
                 || (d == WIRESERVER
                     && self.proto == IPPROTO_TCP
                     && (self.dport == 80 || self.dport == 32526))

@@ -108,7 +108,7 @@ fn an_older_layout_is_migrated_without_a_gap() {
     let st = wait_attached(&mut old, "docker0", READY_TIMEOUT);
     let old_program = interface(&st, "docker0").unwrap()["program_id"].clone();
     for _ in 0..3 {
-        assert_http_dropped(c0, addrs::IMDS_V4, 80);
+        assert_http_refused(c0, addrs::IMDS_V4, 80);
     }
     let blocked_before = packets(&counters(&old), "metadata_blocked");
     assert!(blocked_before >= 3);
@@ -126,7 +126,7 @@ fn an_older_layout_is_migrated_without_a_gap() {
         "IFACE_COUNTERS",
     );
     // The old program still enforces, on the old layout's maps.
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
     let pins_arg = pins.root().to_str().unwrap();
     let reader = loader_once(topo.host(), &["counters", "--pin-dir", pins_arg]);
     assert_eq!(reader.status.code(), Some(1), "{}", stderr(&reader));
@@ -199,7 +199,7 @@ fn an_older_layout_is_migrated_without_a_gap() {
             .len()
     };
     assert_eq!(tcx, 1, "attached twice");
-    assert_http_dropped(c0, addrs::IMDS_V4, 80);
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn a_newer_layout_is_refused_and_nothing_changes() {
         "a refused downgrade changed the pins"
     );
     // The newer release's program still enforces.
-    assert_http_dropped(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
     let status = loader_once(topo.host(), &["status", "--pin-dir", pins_arg]);
     assert_eq!(status.status.code(), Some(1), "{}", stderr(&status));
     assert!(

@@ -42,6 +42,11 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// virtual environment of its own under the target directory.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// From PyPI, into the same virtual environment: the AWS SDK core whose
+/// instance-metadata credential fetcher tests/tests/reject_netns.rs runs as
+/// a real client against a rejected metadata address.
+const BOTOCORE: &str = "botocore==1.44.8";
+
 /// The `kubernetes-validate` program that `setup --test-deps` installs.
 pub fn kubernetes_validate() -> PathBuf {
     util::target_dir().join("test-tools/python/bin/kubernetes-validate")
@@ -246,7 +251,7 @@ impl Setup {
             && out.status.success()
         {
             println!("   ok: kubernetes-validate ({})", program.display());
-            return Ok(());
+            return self.botocore();
         }
         println!("   missing: {KUBERNETES_VALIDATE} (PyPI), installing into a virtual environment");
         let venv = program
@@ -264,6 +269,28 @@ impl Setup {
                 .arg(KUBERNETES_VALIDATE),
         )?;
         self.installed.push(KUBERNETES_VALIDATE.into());
+        self.botocore()
+    }
+
+    /// botocore in kubernetes-validate's virtual environment, unless its
+    /// python imports it already.
+    fn botocore(&mut self) -> Result<()> {
+        let python = kubernetes_validate().with_file_name("python");
+        let mut check = command(&python);
+        check.args(["-c", "import botocore"]);
+        if let Some(out) = util::probe(&mut check)?
+            && out.status.success()
+        {
+            println!("   ok: botocore ({})", python.display());
+            return Ok(());
+        }
+        println!("   missing: {BOTOCORE} (PyPI), installing into the same virtual environment");
+        util::run(
+            command(kubernetes_validate().with_file_name("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(BOTOCORE),
+        )?;
+        self.installed.push(BOTOCORE.into());
         Ok(())
     }
 

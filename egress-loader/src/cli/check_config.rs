@@ -1,11 +1,15 @@
 use std::path::PathBuf;
 
-use egress_loader::policy::{Overrides, Policy, commented_default_config, default_config_toml};
+use egress_loader::policy::{
+    Overrides, Policy, check::warnings, commented_default_config, default_config_toml,
+};
 
 use super::Result;
 
 /// Validate a configuration file without touching the kernel; print the
 /// policy it gives. Exit status 2 (with the field named) if it is invalid.
+/// A valid policy that leaves a known metadata endpoint open, or replaces a
+/// built-in rule, is said on stderr as a WARNING (exit status 0).
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  egress-loader check-config /etc/egress-filter.toml\n  egress-loader check-config --defaults > egress-filter.toml"
@@ -34,6 +38,9 @@ pub fn main(a: Args) -> Result {
     }
     let path = a.file.expect("clap requires it");
     let policy = Policy::from_file(&path, &Overrides::default())?;
+    for w in warnings(&policy) {
+        eprintln!("egress-loader: WARNING: {w}");
+    }
     println!("{}: valid", path.display());
     println!(
         "{}",

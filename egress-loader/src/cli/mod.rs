@@ -5,6 +5,7 @@ mod completions;
 mod counters;
 mod detach;
 mod events;
+mod explain;
 mod install_unit;
 mod manpages;
 mod reload;
@@ -37,6 +38,7 @@ use egress_loader::{
         egress-loader counters                     # like iptables -L -v\n  \
         egress-loader status --json\n  \
         egress-loader verify                       # prove each attached bridge drops metadata traffic\n  \
+        egress-loader explain --to 169.254.169.254:80/tcp   # what the filter would do, nothing sent\n  \
         egress-loader run --metrics-addr 127.0.0.1:9184   # Prometheus /metrics\n  \
         egress-loader reload                       # re-read the running loader's --config\n  \
         egress-loader detach                       # remove everything\n  \
@@ -55,6 +57,7 @@ pub enum Command {
     Counters(counters::Args),
     Status(status::Args),
     Verify(verify::Args),
+    Explain(explain::Args),
     Detach(detach::Args),
     CheckConfig(check_config::Args),
     InstallUnit(install_unit::Args),
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Counters(a) => counters::main(a),
         Command::Status(a) => status::main(a),
         Command::Verify(a) => verify::main(a),
+        Command::Explain(a) => explain::main(a),
         Command::Detach(a) => detach::main(a),
         Command::CheckConfig(a) => check_config::main(a),
         Command::InstallUnit(a) => install_unit::main(a),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 
 use crate::{
     daemon::{readiness, reconcile::Filter},
@@ -67,6 +67,9 @@ impl Filter {
                     r.trie_entries,
                     r.removed
                 );
+                for w in crate::policy::check::warnings(&self.policy) {
+                    warn!("WARNING: {w}");
+                }
                 readiness::status(&format!(
                     "in force: {} generation {generation}",
                     path.display()

@@ -120,6 +120,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     );
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
+    for w in crate::policy::check::warnings(&opts.policy) {
+        warn!("WARNING: {w}");
+    }
     info!(
         "{} maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
         match (adopting, prepared.migrated_from) {
@@ -196,6 +199,11 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         }
     }
     system::release_freed_heap();
+    // The signals are ours before READY=1: a stop that follows READY at once
+    // (systemd, a test) must find the orderly exit, not the default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     // In force: the policy is in the maps and every interface that exists
     // and matches runs the filter. Units ordered after this one start now.
     readiness::ready(&format!(
@@ -277,9 +285,6 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         );
     }
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(opts.rescan);
     let mut link_events = netlink::link_events();
     if link_events.is_none() {

@@ -510,6 +510,37 @@ fn insert_endpoints(
     }
 }
 
+/// The addresses of the container `name` (or id) on every network it is
+/// on, asked of the engine once (for `explain --from CONTAINER`).
+pub async fn container_addresses(
+    endpoint: &DockerEndpoint,
+    name: &str,
+) -> Result<Vec<(IpAddr, String)>, String> {
+    let identity = DockerIdentity::new(endpoint.clone());
+    let docker = identity.connect().await?;
+    let inspect = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| format!("container {name:?}: {e}"))?;
+    let mut map = HashMap::new();
+    if let Some(networks) = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+    {
+        insert_endpoints(
+            &mut map,
+            name,
+            inspect.id.as_deref().unwrap_or(name),
+            "",
+            networks,
+        );
+    }
+    let mut out: Vec<(IpAddr, String)> = map.into_iter().map(|(a, c)| (a, c.network)).collect();
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,22 @@ pub fn event_stats(pins: &PinDir) -> Result<PerCpuArray<MapData, u64>, Error> {
     Ok(typed!(pins, names::EVENT_STATS))
 }
 
+/// Replies of rejecting rules, per CPU, indexed by the common crate's
+/// `reply::ReplyOutcome`.
+pub fn reply_stats(pins: &PinDir) -> Result<PerCpuArray<MapData, u64>, Error> {
+    Ok(typed!(pins, names::REPLY_STATS))
+}
+
+/// The reply budget's GCRA TAT (one entry).
+pub fn reply_bucket(pins: &PinDir) -> Result<Array<MapData, u64>, Error> {
+    Ok(typed!(pins, names::REPLY_BUCKET))
+}
+
+/// The SMTP buckets' GCRA TATs: global (slot 0) and overflow (slot 1).
+pub fn smtp_bucket(pins: &PinDir) -> Result<Array<MapData, u64>, Error> {
+    Ok(typed!(pins, names::SMTP_BUCKET))
+}
+
 /// The drop events' ring buffer.
 pub fn events(pins: &PinDir) -> Result<RingBuf<MapData>, Error> {
     Ok(typed!(pins, names::EVENTS))

@@ -1,7 +1,7 @@
 //! The classifier object, built by build.rs and embedded in the binary.
 
-use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
-use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM};
+use aya::{Ebpf, EbpfLoader, maps::ProgramArray, programs::SchedClassifier};
+use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME};
 
 use crate::{
     error::Error,
@@ -34,6 +34,7 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)?;
+    load_reply_program(&mut ebpf)?;
     for name in [PROGRAM, ENDPOINT_PROGRAM] {
         program(&mut ebpf, name)?
             .load()
@@ -43,6 +44,47 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
             })?;
     }
     Ok((ebpf, prepared))
+}
+
+/// Loads the reply program and puts it in slot 0 of `REPLY_PROGRAM`, where
+/// the classifier tail-calls it to answer a reject. The map is pinned, so
+/// the entry stays (a program array is emptied when its last user
+/// reference goes) and a classifier already attached calls this build's
+/// reply program from now on.
+fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(REPLY_PROGRAM_NAME)
+        .ok_or_else(|| {
+            Error::Object(format!(
+                "program {REPLY_PROGRAM_NAME} missing from the object"
+            ))
+        })?
+        .try_into()
+        .map_err(|source| Error::Program {
+            context: format!("program {REPLY_PROGRAM_NAME}"),
+            source,
+        })?;
+    prog.load().map_err(|source| Error::Program {
+        context: "the kernel refused the reply program (verifier)".into(),
+        source,
+    })?;
+    let fd = prog
+        .fd()
+        .map_err(|source| Error::Program {
+            context: format!("program {REPLY_PROGRAM_NAME}"),
+            source,
+        })?
+        .try_clone()
+        .map_err(Error::Io)?;
+    let map = ebpf
+        .map_mut(REPLY_PROGRAM)
+        .ok_or_else(|| Error::Object(format!("map {REPLY_PROGRAM} missing from the object")))?;
+    let mut slots: ProgramArray<&mut aya::maps::MapData> =
+        ProgramArray::try_from(map).map_err(|e| Error::map(REPLY_PROGRAM, e))?;
+    slots
+        .set(0, &fd, 0)
+        .map_err(|e| Error::map(REPLY_PROGRAM, e))?;
+    Ok(())
 }
 
 /// The bridges' classifier.

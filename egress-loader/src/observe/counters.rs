@@ -9,9 +9,10 @@ use egress_ebpf_common::{
     hook::Hook,
     maps::{
         BLOCKED_V4, BLOCKED_V6, COUNTERS, EVENT_STATS, HOOK_COUNTERS, IFACE_COUNTERS, IFACE_SLOTS,
-        RULE_COUNTERS,
+        REPLY_STATS, RULE_COUNTERS,
     },
-    rules::{ANY_PORT, NO_RULE},
+    reply::ReplyOutcome,
+    rules::{ANY_PORT, MATCH_EXCEPT, NO_RULE, RULE_REJECT},
 };
 use serde::Serialize;
 
@@ -33,6 +34,10 @@ pub struct NamedCounter {
 pub struct RuleCounter {
     pub rule_id: u16,
     pub destination: String,
+    /// "drop" or "reject".
+    pub action: &'static str,
+    /// Ports the rule leaves open ("udp/53").
+    pub except: Vec<String>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -44,6 +49,8 @@ pub struct Snapshot {
     pub dry_run: bool,
     /// Drop events not delivered: ring buffer full (lost) or over the budget (suppressed).
     pub events: EventStats,
+    /// What became of the replies of rejecting rules.
+    pub replies: ReplyStats,
     /// The same counters per interface whose ingress saw the packets
     /// (the bridges: what they judged as the backstop).
     pub interfaces: Vec<InterfaceCounters>,
@@ -131,6 +138,45 @@ pub struct EventStats {
     pub suppressed: u64,
 }
 
+/// Rejected packets by what became of their reply, summed over CPUs: sent,
+/// suppressed over the reply budget, refused (the reply would not go to one
+/// sender), unanswerable (no reply is sent for such a packet).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ReplyStats {
+    pub sent: u64,
+    pub suppressed: u64,
+    pub refused: u64,
+    pub unanswerable: u64,
+}
+
+impl ReplyStats {
+    pub fn get(&self, o: ReplyOutcome) -> u64 {
+        match o {
+            ReplyOutcome::Sent => self.sent,
+            ReplyOutcome::Suppressed => self.suppressed,
+            ReplyOutcome::Refused => self.refused,
+            ReplyOutcome::Unanswerable => self.unanswerable,
+        }
+    }
+}
+
+pub fn read_reply_stats(pins: &PinDir) -> Result<ReplyStats, Error> {
+    let map = maps::reply_stats(pins)?;
+    let sum = |o: ReplyOutcome| -> Result<u64, Error> {
+        Ok(map
+            .get(&(o as u32), 0)
+            .map_err(|e| Error::map(REPLY_STATS, e))?
+            .iter()
+            .sum())
+    };
+    Ok(ReplyStats {
+        sent: sum(ReplyOutcome::Sent)?,
+        suppressed: sum(ReplyOutcome::Suppressed)?,
+        refused: sum(ReplyOutcome::Refused)?,
+        unanswerable: sum(ReplyOutcome::Unanswerable)?,
+    })
+}
+
 pub fn read_event_stats(pins: &PinDir) -> Result<EventStats, Error> {
     let map = maps::event_stats(pins)?;
     let sum = |i: u32| -> Result<u64, Error> {
@@ -172,7 +218,7 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
     let policy = maps::PolicyMaps::open(pins)?;
     let config = read_config(&policy.active_config, &policy.policy_config)?;
     let mut rules = Vec::new();
-    for (rule_id, destination) in rule_descriptions(&policy)? {
+    for (rule_id, text) in rule_texts(&policy)? {
         let v = policy
             .rule_counters
             .get(&(rule_id as u32), 0)
@@ -180,7 +226,9 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         let total = sum(&v);
         rules.push(RuleCounter {
             rule_id,
-            destination,
+            destination: text.destination,
+            action: text.action,
+            except: text.except,
             packets: total.packets,
             bytes: total.bytes,
         });
@@ -191,6 +239,7 @@ pub fn read(pins: &PinDir) -> Result<Snapshot, Error> {
         rules,
         dry_run: config.dry_run != 0,
         events,
+        replies: read_reply_stats(pins)?,
         interfaces: read_interfaces(pins)?,
         endpoints: endpoints::read(pins)?
             .into_iter()
@@ -299,9 +348,28 @@ impl Rates {
     }
 }
 
+/// One block rule as read back from the tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleText {
+    /// "cidr[:proto[/ports]]".
+    pub destination: String,
+    /// The ports the rule leaves open, as "proto/port".
+    pub except: Vec<String>,
+    /// "drop" or "reject".
+    pub action: &'static str,
+}
+
 /// Rule id -> "cidr[:proto[/ports]]", reconstructed from the tries: a rule's
 /// own CIDR is the shortest prefix whose entry names it.
 pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, String>, Error> {
+    Ok(rule_texts(policy)?
+        .into_iter()
+        .map(|(id, r)| (id, r.destination))
+        .collect())
+}
+
+/// Rule id -> its destination, exceptions and action, from the tries.
+pub fn rule_texts(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, RuleText>, Error> {
     let mut entries: Vec<(u32, String, egress_ebpf_common::rules::BlockRule)> = Vec::new();
     for item in policy.blocked_v4.iter() {
         let (k, v) = item.map_err(|e| Error::map(BLOCKED_V4, e))?;
@@ -321,31 +389,57 @@ pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, Stri
     }
     entries.sort_by_key(|e| e.0);
     let mut out = BTreeMap::new();
-    for (len, addr, v) in &entries {
-        if v.all_rule_id != NO_RULE {
-            out.entry(v.all_rule_id)
-                .or_insert_with(|| format!("{addr}/{len}"));
+    let proto = |p: u8| if p == 6 { "tcp" } else { "udp" };
+    let action = |flags: u8| {
+        if flags & RULE_REJECT != 0 {
+            "reject"
+        } else {
+            "drop"
         }
+    };
+    for (len, addr, v) in &entries {
         let n = (v.match_count as usize).min(v.matches.len());
-        let mut by_rule: BTreeMap<u16, Vec<(u8, u16)>> = BTreeMap::new();
-        for m in &v.matches[..n] {
+        // Exceptions the rule named, at its own (shortest) prefix.
+        let excepts = |id: u16| -> Vec<String> {
+            v.matches[..n]
+                .iter()
+                .filter(|m| m.rule_id == id && m.flags & MATCH_EXCEPT != 0)
+                .map(|m| format!("{}/{}", proto(m.proto), m.port))
+                .collect()
+        };
+        if v.all_rule_id != NO_RULE {
+            out.entry(v.all_rule_id).or_insert_with(|| RuleText {
+                destination: format!("{addr}/{len}"),
+                except: excepts(v.all_rule_id),
+                action: action(v.all_flags),
+            });
+        }
+        let mut by_rule: BTreeMap<u16, Vec<(u8, u16, u8)>> = BTreeMap::new();
+        for m in v.matches[..n]
+            .iter()
+            .filter(|m| m.flags & MATCH_EXCEPT == 0)
+        {
             by_rule
                 .entry(m.rule_id)
                 .or_default()
-                .push((m.proto, m.port));
+                .push((m.proto, m.port, m.flags));
         }
         for (id, pp) in by_rule {
             out.entry(id).or_insert_with(|| {
-                let proto = if pp[0].0 == 6 { "tcp" } else { "udp" };
                 let ports: Vec<String> = pp
                     .iter()
                     .filter(|p| p.1 != ANY_PORT)
                     .map(|p| p.1.to_string())
                     .collect();
-                if ports.is_empty() {
-                    format!("{addr}/{len}:{proto}")
+                let destination = if ports.is_empty() {
+                    format!("{addr}/{len}:{}", proto(pp[0].0))
                 } else {
-                    format!("{addr}/{len}:{proto}/{}", ports.join(","))
+                    format!("{addr}/{len}:{}/{}", proto(pp[0].0), ports.join(","))
+                };
+                RuleText {
+                    destination,
+                    except: excepts(id),
+                    action: action(pp[0].2),
                 }
             });
         }
@@ -370,7 +464,7 @@ fn human(n: u64) -> String {
 
 fn meaning(id: CounterId) -> &'static str {
     match id {
-        CounterId::MetadataBlocked => "destination in the blocked set",
+        CounterId::MetadataBlocked => "destination in the blocked set (dropped or rejected)",
         CounterId::SmtpAllowed => "TCP connection attempt to a rate-limited port, within the rate",
         CounterId::SmtpLimited => "TCP connection attempt to a rate-limited port, over the rate",
         CounterId::Passed => "no rule matched",
@@ -450,6 +544,12 @@ fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String 
         "drop events: {} suppressed over the budget, {} lost (ring buffer full)",
         s.events.suppressed, s.events.lost
     );
+    let r = &s.replies;
+    let _ = writeln!(
+        t,
+        "rejects: {} answered, {} suppressed over the reply budget, {} refused (no single sender to answer), {} unanswerable (dropped silently)",
+        r.sent, r.suppressed, r.refused, r.unanswerable
+    );
     if !s.interfaces.is_empty() {
         let _ = writeln!(t, "\nper interface (packets):");
         let _ = write!(t, "  {:<16}", "interface");
@@ -517,16 +617,22 @@ fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String 
         let _ = writeln!(t, "\nblocked destinations, per rule:");
         let _ = writeln!(
             t,
-            "{:>10} {:>8}  {:<5} destination",
-            "pkts", "bytes", "rule"
+            "{:>10} {:>8}  {:<5} {:<6} destination",
+            "pkts", "bytes", "rule", "action"
         );
         for r in &s.rules {
+            let except = if r.except.is_empty() {
+                String::new()
+            } else {
+                format!(" except {}", r.except.join(","))
+            };
             let _ = writeln!(
                 t,
-                "{:>10} {:>8}  {:<5} {}",
+                "{:>10} {:>8}  {:<5} {:<6} {}{except}",
                 human(r.packets),
                 human(r.bytes),
                 r.rule_id,
+                r.action,
                 r.destination
             );
         }
@@ -558,6 +664,7 @@ mod tests {
             rules: Vec::new(),
             dry_run: false,
             events: Default::default(),
+            replies: Default::default(),
             interfaces: Vec::new(),
             endpoints: Vec::new(),
             hooks: Vec::new(),

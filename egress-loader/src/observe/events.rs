@@ -37,8 +37,12 @@ pub const DEFAULT_SOCKET: &str = "/run/egress-filter/events.sock";
 pub struct EventRecord {
     pub time: String,
     pub verdict: &'static str,
-    /// "drop", or "none (dry-run)" when nothing was dropped.
+    /// "drop", "reject", or "none (dry-run)" when nothing was dropped.
     pub action: &'static str,
+    /// For a reject: what became of the reply (`sent`, `suppressed` over
+    /// the reply budget, `refused`, `unanswerable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,9 +185,12 @@ impl Decoder {
             verdict,
             action: if e.flags & EVENT_DRY_RUN != 0 {
                 "none (dry-run)"
+            } else if e.flags & egress_ebpf_common::events::EVENT_REJECT != 0 {
+                "reject"
             } else {
                 "drop"
             },
+            reply: egress_ebpf_common::events::reply_outcome(e.flags).map(|o| o.name()),
             rule: (e.rule_id != NO_RULE)
                 .then(|| self.rules.get(&e.rule_id).cloned().unwrap_or_default()),
             rule_id: (e.rule_id != NO_RULE).then_some(e.rule_id),

@@ -13,6 +13,7 @@
 //! egress_rule_bytes_total{rule}
 //! egress_events_lost_total                   drop events lost (ring buffer full)
 //! egress_events_suppressed_total             ... and over the in-kernel budget
+//! egress_rejects_total{reply}                rejected packets: sent | suppressed | refused | unanswerable
 //! egress_attached_interfaces                 interfaces the filter runs on
 //! egress_cgroup_attached{cgroup}             1 per cgroup whose cgroup hooks are attached
 //! egress_uncovered_containers                running containers no hook sees (with an engine)
@@ -419,6 +420,16 @@ impl Collector for FilterCollector {
             "egress_events_suppressed",
             "Drop events not reported because they exceeded the in-kernel event budget",
             &single(s.events.suppressed),
+        )?;
+        let rejects: Vec<_> = egress_ebpf_common::reply::ReplyOutcome::ALL
+            .into_iter()
+            .map(|o| (vec![("reply", o.name().to_string())], s.replies.get(o)))
+            .collect();
+        counter(
+            e,
+            "egress_rejects",
+            "Packets a rejecting rule matched, by what became of the reply: sent, suppressed (over the reply budget), refused (no single sender to answer), unanswerable",
+            &rejects,
         )?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! config_record  which config file and version is in force, reloads
 //! counters  the per-CPU counters summed, per verdict, rule and interface
 //! endpoints the containers' veths: entry, container, exceptions, counters
+//! explain   what the filter in force would do with a connection
 //! events    drop events: ring buffer -> JSON lines -> stdout and a socket
 //! metrics   Prometheus /metrics, read from the maps on every scrape
 //! status    what is attached and enforced now
@@ -14,6 +15,7 @@ pub mod config_record;
 pub mod counters;
 pub mod endpoints;
 pub mod events;
+pub mod explain;
 pub mod kernel_log;
 pub mod metrics;
 pub mod status;

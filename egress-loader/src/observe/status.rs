@@ -24,7 +24,7 @@ use crate::{
     },
     observe::{
         config_record::{ConfigRecord, read_state},
-        counters::rule_descriptions,
+        counters::rule_texts,
     },
     policy::{apply::read_config, build::sha256_hex, values::Period},
 };
@@ -179,6 +179,10 @@ pub struct PolicyStatus {
 pub struct BlockedStatus {
     pub rule_id: u16,
     pub destination: String,
+    /// "drop" or "reject".
+    pub action: &'static str,
+    /// Ports the rule leaves open ("udp/53").
+    pub except: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -279,11 +283,13 @@ pub fn read_with_engine(
     }
     let maps = PolicyMaps::open(pins)?;
     let config = read_config(&maps.active_config, &maps.policy_config)?;
-    let blocked = rule_descriptions(&maps)?
+    let blocked = rule_texts(&maps)?
         .into_iter()
-        .map(|(rule_id, destination)| BlockedStatus {
+        .map(|(rule_id, r)| BlockedStatus {
             rule_id,
-            destination,
+            destination: r.destination,
+            action: r.action,
+            except: r.except,
         })
         .collect();
     let n = (config.smtp_port_count as usize).min(config.smtp_ports.len());
@@ -436,7 +442,16 @@ pub fn render(s: &Status) -> String {
     render_coverage(&mut t, &s.coverage);
     let _ = writeln!(t, "blocked destinations:");
     for b in &s.policy.blocked {
-        let _ = writeln!(t, "  rule {:<4} {}", b.rule_id, b.destination);
+        let except = if b.except.is_empty() {
+            String::new()
+        } else {
+            format!(" except {}", b.except.join(","))
+        };
+        let _ = writeln!(
+            t,
+            "  rule {:<4} {:<6} {}{except}",
+            b.rule_id, b.action, b.destination
+        );
     }
     let p = &s.policy.smtp;
     let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();

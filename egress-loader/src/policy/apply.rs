@@ -7,16 +7,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aya::maps::{Array, LpmTrie, MapData, PerCpuArray, PerCpuValues, lpm_trie::Key};
 use egress_ebpf_common::{
-    config::{MAX_SMTP_PORTS, PolicyConfig, SCOPE_GLOBAL, SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE},
+    config::{
+        MAX_SMTP_PORTS, OVER_LIMIT_DROP, OVER_LIMIT_REJECT, PolicyConfig, SCOPE_GLOBAL,
+        SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE,
+    },
     counters::Counter,
     maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, CONFIG_SLOTS, POLICY_CONFIG, RULE_COUNTERS},
-    rules::{ANY_PORT, BlockRule as TrieValue, MAX_PORT_MATCHES, NO_RULE, PortMatch},
+    rules::{
+        ANY_PORT, BlockRule as TrieValue, MATCH_EXCEPT, MAX_PORT_MATCHES, PortMatch, RULE_REJECT,
+    },
 };
 
 use crate::{
     error::{ConfigError, Error},
     kernel::maps::PolicyMaps,
-    policy::values::{Cidr, Policy, Scope},
+    policy::values::{Cidr, Policy, Protocol, RuleAction, Scope},
 };
 
 pub type V4Entries = BTreeMap<(u32, [u8; 4]), TrieValue>;
@@ -75,46 +80,103 @@ pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
     Ok((v4, v6))
 }
 
+/// The kernel flags of a rule's action.
+fn flags(policy: &Policy, id: usize) -> u8 {
+    match policy.blocks[id].action {
+        RuleAction::Reject => RULE_REJECT,
+        RuleAction::Drop => 0,
+    }
+}
+
+/// One prefix's entry from the rules containing it, most specific first
+/// (the encoding of egress-ebpf-common's `rules` module):
+/// - the every-protocol rule is the most specific one;
+/// - per protocol with ports (TCP, UDP), the rules that block every port of
+///   it (every-protocol rules included) leave open what all of them except
+///   (exception entries); the most specific of them answers for the rest
+///   (a protocol-wide entry, unless it is the every-protocol rule), and a
+///   port it excepts but a wider rule blocks gets that rule's entry;
+/// - a port rule gets an entry where no wider rule blocks its port, or where
+///   its action differs from the rule that would answer.
 fn merge(policy: &Policy, rule_ids: &[usize]) -> Result<TrieValue, String> {
     let mut v = TrieValue::empty();
+    let rule = |id: usize| &policy.blocks[id];
+    if let Some(&id) = rule_ids.iter().find(|&&id| rule(id).protocol.is_none()) {
+        v.all_rule_id = id as u16;
+        v.all_flags = flags(policy, id);
+    }
     let mut matches: Vec<PortMatch> = Vec::new();
-    for &id in rule_ids {
-        let r = &policy.blocks[id];
-        let Some(proto) = r.protocol else {
-            if v.all_rule_id == NO_RULE {
-                v.all_rule_id = id as u16;
+    let push = |m: PortMatch, matches: &mut Vec<PortMatch>| {
+        let exists = matches.iter().any(|e| {
+            e.proto == m.proto
+                && e.port == m.port
+                && (e.flags & MATCH_EXCEPT) == (m.flags & MATCH_EXCEPT)
+        });
+        if !exists {
+            matches.push(m);
+        }
+    };
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        let n = proto.number();
+        let entry = |port: u16, flags: u8, id: usize| PortMatch {
+            port,
+            proto: n,
+            flags,
+            rule_id: id as u16,
+        };
+        // Rules blocking every port of `proto`, most specific first.
+        let wide: Vec<usize> = rule_ids
+            .iter()
+            .copied()
+            .filter(|&id| rule(id).ports.is_empty() && rule(id).protocol.is_none_or(|p| p == proto))
+            .collect();
+        let answering = wide.first().copied();
+        let excepted = |id: usize, port: u16| rule(id).excepted_on(proto).contains(&port);
+        // Port rules: where no wide rule answers, where the answering one
+        // excepts the port, or where the port rule is the more specific one
+        // and acts otherwise.
+        for (pos, &id) in rule_ids.iter().enumerate() {
+            let r = rule(id);
+            if r.protocol != Some(proto) || r.ports.is_empty() {
+                continue;
             }
+            for &port in &r.ports {
+                let needed = match answering {
+                    None => true,
+                    Some(a) => {
+                        let more_specific = rule_ids.iter().position(|&x| x == a) > Some(pos);
+                        excepted(a, port)
+                            || (more_specific && flags(policy, a) != flags(policy, id))
+                    }
+                };
+                if needed {
+                    push(entry(port, flags(policy, id), id), &mut matches);
+                }
+            }
+        }
+        let Some(first) = answering else {
             continue;
         };
-        let ports: Vec<u16> = if r.ports.is_empty() {
-            vec![ANY_PORT]
-        } else {
-            r.ports.clone()
-        };
-        for port in ports {
-            if !matches
-                .iter()
-                .any(|m| m.proto == proto.number() && m.port == port)
-            {
-                matches.push(PortMatch {
-                    port,
-                    proto: proto.number(),
-                    _pad: 0,
-                    rule_id: id as u16,
-                });
+        if first as u16 != v.all_rule_id {
+            push(entry(ANY_PORT, flags(policy, first), first), &mut matches);
+        }
+        for &port in rule(first).excepted_on(proto) {
+            match wide.iter().copied().find(|&id| !excepted(id, port)) {
+                // A wider rule blocks what the answering one leaves open.
+                Some(blocker) => push(entry(port, flags(policy, blocker), blocker), &mut matches),
+                // Open where every wide rule excepts it.
+                None => push(entry(port, MATCH_EXCEPT, first), &mut matches),
             }
         }
     }
-    if v.all_rule_id == NO_RULE {
-        if matches.len() > MAX_PORT_MATCHES {
-            return Err(format!(
-                "{} protocol/port pairs apply to this prefix; at most {MAX_PORT_MATCHES}",
-                matches.len()
-            ));
-        }
-        v.match_count = matches.len() as u16;
-        v.matches[..matches.len()].copy_from_slice(&matches);
+    if matches.len() > MAX_PORT_MATCHES {
+        return Err(format!(
+            "{} protocol/port entries (exceptions included) apply to this prefix; at most {MAX_PORT_MATCHES}",
+            matches.len()
+        ));
     }
+    v.match_count = matches.len() as u16;
+    v.matches[..matches.len()].copy_from_slice(&matches);
     Ok(v)
 }
 
@@ -127,6 +189,17 @@ pub fn policy_config(policy: &Policy) -> PolicyConfig {
     c.smtp_ports[..policy.smtp_ports.len()].copy_from_slice(&policy.smtp_ports);
     c.smtp_port_count = policy.smtp_ports.len() as u8;
     c.dry_run = policy.dry_run as u8;
+    c.smtp_over_limit = match policy.smtp_over_limit {
+        RuleAction::Drop => OVER_LIMIT_DROP,
+        RuleAction::Reject => OVER_LIMIT_REJECT,
+    };
+    let r = policy.reject_rate;
+    if let Some(g) =
+        egress_ebpf_common::bucket::Gcra::new(r.count, r.period.nanos(), policy.reject_burst as u64)
+    {
+        c.reply_emission_ns = g.emission_ns;
+        c.reply_burst_window_ns = g.burst_window_ns;
+    }
     c.scope = match policy.scope {
         Scope::Global => SCOPE_GLOBAL,
         Scope::PerSource => SCOPE_PER_SOURCE,
@@ -274,28 +347,50 @@ pub fn read_config(
 mod tests {
     use super::*;
     use crate::policy::flags::Overrides;
+    use egress_ebpf_common::rules::NO_RULE;
 
     fn policy(toml: &str) -> Policy {
         Policy::from_toml(toml, &Overrides::default()).unwrap()
+    }
+
+    use egress_ebpf_common::rules::{DestPort, PROTO_TCP, PROTO_UDP};
+
+    /// The rule id and whether it rejects, for a packet of `proto` to
+    /// `port` at the entry of `prefix`; `None` when it passes.
+    fn hit(v: &TrieValue, proto: u8, port: u16) -> Option<(u16, bool)> {
+        let h = v.matching_rule(proto, DestPort::known(port));
+        h.is_hit().then_some((h.rule, h.rejects()))
     }
 
     #[test]
     fn defaults_give_one_entry_per_cidr() {
         let p = policy("");
         let (v4, v6) = trie_entries(&p).unwrap();
-        assert_eq!(v4.len(), 5);
-        assert_eq!(v6.len(), 1);
+        assert_eq!(v4.len(), 7);
+        assert_eq!(v6.len(), 4);
         let azure = v4.get(&(32, [168, 63, 129, 16])).unwrap();
         assert_eq!(azure.all_rule_id, NO_RULE);
         assert_eq!(azure.match_count, 2);
+        assert_eq!(hit(azure, PROTO_TCP, 80).map(|h| h.1), Some(true));
+        assert_eq!(hit(azure, PROTO_UDP, 53), None);
         let imds = v4.get(&(32, [169, 254, 169, 254])).unwrap();
-        assert_eq!(imds.all_rule_id, 0);
+        assert_eq!((imds.all_rule_id, imds.all_flags), (0, RULE_REJECT));
+        // DNS open on both protocols, everything else rejected.
+        assert_eq!(imds.match_count, 2);
+        assert_eq!(hit(imds, PROTO_UDP, 53), None);
+        assert_eq!(hit(imds, PROTO_TCP, 53), None);
+        assert_eq!(hit(imds, PROTO_TCP, 80), Some((0, true)));
+        assert_eq!(hit(imds, 1, 0), Some((0, true)));
+        // The other defaults: every protocol, no loop.
+        let ecs = v4.get(&(32, [169, 254, 170, 2])).unwrap();
+        assert_eq!((ecs.match_count, ecs.all_flags), (0, RULE_REJECT));
     }
 
     #[test]
     fn a_wider_all_protocol_rule_covers_a_narrower_port_rule() {
         let p = policy(
             r#"
+            defaults = false
             [[block]]
             cidr = "10.0.0.0/8"
             [[block]]
@@ -305,14 +400,38 @@ mod tests {
             "#,
         );
         let (v4, _) = trie_entries(&p).unwrap();
-        // The /32 would otherwise shadow the /8 for everything but TCP 80.
-        assert_eq!(v4.get(&(32, [10, 1, 2, 3])).unwrap().all_rule_id, 0);
+        // The /32 would otherwise shadow the /8 for everything but TCP 80;
+        // the port rule acts as the /8 does, so it adds nothing.
+        let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
+        assert_eq!((v.all_rule_id, v.match_count), (0, 0));
+    }
+
+    #[test]
+    fn a_narrower_rule_that_acts_otherwise_keeps_its_entry() {
+        let p = policy(
+            r#"
+            defaults = false
+            [[block]]
+            cidr = "10.0.0.0/8"
+            [[block]]
+            cidr = "10.1.2.3/32"
+            protocol = "tcp"
+            ports = [80]
+            action = "reject"
+            "#,
+        );
+        let (v4, _) = trie_entries(&p).unwrap();
+        let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
+        assert_eq!(hit(v, PROTO_TCP, 80), Some((1, true)));
+        assert_eq!(hit(v, PROTO_TCP, 81), Some((0, false)));
+        assert_eq!(hit(v, PROTO_UDP, 80), Some((0, false)));
     }
 
     #[test]
     fn port_rules_of_a_wider_prefix_are_inherited() {
         let p = policy(
             r#"
+            defaults = false
             [[block]]
             cidr = "10.0.0.0/8"
             protocol = "udp"
@@ -326,14 +445,63 @@ mod tests {
         let (v4, _) = trie_entries(&p).unwrap();
         let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
         assert_eq!(v.match_count, 2);
-        assert_eq!(
-            v.matching_rule(17, egress_ebpf_common::rules::DestPort::known(53)),
-            Some(0)
+        assert_eq!(hit(v, PROTO_UDP, 53), Some((0, false)));
+        assert_eq!(hit(v, PROTO_TCP, 80), Some((1, false)));
+    }
+
+    #[test]
+    fn a_wider_rule_blocks_what_a_narrower_one_excepts() {
+        // One extra [[block]] over the metadata address: DNS to it is
+        // blocked too, by the wider rule (its action), the rest still by
+        // the built-in rule (reject).
+        let p = policy("[[block]]\ncidr = \"169.254.0.0/16\"\n");
+        let (v4, _) = trie_entries(&p).unwrap();
+        let wide = p.blocks.len() as u16 - 1;
+        let imds = v4.get(&(32, [169, 254, 169, 254])).unwrap();
+        assert_eq!(hit(imds, PROTO_UDP, 53), Some((wide, false)));
+        assert_eq!(hit(imds, PROTO_TCP, 53), Some((wide, false)));
+        assert_eq!(hit(imds, PROTO_TCP, 80), Some((0, true)));
+        let other = v4.get(&(16, [169, 254, 0, 0])).unwrap();
+        assert_eq!(hit(other, PROTO_UDP, 53), Some((wide, false)));
+    }
+
+    #[test]
+    fn exceptions_are_open_only_where_every_wide_rule_excepts() {
+        let p = policy(
+            r#"
+            defaults = false
+            [[block]]
+            cidr = "10.0.0.0/8"
+            except_ports = [53, 123]
+            [[block]]
+            cidr = "10.1.0.0/16"
+            protocol = "udp"
+            except_ports = [53]
+            action = "reject"
+            [[block]]
+            cidr = "10.1.2.3/32"
+            protocol = "tcp"
+            ports = [53]
+            "#,
         );
-        assert_eq!(
-            v.matching_rule(6, egress_ebpf_common::rules::DestPort::known(80)),
-            Some(1)
+        let (v4, _) = trie_entries(&p).unwrap();
+        let v = v4.get(&(32, [10, 1, 2, 3])).unwrap();
+        assert_eq!(hit(v, PROTO_UDP, 53), None);
+        // 123/udp: the /16 (more specific, rejecting) blocks it.
+        assert_eq!(hit(v, PROTO_UDP, 123), Some((1, true)));
+        assert_eq!(hit(v, PROTO_UDP, 80), Some((1, true)));
+        // TCP: the /8 answers; 53 by the explicit rule, 123 open.
+        assert_eq!(hit(v, PROTO_TCP, 53), Some((2, false)));
+        assert_eq!(hit(v, PROTO_TCP, 123), None);
+        assert_eq!(hit(v, PROTO_TCP, 80), Some((0, false)));
+        // A protocol-scoped exception.
+        let p = policy(
+            "defaults = false\n[[block]]\ncidr = \"10.0.0.1/32\"\nexcept_ports = [53]\nexcept_protocol = \"udp\"\n",
         );
+        let (v4, _) = trie_entries(&p).unwrap();
+        let v = v4.get(&(32, [10, 0, 0, 1])).unwrap();
+        assert_eq!(hit(v, PROTO_UDP, 53), None);
+        assert_eq!(hit(v, PROTO_TCP, 53), Some((0, false)));
     }
 
     #[test]
@@ -350,7 +518,7 @@ mod tests {
 
     #[test]
     fn ten_thousand_cidrs_merge_quickly_and_exactly() {
-        let mut toml = String::new();
+        let mut toml = String::from("defaults = false\n");
         for i in 0..10_000u32 {
             let a = 0x0a00_0000u32 + (i << 8);
             let [b0, b1, b2, _] = a.to_be_bytes();

@@ -4,13 +4,14 @@
 //! from. Nothing here touches the kernel: every error is found before
 //! anything is written.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use egress_ebpf_common::{
     bucket::Gcra,
     config::MAX_SMTP_PORTS,
     events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC},
     maps::MAX_RULES,
+    reply::{DEFAULT_REPLY_BURST, DEFAULT_REPLY_RATE_PER_SEC},
 };
 
 use crate::{
@@ -18,15 +19,16 @@ use crate::{
     policy::{
         apply::trie_entries,
         cgroups::validate_cgroups,
+        defaults::{DEFAULT_ACTION, DEFAULT_BLOCKS, DefaultBlock},
         flags::{Overrides, flag_text},
         glob::validate_patterns,
         schema::{
-            BlockEntry, ConfigFile, DEFAULT_BLOCKS, DEFAULT_INTERFACES, DEFAULT_SMTP_BURST,
-            DEFAULT_SMTP_PORTS, DEFAULT_SMTP_RATE, ExceptionEntry,
+            BlockEntry, ConfigFile, DEFAULT_INTERFACES, DEFAULT_SMTP_BURST, DEFAULT_SMTP_PORTS,
+            DEFAULT_SMTP_RATE, ExceptionEntry, UnblockEntry,
         },
         values::{
-            BlockRule, Cidr, Exception, ExceptionSmtp, LabelMatch, Policy, Protocol, Rate, Scope,
-            port,
+            BlockRule, Cidr, Exception, ExceptionSmtp, LabelMatch, Policy, Protocol, Rate,
+            RuleAction, Scope, port,
         },
     },
 };
@@ -109,7 +111,12 @@ impl Policy {
         );
         let cgroups = validate_cgroups(field, cgroups)?;
 
-        let blocks = validate_blocks(file.block, &o.extra_blocks)?;
+        let blocks = validate_blocks(
+            file.defaults.unwrap_or(true),
+            file.unblock.unwrap_or_default(),
+            file.block,
+            &o.extra_blocks,
+        )?;
 
         let smtp = file.smtp.unwrap_or_default();
         let (field, ports) = layered(
@@ -136,6 +143,25 @@ impl Policy {
             || "global".to_string(),
         );
         let scope: Scope = scope.parse().map_err(|e| ConfigError::new(field, e))?;
+        let smtp_over_limit: RuleAction = match smtp.over_limit {
+            None => RuleAction::Drop,
+            Some(a) => a
+                .parse()
+                .map_err(|e| ConfigError::new("smtp.over_limit", e))?,
+        };
+
+        // No flags for the reply budget: the file or the default.
+        let reject = file.reject.unwrap_or_default();
+        let (field, r) = layered(("reject.rate", None), ("reject.rate", reject.rate), || {
+            format!("{DEFAULT_REPLY_RATE_PER_SEC}/second")
+        });
+        let reject_rate = validate_rate(field, &r)?;
+        let (field, b) = layered(
+            ("reject.burst", None),
+            ("reject.burst", reject.burst),
+            || DEFAULT_REPLY_BURST as i64,
+        );
+        let reject_burst = validate_burst(field, b, Some(reject_rate))?;
 
         // No flags for events: the file or the default.
         let events = file.events.unwrap_or_default();
@@ -166,6 +192,9 @@ impl Policy {
             smtp_rate,
             smtp_burst,
             scope,
+            smtp_over_limit,
+            reject_rate,
+            reject_burst,
             event_rate,
             event_burst,
             endpoints,
@@ -178,17 +207,107 @@ impl Policy {
     }
 }
 
-/// The file's block list (or the defaults when it has none), then the
-/// `--block` flags: flags add to the list rather than replace it.
+/// A built-in rule as the entry a file would write for it.
+fn default_entry(d: &DefaultBlock) -> BlockEntry {
+    let ports = |l: &[u16]| (!l.is_empty()).then(|| l.iter().map(|&p| p as i64).collect());
+    BlockEntry {
+        cidr: d.cidr.to_string(),
+        protocol: d.protocol.map(str::to_string),
+        ports: ports(d.ports),
+        except_ports: ports(d.except_ports),
+        except_protocol: None,
+        action: Some(DEFAULT_ACTION.to_string()),
+        comment: Some(d.comment.to_string()),
+    }
+}
+
+/// The built-in rules (unless `defaults = false`), less those `[[unblock]]`
+/// removes, then the file's `[[block]]` entries, then the `--block` flags:
+/// both add to the list. A file or flag rule with the selector (CIDR,
+/// protocol, ports) of a built-in one takes its place (a file written when
+/// a `[[block]]` list replaced the defaults repeats them).
 fn validate_blocks(
+    defaults: bool,
+    unblock: Vec<UnblockEntry>,
     file: Option<Vec<BlockEntry>>,
     flags: &[BlockEntry],
 ) -> Result<Vec<BlockRule>, ConfigError> {
-    let mut entries: Vec<(String, BlockEntry)> = match file {
+    let mut keep = vec![defaults; DEFAULT_BLOCKS.len()];
+    for (i, u) in unblock.iter().enumerate() {
+        let field = format!("unblock[{i}]");
+        if !defaults {
+            return Err(ConfigError::new(
+                field,
+                "defaults = false already removes every built-in rule",
+            ));
+        }
+        let hits: Vec<usize> = match (&u.name, &u.cidr) {
+            (Some(name), None) => {
+                let hit = DEFAULT_BLOCKS.iter().position(|d| d.name == name);
+                let Some(hit) = hit else {
+                    let names: Vec<&str> = DEFAULT_BLOCKS.iter().map(|d| d.name).collect();
+                    return Err(ConfigError::new(
+                        format!("{field}.name"),
+                        format!(
+                            "{name:?} is not a built-in rule: use one of {}",
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                vec![hit]
+            }
+            (None, Some(cidr)) => {
+                let c: Cidr = cidr
+                    .parse()
+                    .map_err(|e| ConfigError::new(format!("{field}.cidr"), e))?;
+                let hits: Vec<usize> = DEFAULT_BLOCKS
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.cidr.parse::<Cidr>().is_ok_and(|dc| dc == c))
+                    .map(|(i, _)| i)
+                    .collect();
+                if hits.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{field}.cidr"),
+                        format!(
+                            "{c} is not the CIDR of a built-in rule (check-config --defaults lists them)"
+                        ),
+                    ));
+                }
+                hits
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    "name exactly one of name = \"...\" (a built-in rule) or cidr = \"...\"",
+                ));
+            }
+        };
+        for h in hits {
+            if !keep[h] {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{} is removed twice", DEFAULT_BLOCKS[h].name),
+                ));
+            }
+            keep[h] = false;
+        }
+    }
+    let mut blocks: Vec<BlockRule> = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
+    for (d, _) in DEFAULT_BLOCKS.iter().zip(&keep).filter(|(_, k)| **k) {
+        let field = format!("default {}", d.name);
+        let mut rule = validate_block(&field, &default_entry(d))?;
+        rule.name = Some(d.name.to_string());
+        blocks.push(rule);
+        fields.push(field);
+    }
+    let defaults_end = blocks.len();
+    let file: Vec<(String, BlockEntry)> = match file {
         Some(list) if list.is_empty() => {
             return Err(ConfigError::new(
                 "block",
-                "empty list: remove the key to keep the default metadata blocks",
+                "empty list: remove the key (the built-in rules apply either way)",
             ));
         }
         Some(list) => list
@@ -196,51 +315,42 @@ fn validate_blocks(
             .enumerate()
             .map(|(i, b)| (format!("block[{i}]"), b))
             .collect(),
-        None => DEFAULT_BLOCKS
-            .iter()
-            .enumerate()
-            .map(|(i, (c, p, ports, comment))| {
-                (
-                    format!("default block[{i}]"),
-                    BlockEntry {
-                        cidr: c.to_string(),
-                        protocol: p.map(str::to_string),
-                        ports: if ports.is_empty() {
-                            None
-                        } else {
-                            Some(ports.iter().map(|&p| p as i64).collect())
-                        },
-                        comment: Some(comment.to_string()),
-                    },
-                )
-            })
-            .collect(),
+        None => Vec::new(),
     };
-    entries.extend(
+    let added = file.into_iter().chain(
         flags
             .iter()
             .enumerate()
             .map(|(i, b)| (format!("--block[{i}] {:?}", flag_text(b)), b.clone())),
     );
-    let mut blocks = Vec::with_capacity(entries.len());
-    for (field, e) in &entries {
-        blocks.push(validate_block(field, e)?);
+    for (field, e) in added {
+        let mut rule = validate_block(&field, &e)?;
+        let same = |b: &BlockRule| {
+            (b.cidr, b.protocol, &b.ports) == (rule.cidr, rule.protocol, &rule.ports)
+        };
+        if let Some(i) = blocks[..defaults_end]
+            .iter()
+            .position(|b| b.replaces.is_none() && b.name.is_some() && same(b))
+        {
+            rule.replaces = blocks[i].name.clone();
+            blocks[i] = rule;
+            fields[i] = field;
+            continue;
+        }
+        if let Some(j) = blocks.iter().position(same) {
+            return Err(ConfigError::new(
+                &field,
+                format!("duplicates {} ({rule})", fields[j]),
+            ));
+        }
+        blocks.push(rule);
+        fields.push(field);
     }
     if blocks.len() > MAX_RULES as usize {
         return Err(ConfigError::new(
             "block",
             format!("{} rules; at most {MAX_RULES} are supported", blocks.len()),
         ));
-    }
-    let mut seen = HashMap::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let key = (b.cidr, b.protocol, b.ports.clone());
-        if let Some(j) = seen.insert(key, i) {
-            return Err(ConfigError::new(
-                &entries[i].0,
-                format!("duplicates {} ({b})", entries[j].0),
-            ));
-        }
     }
     Ok(blocks)
 }
@@ -458,10 +568,69 @@ fn validate_block(field: &str, e: &BlockEntry) -> Result<BlockRule, ConfigError>
             ports.push(p);
         }
     }
+    let except_protocol = match &e.except_protocol {
+        None => None,
+        Some(p) => Some(
+            p.parse::<Protocol>()
+                .map_err(|m| ConfigError::new(format!("{field}.except_protocol"), m))?,
+        ),
+    };
+    let mut except_ports = Vec::new();
+    match &e.except_ports {
+        None if except_protocol.is_some() => {
+            return Err(ConfigError::new(
+                format!("{field}.except_protocol"),
+                "needs except_ports: the ports to leave open on that protocol",
+            ));
+        }
+        None => {}
+        Some(_) if !ports.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{field}.except_ports"),
+                "a rule with ports blocks only those: leave out either ports or except_ports",
+            ));
+        }
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{field}.except_ports"),
+                "empty list: leave the key out to block every port",
+            ));
+        }
+        Some(list) => {
+            if let (Some(p), Some(x)) = (protocol, except_protocol)
+                && p != x
+            {
+                return Err(ConfigError::new(
+                    format!("{field}.except_protocol"),
+                    format!("the rule blocks {p} only: an exception on {x} would open nothing"),
+                ));
+            }
+            for (i, &p) in list.iter().enumerate() {
+                let f = format!("{field}.except_ports[{i}]");
+                let p = port(&f, p)?;
+                if except_ports.contains(&p) {
+                    return Err(ConfigError::new(f, format!("port {p} is listed twice")));
+                }
+                except_ports.push(p);
+            }
+        }
+    }
+    let action = match &e.action {
+        None => RuleAction::Drop,
+        Some(a) => a
+            .parse()
+            .map_err(|m| ConfigError::new(format!("{field}.action"), m))?,
+    };
     Ok(BlockRule {
         cidr,
         protocol,
         ports,
+        except_ports,
+        except_protocol,
+        action,
+        origin: field.to_string(),
+        name: None,
+        replaces: None,
         comment: e.comment.clone(),
     })
 }
@@ -482,14 +651,16 @@ mod tests {
         assert_eq!(commented, implicit);
         // Below the header, the defaults line by line, each commented out.
         let (_, body) = text.split_once("\n\n").unwrap();
-        let uncommented: String = body
-            .lines()
-            .map(|l| match l {
-                "" => "\n".to_owned(),
-                l => format!("{}\n", l.strip_prefix("# ").expect("commented")),
-            })
-            .collect();
-        assert_eq!(uncommented, default_config_toml());
+        // Comments stay as they are; every setting is commented out.
+        let written = default_config_toml();
+        assert_eq!(body.lines().count(), written.lines().count());
+        for (c, w) in body.lines().zip(written.lines()) {
+            match w {
+                "" => assert_eq!(c, ""),
+                w if w.starts_with('#') => assert_eq!(c, w),
+                w => assert_eq!(c, format!("# {w}")),
+            }
+        }
     }
 
     #[test]
@@ -648,6 +819,7 @@ mod tests {
             DEFAULT_BLOCKS.len() + 1,
             "--block adds to the list"
         );
+        assert_eq!(p.blocks.last().unwrap().origin, "--block[0] \"10.0.0.0/8\"");
         assert_eq!(
             (
                 p.smtp_ports.as_slice(),
@@ -731,6 +903,149 @@ mod tests {
                     .unwrap_err()
                     .field,
                 field,
+                "{toml}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_block_adds_to_the_defaults_and_the_defaults_stay() {
+        let implicit = Policy::from_toml("", &Overrides::default()).unwrap();
+        let p =
+            Policy::from_toml("[[block]]\ncidr = \"10.0.0.0/8\"\n", &Overrides::default()).unwrap();
+        assert_eq!(p.blocks.len(), DEFAULT_BLOCKS.len() + 1);
+        assert_eq!(p.blocks[..DEFAULT_BLOCKS.len()], implicit.blocks[..]);
+        assert_eq!(p.blocks.last().unwrap().action, RuleAction::Drop);
+        assert!(crate::policy::check::open_metadata(&p).is_empty());
+        // Every built-in rule rejects; the metadata address keeps DNS open.
+        assert!(
+            implicit
+                .blocks
+                .iter()
+                .all(|b| b.action == RuleAction::Reject)
+        );
+        assert_eq!(implicit.blocks[0].except_ports, [53]);
+    }
+
+    #[test]
+    fn a_file_written_for_the_old_defaults_replaces_them_and_says_so() {
+        // What the shipped ConfigMap used to copy out.
+        let old = "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"168.63.129.16/32\"\nprotocol = \"tcp\"\nports = [80, 32526]\n";
+        let p = Policy::from_toml(old, &Overrides::default()).unwrap();
+        assert_eq!(p.blocks.len(), DEFAULT_BLOCKS.len());
+        assert_eq!(p.blocks[0].replaces.as_deref(), Some("metadata"));
+        assert_eq!(p.blocks[0].action, RuleAction::Drop);
+        assert!(p.blocks[0].except_ports.is_empty());
+        let w = crate::policy::check::warnings(&p);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("\"metadata\"") && w.contains("block[0]")),
+            "{w:?}"
+        );
+        // Twice the same selector is still a duplicate.
+        let twice =
+            "[[block]]\ncidr = \"169.254.169.254/32\"\n[[block]]\ncidr = \"169.254.169.254/32\"\n";
+        let e = Policy::from_toml(twice, &Overrides::default()).unwrap_err();
+        assert_eq!(e.field, "block[1]");
+    }
+
+    #[test]
+    fn defaults_go_only_on_purpose() {
+        let none = Policy::from_toml("defaults = false\n", &Overrides::default()).unwrap();
+        assert!(none.blocks.is_empty());
+        let open = crate::policy::check::open_metadata(&none);
+        assert_eq!(open.len(), crate::policy::defaults::KNOWN_METADATA.len());
+        assert!(
+            crate::policy::check::warnings(&none)
+                .iter()
+                .any(|w| w.contains("169.254.169.254:80/tcp"))
+        );
+        let p = Policy::from_toml(
+            "[[unblock]]\nname = \"tencent\"\n[[unblock]]\ncidr = \"fd00:ec2::23/128\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(p.blocks.len(), DEFAULT_BLOCKS.len() - 2);
+        let open = crate::policy::check::open_metadata(&p);
+        assert_eq!(open.len(), 2, "{open:?}");
+        assert!(open[0].contains("169.254.0.23") || open[1].contains("169.254.0.23"));
+    }
+
+    #[test]
+    fn new_keys_refused_with_the_field_named() {
+        for (toml, field) in [
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n",
+                "block[0].action",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [0]\n",
+                "block[0].except_ports[0]",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = []\n",
+                "block[0].except_ports",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53, 53]\n",
+                "block[0].except_ports[1]",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [80]\nexcept_ports = [53]\n",
+                "block[0].except_ports",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_protocol = \"udp\"\n",
+                "block[0].except_protocol",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53]\nexcept_protocol = \"icmp\"\n",
+                "block[0].except_protocol",
+            ),
+            (
+                "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nexcept_ports = [53]\nexcept_protocol = \"udp\"\n",
+                "block[0].except_protocol",
+            ),
+            ("[[unblock]]\nname = \"nope\"\n", "unblock[0].name"),
+            ("[[unblock]]\ncidr = \"10.0.0.0/8\"\n", "unblock[0].cidr"),
+            ("[[unblock]]\ncidr = \"10.0.0.1/8\"\n", "unblock[0].cidr"),
+            ("[[unblock]]\n", "unblock[0]"),
+            (
+                "[[unblock]]\nname = \"tencent\"\ncidr = \"169.254.0.23/32\"\n",
+                "unblock[0]",
+            ),
+            (
+                "[[unblock]]\nname = \"tencent\"\n[[unblock]]\nname = \"tencent\"\n",
+                "unblock[1]",
+            ),
+            (
+                "defaults = false\n[[unblock]]\nname = \"tencent\"\n",
+                "unblock[0]",
+            ),
+            ("[smtp]\nover_limit = \"refuse\"\n", "smtp.over_limit"),
+            ("[reject]\nrate = \"0/second\"\n", "reject.rate"),
+            ("[reject]\nburst = 0\n", "reject.burst"),
+            ("[reject]\nburst = 2000000\n", "reject.burst"),
+        ] {
+            assert_eq!(
+                Policy::from_toml(toml, &Overrides::default())
+                    .unwrap_err()
+                    .field,
+                field,
+                "{toml}"
+            );
+        }
+        // Wrong types and unknown keys: toml names them.
+        for toml in [
+            "defaults = 1\n",
+            "[reject]\nenabled = true\n",
+            "[[unblock]]\nport = 1\n",
+        ] {
+            assert_eq!(
+                Policy::from_toml(toml, &Overrides::default())
+                    .unwrap_err()
+                    .field,
+                "config",
                 "{toml}"
             );
         }

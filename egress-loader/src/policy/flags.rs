@@ -35,6 +35,9 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
         cidr: cidr.to_string(),
         protocol,
         ports,
+        except_ports: None,
+        except_protocol: None,
+        action: None,
         comment: Some("--block".to_string()),
     })
 }

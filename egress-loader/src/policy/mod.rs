@@ -3,20 +3,26 @@
 //!
 //! ```text
 //! schema   the TOML file as written, and the defaults
+//! defaults the built-in block rules; the clouds' endpoints to keep closed or open
 //! values   validated values: Rate, Cidr, Protocol, Scope, BlockRule, Policy
 //! flags    the command line's value syntaxes and Overrides
 //! glob     interface patterns
 //! cgroups  where the cgroup hooks attach
 //! build    file + flags + defaults -> Policy (flag > file > default)
 //! apply    Policy -> map contents, written without a partial state
+//! trace    a connection as the decision sees it, judged by the kernel's code
+//! check    what a policy leaves open that it should not (warnings)
 //! ```
 
 pub mod apply;
 pub mod build;
 pub mod cgroups;
+pub mod check;
+pub mod defaults;
 pub mod flags;
 pub mod glob;
 pub mod schema;
+pub mod trace;
 pub mod values;
 
 pub use flags::Overrides;

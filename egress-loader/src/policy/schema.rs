@@ -2,17 +2,27 @@
 //! keys refused. Also the defaults that stand in for an absent key, and
 //! those defaults written out as a file.
 
-use egress_ebpf_common::events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC};
+use egress_ebpf_common::{
+    events::{DEFAULT_EVENT_BURST, DEFAULT_EVENT_RATE_PER_SEC},
+    reply::{DEFAULT_REPLY_BURST, DEFAULT_REPLY_RATE_PER_SEC},
+};
 use serde::{Deserialize, Serialize};
+
+use crate::policy::defaults::{DEFAULT_ACTION, DEFAULT_BLOCKS};
 
 /// The file as written. Every key is optional; what is absent takes the default.
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub dry_run: Option<bool>,
+    /// The built-in block rules apply (default true); `[[block]]` adds to them.
+    pub defaults: Option<bool>,
     pub attach: Option<AttachSection>,
     pub block: Option<Vec<BlockEntry>>,
+    /// Built-in block rules removed, by name or CIDR.
+    pub unblock: Option<Vec<UnblockEntry>>,
     pub smtp: Option<SmtpSection>,
+    pub reject: Option<RejectSection>,
     pub events: Option<EventsSection>,
     pub exception: Option<Vec<ExceptionEntry>>,
 }
@@ -30,6 +40,22 @@ pub struct ExceptionEntry {
     pub smtp: Option<String>,
     pub smtp_rate: Option<String>,
     pub smtp_burst: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UnblockEntry {
+    pub name: Option<String>,
+    pub cidr: Option<String>,
+}
+
+/// The budget of the replies rejecting rules send.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSection {
+    /// At most this many resets and ICMP errors (default 100/second).
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -61,7 +87,12 @@ pub struct BlockEntry {
     pub cidr: String,
     pub protocol: Option<String>,
     pub ports: Option<Vec<i64>>,
-    /// Free text, shown by `status`.
+    /// Ports not blocked (every protocol the rule blocks, or `except_protocol`).
+    pub except_ports: Option<Vec<i64>>,
+    pub except_protocol: Option<String>,
+    /// `"drop"` (default) or `"reject"`.
+    pub action: Option<String>,
+    /// Free text, shown by `check-config`.
     pub comment: Option<String>,
 }
 
@@ -72,44 +103,20 @@ pub struct SmtpSection {
     pub rate: Option<String>,
     pub burst: Option<i64>,
     pub scope: Option<String>,
+    /// `"drop"` (default, as the seed) or `"reject"` (a TCP reset).
+    pub over_limit: Option<String>,
 }
 
-/// The destinations blocked when the configuration names none: instance
-/// metadata services of the major clouds.
-pub const DEFAULT_BLOCKS: &[(&str, Option<&str>, &[u16], &str)] = &[
-    (
-        "169.254.169.254/32",
-        None,
-        &[],
-        "instance metadata: AWS, Azure, GCP, OCI, DigitalOcean, OpenStack",
-    ),
-    (
-        "169.254.170.2/32",
-        None,
-        &[],
-        "ECS task metadata and credentials",
-    ),
-    ("100.100.100.200/32", None, &[], "Alibaba Cloud metadata"),
-    ("192.0.0.192/32", None, &[], "Oracle Cloud metadata (OCI)"),
-    (
-        "fd00:ec2::254/128",
-        None,
-        &[],
-        "AWS instance metadata over IPv6",
-    ),
-    (
-        "168.63.129.16/32",
-        Some("tcp"),
-        &[80, 32526],
-        "Azure WireServer and host agent (its DNS on 53 stays open)",
-    ),
-];
 pub const DEFAULT_INTERFACES: &[&str] = &["docker0", "br-*"];
 pub const DEFAULT_SMTP_PORTS: &[u16] = &[25, 465, 587, 2525];
 pub const DEFAULT_SMTP_RATE: &str = "5/minute";
 pub const DEFAULT_SMTP_BURST: u32 = 5;
 
-/// The defaults written out as a configuration file (`check-config --defaults` prints it; docs/configuration.md shows it).
+/// The defaults written out as a configuration file (`check-config --defaults`
+/// prints it; docs/configuration.md shows it). The built-in block rules are
+/// not repeated as `[[block]]` entries (they apply by themselves): a comment
+/// lists them.
+///
 /// [`default_config_toml`] with every setting commented out, under a header
 /// saying so: the packaged `/etc/egress-filter/config.toml`. As shipped it
 /// gives exactly the defaults; uncommenting a line changes one setting.
@@ -118,16 +125,20 @@ pub fn commented_default_config() -> String {
         "# egress-filter configuration (egress-loader run --config FILE).\n\
          #\n\
          # Every setting below is commented out and shows its default: as shipped\n\
-         # this file gives the default policy. Uncomment and change what you need;\n\
-         # a [[block]] list replaces the default list, so keep the metadata\n\
-         # addresses in it. The running loader follows this file: a valid edit is\n\
-         # applied within a second, an invalid one is refused (logged, the policy\n\
-         # in force stays). Check an edit first with\n\
+         # this file gives the default policy. Uncomment and change what you need.\n\
+         # The built-in block rules (listed below) always apply: a [[block]] entry\n\
+         # adds to them; remove one with [[unblock]] or all with defaults = false.\n\
+         # The running loader follows this file: a valid edit is applied within a\n\
+         # second, an invalid one is refused (logged, the policy in force stays).\n\
+         # Check an edit first with\n\
          #   egress-loader check-config /etc/egress-filter/config.toml\n\
          # Reference: egress-loader-run(1), docs/configuration.md.\n\n",
     );
     for line in default_config_toml().lines() {
         if line.is_empty() {
+            s.push('\n');
+        } else if line.starts_with('#') {
+            s.push_str(line);
             s.push('\n');
         } else {
             s.push_str("# ");
@@ -139,25 +150,42 @@ pub fn commented_default_config() -> String {
 }
 
 pub fn default_config_toml() -> String {
-    let mut s = String::from(
-        "dry_run = false\n\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n\
+    let mut s = String::from("dry_run = false\n\n");
+    s.push_str(
+        "# The built-in block rules apply; [[block]] entries add to them,\n\
+         # [[unblock]] name = \"...\" removes one, defaults = false all of them.\n",
+    );
+    s.push_str("defaults = true\n");
+    for d in DEFAULT_BLOCKS {
+        let mut what = String::new();
+        match (d.protocol, d.ports) {
+            (None, _) => what.push_str("every protocol"),
+            (Some(p), []) => what.push_str(p),
+            (Some(p), ports) => {
+                let l: Vec<String> = ports.iter().map(u16::to_string).collect();
+                what.push_str(&format!("{p} {}", l.join(",")));
+            }
+        }
+        if !d.except_ports.is_empty() {
+            let l: Vec<String> = d.except_ports.iter().map(u16::to_string).collect();
+            what.push_str(&format!(" but {}", l.join(",")));
+        }
+        s.push_str(&format!(
+            "#   {:<26} {:<22} {:<22} {DEFAULT_ACTION}\n",
+            d.name, d.cidr, what
+        ));
+    }
+    s.push_str(
+        "\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n\
          docker_networks = true\ncgroups = [\"auto\"]\n",
     );
-    for (cidr, proto, ports, comment) in DEFAULT_BLOCKS {
-        s.push_str(&format!("\n[[block]]\ncidr = \"{cidr}\"\n"));
-        if let Some(p) = proto {
-            s.push_str(&format!("protocol = \"{p}\"\n"));
-        }
-        if !ports.is_empty() {
-            let l: Vec<String> = ports.iter().map(u16::to_string).collect();
-            s.push_str(&format!("ports = [{}]\n", l.join(", ")));
-        }
-        s.push_str(&format!("comment = \"{comment}\"\n"));
-    }
     let ports: Vec<String> = DEFAULT_SMTP_PORTS.iter().map(u16::to_string).collect();
     s.push_str(&format!(
-        "\n[smtp]\nports = [{}]\nrate = \"{DEFAULT_SMTP_RATE}\"\nburst = {DEFAULT_SMTP_BURST}\nscope = \"global\"\n",
+        "\n[smtp]\nports = [{}]\nrate = \"{DEFAULT_SMTP_RATE}\"\nburst = {DEFAULT_SMTP_BURST}\nscope = \"global\"\nover_limit = \"drop\"\n",
         ports.join(", ")
+    ));
+    s.push_str(&format!(
+        "\n[reject]\nrate = \"{DEFAULT_REPLY_RATE_PER_SEC}/second\"\nburst = {DEFAULT_REPLY_BURST}\n"
     ));
     s.push_str(&format!(
         "\n[events]\nenabled = true\nrate = \"{DEFAULT_EVENT_RATE_PER_SEC}/second\"\nburst = {DEFAULT_EVENT_BURST}\n"

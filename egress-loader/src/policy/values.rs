@@ -251,15 +251,93 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// What a block rule does to what it matches, and what the SMTP limit does
+/// over the rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Dropped silently: the sender waits out its own timeout.
+    Drop,
+    /// Dropped, and the sender answered (a TCP reset, an ICMP port
+    /// unreachable) so it fails at once.
+    Reject,
+}
+
+impl FromStr for RuleAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "drop" => Ok(RuleAction::Drop),
+            "reject" => Ok(RuleAction::Reject),
+            _ => Err(format!(
+                "{s:?} is not an action: use \"drop\" or \"reject\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuleAction::Drop => "drop",
+            RuleAction::Reject => "reject",
+        })
+    }
+}
+
 /// One validated block rule. `protocol: None` blocks every protocol; `ports`
-/// empty with a protocol blocks every port of it.
+/// empty with a protocol blocks every port of it; `except_ports` (only
+/// without `ports`) are left open, on `except_protocol` or on every
+/// protocol the rule blocks that has ports (TCP and UDP).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlockRule {
     #[serde(serialize_with = "display")]
     pub cidr: Cidr,
     pub protocol: Option<Protocol>,
     pub ports: Vec<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub except_ports: Vec<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub except_protocol: Option<Protocol>,
+    pub action: RuleAction,
+    /// Where the rule comes from: `default NAME`, `block[I]`, `--block[I]`.
+    pub origin: String,
+    /// The built-in rule's name, for one of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The built-in rule a file or flag rule with the same selector took the
+    /// place of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
     pub comment: Option<String>,
+}
+
+impl BlockRule {
+    /// The ports this rule leaves open on `proto` (empty: none).
+    pub fn excepted_on(&self, proto: Protocol) -> &[u16] {
+        let applies = self.protocol.is_none_or(|p| p == proto)
+            && self.except_protocol.is_none_or(|p| p == proto);
+        if applies { &self.except_ports } else { &[] }
+    }
+
+    /// The selector, the exceptions and the action, as `check-config`,
+    /// `status` and `explain` show a rule.
+    pub fn describe(&self) -> String {
+        let mut s = self.to_string();
+        if self.protocol.is_none() {
+            s.push_str(" (every protocol)");
+        }
+        if !self.except_ports.is_empty() {
+            let ports: Vec<String> = self.except_ports.iter().map(u16::to_string).collect();
+            s.push_str(" except ");
+            if let Some(p) = self.except_protocol {
+                s.push_str(&format!("{p}/"));
+            }
+            s.push_str(&ports.join(","));
+        }
+        s.push_str(&format!(", {}", self.action));
+        s
+    }
 }
 
 impl fmt::Display for BlockRule {
@@ -303,6 +381,12 @@ pub struct Policy {
     pub smtp_rate: Rate,
     pub smtp_burst: u32,
     pub scope: Scope,
+    /// What a connection attempt over the SMTP rate gets.
+    pub smtp_over_limit: RuleAction,
+    /// The budget of the replies rejecting rules send.
+    #[serde(serialize_with = "display")]
+    pub reject_rate: Rate,
+    pub reject_burst: u32,
     /// Drop-event budget; `None` when events are disabled.
     #[serde(serialize_with = "display_opt")]
     pub event_rate: Option<Rate>,

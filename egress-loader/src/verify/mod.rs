@@ -143,7 +143,7 @@ fn plan(pins: &PinDir) -> Result<Plan, Error> {
     let key = Key::new(32, METADATA_PROBE.ip().octets());
     let metadata_blocked = maps.blocked_v4.get(&key, 0).is_ok_and(|rule| {
         rule.matching_rule(PROTO_TCP, DestPort::known(METADATA_PROBE.port()))
-            .is_some()
+            .is_hit()
     });
     Ok(Plan {
         dry_run: config.dry_run != 0,

@@ -69,6 +69,9 @@ pub fn send_syns(dest: SocketAddrV4, count: usize, wait: Duration) -> std::io::R
             let i = pending[k];
             answers[i] = Some(match sockets[i].take_error()? {
                 None => Answer::Answered("connected".into()),
+                // A TTL-1 SYN never reaches a server: a reset can only
+                // come from the filter rejecting it at the bridge.
+                Some(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Answer::Rejected,
                 Some(e) => Answer::Answered(describe(&e)),
             });
         }
@@ -84,7 +87,6 @@ fn describe(e: &std::io::Error) -> String {
         // What a TTL-1 SYN gets back from the host's forwarding path.
         Some(libc::EHOSTUNREACH) => "the host answered: time exceeded or host unreachable".into(),
         Some(libc::ENETUNREACH) => "the host answered: network unreachable".into(),
-        Some(libc::ECONNREFUSED) => "refused: a reset came back".into(),
         _ => e.to_string(),
     }
 }

@@ -11,8 +11,11 @@ use serde::Serialize;
 pub enum Answer {
     /// Nothing came back before [`PROBE_WAIT`](crate::verify::probe::PROBE_WAIT): dropped.
     None,
-    /// Something came back (a connection, a reset, an ICMP error): the
-    /// packet got past the bridge's ingress.
+    /// A reset came back: the filter rejected it at the bridge (a TTL-1
+    /// SYN that passed would get "time exceeded" from the host instead).
+    Rejected,
+    /// Something else came back (a connection, an ICMP error): the packet
+    /// got past the bridge's ingress.
     Answered(String),
 }
 
@@ -170,6 +173,7 @@ impl Report {
                     m.target,
                     match &m.answer {
                         Answer::None => "no answer (dropped)".to_owned(),
+                        Answer::Rejected => "refused (rejected by the filter)".to_owned(),
                         Answer::Answered(how) => format!("GOT THROUGH ({how})"),
                     },
                     m.metadata_blocked
@@ -197,6 +201,7 @@ impl Report {
             if let Some(e) = &b.endpoint {
                 let answer = match &e.answer {
                     Answer::None => "no answer (dropped)".to_owned(),
+                    Answer::Rejected => "refused (rejected by the filter)".to_owned(),
                     Answer::Answered(how) => format!("GOT THROUGH ({how})"),
                 };
                 let _ = if e.attached {

@@ -123,6 +123,45 @@ pub fn assert_http_dropped(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) {
     }
 }
 
+/// An HTTP GET from `ns` that must fail because the filter rejected it: the
+/// connection refused (a TCP reset came back) before the client's first SYN
+/// retransmission (Linux's initial RTO, 1 s: a later answer would mean the
+/// first SYN went unanswered). Returns how long the client took to fail.
+pub fn assert_http_refused(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> Duration {
+    let addr = addr.into();
+    let t = std::time::Instant::now();
+    let r = http_get(ns, addr, port, "/", REACHABLE);
+    let took = t.elapsed();
+    match r {
+        Ok(body) => panic!(
+            "GET {addr} port {port} from {} got through: {body:?}",
+            ns.name()
+        ),
+        Err(e) => assert!(
+            is_refused(&e),
+            "GET {addr} port {port} from {} failed, but not by a refusal \
+             (so not rejected): {e:#}",
+            ns.name()
+        ),
+    }
+    assert!(
+        took < FIRST_RETRANSMISSION,
+        "GET {addr} port {port} refused only after {took:?}: the first SYN went unanswered"
+    );
+    took
+}
+
+/// Linux's initial TCP retransmission timeout (TCP_TIMEOUT_INIT).
+pub const FIRST_RETRANSMISSION: Duration = Duration::from_secs(1);
+
+/// Whether an error chain holds `ECONNREFUSED`.
+pub fn is_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
 /// An HTTP GET from `ns` that must succeed; returns the body.
 pub fn assert_http_ok(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> String {
     let addr = addr.into();
