@@ -1043,6 +1043,10 @@ fn host_network_containers_are_refused_at_once() {
         ],
     );
     assert!(!out.contains("connected"), "bridged, over the rate: {out}");
+    // A dropped SYN may be retransmitted before nc's timeout: each copy is
+    // limited (and counted) again, so the bridged step counts one or more.
+    let bridged_limited = packets(&counters(&loader), "smtp_limited");
+    assert!(bridged_limited >= 1, "bridged, over the rate: not limited");
     let out = docker_run(
         &dh,
         &[
@@ -1060,7 +1064,8 @@ fn host_network_containers_are_refused_at_once() {
     );
     let c = counters(&loader);
     assert_eq!(packets(&c, "smtp_allowed"), 3, "{c}");
-    assert_eq!(packets(&c, "smtp_limited"), 2, "{c}");
+    // The host network's refused connect() is judged once, at the hook.
+    assert_eq!(packets(&c, "smtp_limited"), bridged_limited + 1, "{c}");
 
     // status: every container with its hook.
     dh.docker(&[
