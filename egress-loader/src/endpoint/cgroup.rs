@@ -304,7 +304,11 @@ mod tests {
     use crate::policy::cgroups::parse_spec;
 
     fn fs() -> (std::path::PathBuf, CgroupFs) {
-        let dir = std::env::temp_dir().join(format!("egress-cg-{}", std::process::id()));
+        // One tree per test: the tests run in parallel threads of one
+        // process, and each removes its tree at the end.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("egress-cg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in [
             "docker/abc",
