@@ -44,8 +44,9 @@ pub struct Options {
     args: Vec<OsString>,
 }
 
-/// Whether `cargo test` arguments (before any `--`) select packages.
-fn selects_packages(args: &[OsString]) -> bool {
+/// The `cargo test` arguments before any `--` (those after it go to the
+/// test binaries), as far as they are UTF-8.
+fn cargo_flags(args: &[OsString]) -> impl Iterator<Item = &str> {
     args.iter()
         .map_while(|arg| {
             arg.to_str()
@@ -54,12 +55,32 @@ fn selects_packages(args: &[OsString]) -> bool {
                 .then_some(arg)
         })
         .filter_map(|arg| arg.to_str())
-        .any(|arg| {
-            arg == "-p"
-                || arg == "--package"
-                || arg.starts_with("--package=")
-                || (arg.starts_with("-p") && arg.len() > 2)
-        })
+}
+
+/// Whether `cargo test` arguments (before any `--`) select packages.
+fn selects_packages(args: &[OsString]) -> bool {
+    cargo_flags(args).any(|arg| {
+        arg == "-p"
+            || arg == "--package"
+            || arg.starts_with("--package=")
+            || (arg.starts_with("-p") && arg.len() > 2)
+    })
+}
+
+/// What `cargo xtask test` adds to the user's `cargo test` arguments: the
+/// whole workspace but the eBPF crate (which only builds for bpfel), unless
+/// packages are selected. `--workspace` is not given twice (cargo refuses
+/// that) when the user gave it already.
+fn workspace_args(args: &[OsString]) -> Vec<&'static str> {
+    if selects_packages(args) {
+        return Vec::new();
+    }
+    let mut added = Vec::new();
+    if !cargo_flags(args).any(|arg| arg == "--workspace" || arg == "--all") {
+        added.push("--workspace");
+    }
+    added.extend(["--exclude", EBPF_PACKAGE]);
+    added
 }
 
 /// Fails under CI when not root; warns otherwise.
@@ -94,9 +115,7 @@ pub fn main(opts: &Options) -> Result<()> {
         .env("EGRESS_DEB", &deb)
         .env("EGRESS_KUBERNETES_VALIDATE", setup::kubernetes_validate())
         .arg("test");
-    if !selects_packages(&opts.args) {
-        cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
-    }
+    cmd.args(workspace_args(&opts.args));
     cmd.args(&opts.args);
     util::run(&mut cmd)?;
     if !selects_packages(&opts.args) {
@@ -157,5 +176,19 @@ mod tests {
         assert!(selects_packages(&strings(&["--package=egress-tests"])));
         assert!(!selects_packages(&strings(&["--", "-p"])));
         assert!(!selects_packages(&strings(&["--test", "demo"])));
+    }
+
+    #[test]
+    fn workspace_given_once() {
+        let excl = ["--exclude", EBPF_PACKAGE];
+        assert_eq!(workspace_args(&[]), ["--workspace", excl[0], excl[1]]);
+        assert_eq!(workspace_args(&strings(&["--workspace"])), excl);
+        assert_eq!(workspace_args(&strings(&["--all"])), excl);
+        // After `--` it is the test binaries' argument, not cargo's.
+        assert_eq!(
+            workspace_args(&strings(&["--", "--workspace"])),
+            ["--workspace", excl[0], excl[1]]
+        );
+        assert!(workspace_args(&strings(&["-p", "egress-tests"])).is_empty());
     }
 }
