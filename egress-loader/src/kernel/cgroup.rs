@@ -370,40 +370,26 @@ pub fn attach(
         // beside any other program on the cgroup, and inherited by the
         // cgroups created below it.
         let mode = CgroupAttachMode::Single;
+        let program_error = |source| Error::Program {
+            context: context(),
+            source,
+        };
+        let link_error = |source| Error::Link {
+            context: context(),
+            source,
+        };
         let link: FdLink = match ebpf.program_mut(name) {
             Some(Program::CgroupSockAddr(p)) => {
-                let id = p.attach(&cgroup, mode).map_err(|source| Error::Program {
-                    context: context(),
-                    source,
-                })?;
-                p.take_link(id)
-                    .map_err(|source| Error::Program {
-                        context: context(),
-                        source,
-                    })?
-                    .try_into()
-                    .map_err(|source| Error::Link {
-                        context: context(),
-                        source,
-                    })?
+                let id = p.attach(&cgroup, mode).map_err(program_error)?;
+                let link = p.take_link(id).map_err(program_error)?;
+                link.try_into().map_err(link_error)?
             }
             Some(Program::CgroupSkb(p)) => {
                 let id = p
                     .attach(&cgroup, CgroupSkbAttachType::Egress, mode)
-                    .map_err(|source| Error::Program {
-                        context: context(),
-                        source,
-                    })?;
-                p.take_link(id)
-                    .map_err(|source| Error::Program {
-                        context: context(),
-                        source,
-                    })?
-                    .try_into()
-                    .map_err(|source| Error::Link {
-                        context: context(),
-                        source,
-                    })?
+                    .map_err(program_error)?;
+                let link = p.take_link(id).map_err(program_error)?;
+                link.try_into().map_err(link_error)?
             }
             _ => continue,
         };
