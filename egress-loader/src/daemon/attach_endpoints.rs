@@ -1,7 +1,10 @@
 //! Keeping the endpoints in line with the veths of the filtered bridges:
 //! entry first, then the program (daemon::endpoints says why and how).
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
 
 use egress_ebpf_common::endpoint::Endpoint;
 use log::{debug, error, info, warn};
@@ -49,6 +52,7 @@ impl Filter {
     }
 
     fn reconcile_endpoints_with(&mut self, eps: &mut Endpoints) -> Result<(), Error> {
+        let t0 = Instant::now();
         let veths = if self.policy.endpoints {
             veth::inventory(&self.attached)?
         } else {
@@ -92,9 +96,12 @@ impl Filter {
         if removed {
             eps.sweep_buckets();
         }
+        let listed = t0.elapsed();
         let tag = policy_tag(&self.policy);
         let wanted: Vec<i32> = veths.iter().filter_map(|v| v.peer_netnsid).collect();
         let containers = eps.containers_by_netns(&wanted);
+        let identified = t0.elapsed();
+        let (mut entries, mut attaching, mut attached) = (Duration::ZERO, Duration::ZERO, 0usize);
         if containers.is_none() && !self.policy.exceptions.is_empty() && !eps.said_closed {
             eps.said_closed = true;
             match &eps.engine {
@@ -131,6 +138,7 @@ impl Filter {
                 entry = k.entry;
                 rules = k.rules.clone();
             }
+            let t = Instant::now();
             let result = (|| -> Result<(), Error> {
                 if k.entry
                     != (Endpoint {
@@ -149,14 +157,31 @@ impl Filter {
             if let Err(e) = result {
                 error!("{} (ifindex {}): writing its entry: {e}", v.name, v.ifindex);
             }
+            entries += t.elapsed();
             if !k.attached {
-                match self.attach_endpoint(v) {
-                    Ok(()) => k.attached = true,
+                let t = Instant::now();
+                let r = self.attach_endpoint(v);
+                attaching += t.elapsed();
+                match r {
+                    Ok(()) => {
+                        k.attached = true;
+                        attached += 1;
+                    }
                     // Retried on the next scan; the bridge judges meanwhile.
                     Err(e) => error!("{}: {e}", v.name),
                 }
             }
             eps.kept.insert(v.ifindex, k);
+        }
+        if attached > 0 {
+            info!(
+                "endpoints: {attached} attached in {:?} (veths listed {:?}, containers {:?}, entries {:?}, attach and pin {:?})",
+                t0.elapsed(),
+                listed,
+                identified - listed,
+                entries,
+                attaching
+            );
         }
         Ok(())
     }

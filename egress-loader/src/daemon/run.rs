@@ -100,7 +100,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         None => None,
     };
     let adopting = opts.pins.is_loaded();
+    let started = Instant::now();
     let (mut ebpf, prepared) = object::load(&opts.pins)?;
+    let loaded = started.elapsed();
     if let Some(from) = prepared.migrated_from {
         info!(
             "the pins at {} have map layout {from}, this loader layout {}: migrating in place; \
@@ -118,8 +120,10 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         !opts.policy.cgroups.is_empty(),
         cgroup_tx,
     );
+    let hooked = started.elapsed();
     let mut maps = PolicyMaps::open(&opts.pins)?;
     let report = apply::apply(&mut maps, &opts.policy)?;
+    let applied = started.elapsed();
     for w in crate::policy::check::warnings(&opts.policy) {
         warn!("WARNING: {w}");
     }
@@ -185,8 +189,20 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         ),
     };
     filter.release_unwanted_pins();
+    let opened = started.elapsed();
     filter.reconcile();
+    let reconciled = started.elapsed();
     filter.reconcile_cgroups();
+    info!(
+        "start: {:?} in all: programs loaded {:?}, cgroup hooks {:?}, policy {:?}, endpoint maps {:?}, interfaces and endpoints {:?}, cgroups {:?}",
+        started.elapsed(),
+        loaded,
+        hooked - loaded,
+        applied - hooked,
+        opened - applied,
+        reconciled - opened,
+        started.elapsed() - reconciled,
+    );
     if !prepared.older.is_empty() {
         // Every link now runs this program (one whose swap failed keeps the
         // old program, and its maps by reference, enforcing as before).

@@ -56,6 +56,11 @@ pub struct RunningContainer {
     pub netns: Option<PathBuf>,
 }
 
+/// Container inspections in flight at once when the engine's list is read
+/// (the engine serves them in parallel; a bound keeps a host with
+/// thousands of containers from opening as many connections).
+const CONCURRENT_INSPECTIONS: usize = 16;
+
 /// Where Docker listens unless `DOCKER_HOST` or `--docker-host` says otherwise.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
@@ -282,10 +287,26 @@ impl DockerIdentity {
                 insert_endpoints(&mut map, &name, id, &image, networks);
             }
         }
+        // The inspections run a few at a time: one after the other, a
+        // hundred containers kept the endpoints waiting for their
+        // exceptions for about a second (docs/design.md, Endpoints).
+        // Owned ids and engine handles: the task's future must be Send.
+        let ids: Vec<String> = list.iter().filter_map(|c| c.id.clone()).collect();
+        let inspected: Vec<_> = futures::stream::iter(ids)
+            .map(|id| {
+                let docker = docker.clone();
+                async move {
+                    let result = docker.inspect_container(&id, None).await;
+                    (id, result)
+                }
+            })
+            .buffer_unordered(CONCURRENT_INSPECTIONS)
+            .collect()
+            .await;
         let mut running = HashMap::new();
-        for c in &list {
-            let Some(id) = c.id.as_deref() else { continue };
-            match docker.inspect_container(id, None).await {
+        for (id, result) in inspected {
+            let id = id.as_str();
+            match result {
                 Ok(i) => {
                     if let Some(r) = running_container(id, &i) {
                         running.insert(r.id.clone(), r);

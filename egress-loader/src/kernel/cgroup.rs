@@ -174,17 +174,19 @@ pub const fn pin_name(hook: Hook) -> &'static str {
 /// (a helper its type may not call on this kernel) is reported, not fatal:
 /// the bridges are filtered either way, and `status` says what is missing.
 pub fn load_programs(ebpf: &mut Ebpf) -> Vec<(Hook, Result<(), String>)> {
+    // At once, a thread each: the verifier is most of the cost
+    // (kernel::object::load_parallel).
+    let names: Vec<&str> = CGROUP_PROGRAMS.iter().map(|(name, _)| *name).collect();
+    let results = crate::kernel::object::load_parallel(ebpf, &names, |name, prog| match prog {
+        None => Err(format!("program {name} missing from the object")),
+        Some(Program::CgroupSockAddr(p)) => p.load().map_err(|e| verifier_text(&e)),
+        Some(Program::CgroupSkb(p)) => p.load().map_err(|e| verifier_text(&e)),
+        Some(_) => Err(format!("program {name} has an unexpected type")),
+    });
     CGROUP_PROGRAMS
         .iter()
-        .map(|&(name, hook)| {
-            let result = match ebpf.program_mut(name) {
-                None => Err(format!("program {name} missing from the object")),
-                Some(Program::CgroupSockAddr(p)) => p.load().map_err(|e| verifier_text(&e)),
-                Some(Program::CgroupSkb(p)) => p.load().map_err(|e| verifier_text(&e)),
-                Some(_) => Err(format!("program {name} has an unexpected type")),
-            };
-            (hook, result)
-        })
+        .map(|(_, hook)| *hook)
+        .zip(results)
         .collect()
 }
 

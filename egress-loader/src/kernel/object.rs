@@ -1,6 +1,12 @@
 //! The classifier object, built by build.rs and embedded in the binary.
 
-use aya::{Ebpf, EbpfLoader, maps::ProgramArray, programs::SchedClassifier};
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::ProgramArray,
+    programs::{Program, SchedClassifier},
+};
 use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME};
 
 use crate::{
@@ -34,19 +40,57 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)?;
-    load_reply_program(&mut ebpf)?;
-    for name in [PROGRAM, ENDPOINT_PROGRAM] {
-        program(&mut ebpf, name)?
-            .load()
-            .map_err(|source| Error::Program {
-                context: format!("the kernel refused the classifier {name} (verifier)"),
-                source,
-            })?;
+    for result in load_classifiers(&mut ebpf, &[REPLY_PROGRAM_NAME, PROGRAM, ENDPOINT_PROGRAM]) {
+        result?;
     }
+    load_reply_program(&mut ebpf)?;
     Ok((ebpf, prepared))
 }
 
-/// Loads the reply program and puts it in slot 0 of `REPLY_PROGRAM`, where
+/// Loads the classifiers `names` into the kernel at once (see
+/// [`load_parallel`]). Results in the order of `names`.
+fn load_classifiers(ebpf: &mut Ebpf, names: &[&str]) -> Vec<Result<(), Error>> {
+    load_parallel(ebpf, names, |name, prog| match prog {
+        Some(Program::SchedClassifier(p)) => p.load().map_err(|source| Error::Program {
+            context: format!("the kernel refused the classifier {name} (verifier)"),
+            source,
+        }),
+        Some(_) => Err(Error::Object(format!("program {name} is not a classifier"))),
+        None => Err(Error::Object(format!(
+            "program {name} missing from the object"
+        ))),
+    })
+}
+
+/// Runs `load` on each program of `names` (`None`: not in the object), a
+/// thread each, and returns what each returned, in the order of `names`.
+/// The kernel's verifier takes most of a start (seconds for
+/// `egress_endpoint` on a busy 2-core machine: docs/design.md, Endpoints)
+/// and verifies privileged loads in parallel (its global lock is taken for
+/// unprivileged ones only), so a start waits for the longest load rather
+/// than for their sum.
+pub fn load_parallel<T: Send>(
+    ebpf: &mut Ebpf,
+    names: &[&str],
+    load: impl Fn(&str, Option<&mut Program>) -> T + Sync,
+) -> Vec<T> {
+    let mut programs: HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
+    let taken: Vec<(&str, Option<&mut Program>)> =
+        names.iter().map(|n| (*n, programs.remove(n))).collect();
+    let load = &load;
+    std::thread::scope(|s| {
+        let running: Vec<_> = taken
+            .into_iter()
+            .map(|(name, prog)| s.spawn(move || load(name, prog)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// Puts the (loaded) reply program in slot 0 of `REPLY_PROGRAM`, where
 /// the classifier tail-calls it to answer a reject. The map is pinned, so
 /// the entry stays (a program array is emptied when its last user
 /// reference goes) and a classifier already attached calls this build's
@@ -64,10 +108,6 @@ fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), Error> {
             context: format!("program {REPLY_PROGRAM_NAME}"),
             source,
         })?;
-    prog.load().map_err(|source| Error::Program {
-        context: "the kernel refused the reply program (verifier)".into(),
-        source,
-    })?;
     let fd = prog
         .fd()
         .map_err(|source| Error::Program {
