@@ -790,6 +790,54 @@ fn engine_networks_are_attached_and_reported() {
     }
     let mv = container_coverage(&loader, &dh, "onmacvlan");
     assert_eq!(mv["hook"], "uncovered", "{mv}");
+    // `explain` agrees: no hook judges it, and it says why.
+    let x = loader
+        .cli_json(
+            "explain",
+            &[
+                "--from",
+                "onmacvlan",
+                "--docker-host",
+                &url,
+                "--to",
+                "169.254.169.254:80/tcp",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("explain --from onmacvlan: {e:#}"));
+    assert_eq!(
+        (x["hook_kind"].as_str(), x["verdict"].as_str()),
+        (Some("uncovered"), Some("not_judged")),
+        "{x}"
+    );
+    assert!(
+        x["hook_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("macvlan network mvnet")),
+        "{x}"
+    );
+    // Each bridged container: explain names the veth status names.
+    for name in ["onbridge", "oncustom", "onplain"] {
+        let c = container_coverage(&loader, &dh, name);
+        let x = loader
+            .cli_json(
+                "explain",
+                &[
+                    "--from",
+                    name,
+                    "--docker-host",
+                    &url,
+                    "--to",
+                    "169.254.169.254:80/tcp",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("explain --from {name}: {e:#}"));
+        assert_eq!(
+            (x["hook_kind"].as_str(), x["via"].as_str()),
+            (Some("veth"), c["via"][0].as_str()),
+            "{x}"
+        );
+        assert_eq!(x["verdict"], "metadata_blocked", "{x}");
+    }
     assert!(
         mv["reason"]
             .as_str()
@@ -1094,6 +1142,49 @@ fn host_network_containers_are_refused_at_once() {
     );
     let b = container_coverage(&loader, &dh, "bridged");
     assert_eq!(b["hook"], "veth", "{b}");
+    // `explain` names the hook the real traffic above met: the cgroup hooks
+    // for a host-network container (EPERM, no packet), its veth for a
+    // bridged one.
+    let explain = |name: &str| {
+        loader
+            .cli_json(
+                "explain",
+                &[
+                    "--from",
+                    name,
+                    "--docker-host",
+                    &url,
+                    "--to",
+                    "169.254.169.254:80/tcp",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("explain --from {name}: {e:#}"))
+    };
+    let x = explain("sleeper");
+    println!("---- explain --from sleeper ----\n{x}");
+    assert_eq!(
+        (
+            x["hook_kind"].as_str(),
+            x["verdict"].as_str(),
+            x["action"].as_str()
+        ),
+        (Some("cgroup"), Some("metadata_blocked"), Some("reject")),
+        "{x}"
+    );
+    assert!(
+        x["via"].as_str().is_some_and(|v| v.starts_with(&parent)),
+        "{x}"
+    );
+    assert!(
+        x["reply"].as_str().is_some_and(|r| r.contains("EPERM")),
+        "{x}"
+    );
+    let x = explain("bridged");
+    assert_eq!(
+        (x["hook_kind"].as_str(), x["via"].as_str()),
+        (Some("veth"), b["via"][0].as_str()),
+        "{x}"
+    );
     // verify proves the cgroup hooks too: a connect() from a new cgroup
     // below the engine's parent is refused.
     let v = loader.cli("verify", &["--docker-host", &url]).unwrap();

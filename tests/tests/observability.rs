@@ -786,6 +786,11 @@ fn events_name_real_containers() {
     assert_eq!(x["from"], ip.as_str(), "{x}");
     assert_eq!(x["verdict"], "metadata_blocked", "{x}");
     assert_eq!(x["action"], "reject", "{x}");
+    // The hook it names is the one that judged the container's packets.
+    assert_eq!(x["hook_kind"], "veth", "{x}");
+    assert_eq!(x["via"], event["interface"], "{x}");
+    assert_eq!(x["container"], name.as_str(), "{x}");
+    assert_eq!(x["endpoint"]["veth"], event["interface"], "{x}");
 
     // `verify` on a bridge Docker made, next to Docker's iptables rules.
     let out = loader.cli("verify", &[] as &[&str]).unwrap();

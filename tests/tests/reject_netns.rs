@@ -536,3 +536,185 @@ fn botocore_gives_up_at_once() {
     );
     assert_eq!(imds.accepted(), 0, "nothing reached the metadata server");
 }
+
+/// `counters --json`: the `metadata_blocked` packets counted on each
+/// hook: the bridges' (`interfaces[]`) and the endpoints' veths
+/// (`endpoints[]`).
+fn blocked_per_interface(c: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    let count = |i: &serde_json::Value| {
+        i["counters"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == "metadata_blocked"))
+            .and_then(|x| x["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    let bridges = c["interfaces"].as_array().into_iter().flatten().map(|i| {
+        (
+            i["interface"].as_str().unwrap_or_default().to_owned(),
+            count(i),
+        )
+    });
+    let veths = c["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["veth"].as_str().unwrap_or_default().to_owned(), count(e)));
+    bridges.chain(veths).collect()
+}
+
+/// The interfaces whose hook counted a blocked packet between two readings.
+fn judged_on(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+    let b = blocked_per_interface(before);
+    blocked_per_interface(after)
+        .into_iter()
+        .filter(|(i, n)| *n > b.get(i).copied().unwrap_or(0))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A real connection from `from`'s namespace to `to`, refused, and
+/// `explain --from ADDR` naming the hook that counted it, with the same
+/// verdict.
+fn refused_and_explained(
+    l: &LoaderProcess,
+    ns: &egress_tests::NetNs,
+    from: IpAddr,
+    to: SocketAddr,
+) -> serde_json::Value {
+    let before = counters(l);
+    let r = tcp_connect(ns, to, REACHABLE);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        "{to} from {from}: {r:?}"
+    );
+    let judged = judged_on(&before, &counters(l));
+    let x = l
+        .cli_json(
+            "explain",
+            &["--from", &from.to_string(), "--to", &format!("{to}/tcp")],
+        )
+        .unwrap_or_else(|e| panic!("explain --from {from}: {e:#}"));
+    let out = l
+        .cli(
+            "explain",
+            &["--from", &from.to_string(), "--to", &format!("{to}/tcp")],
+        )
+        .unwrap();
+    eprintln!(
+        "$ egress-loader explain --from {from} --to {to}/tcp\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        (x["verdict"].as_str(), x["action"].as_str()),
+        (Some("metadata_blocked"), Some("reject")),
+        "{x}"
+    );
+    // The hook explain names is the one whose counter the packet went to.
+    assert_eq!(judged.len(), 1, "judged once, on one hook: {judged:?}");
+    assert_eq!(x["via"].as_str(), Some(judged[0].as_str()), "{x}");
+    x
+}
+
+/// `explain --from ADDRESS` names the hook real traffic meets: the
+/// container's veth with its program; the host's own address, and one in
+/// no subnet of the host, judged by none (and the host's traffic passes).
+#[test]
+fn explain_names_the_hook_real_traffic_meets() {
+    if !skip_unless_privileged("explain_names_the_hook_real_traffic_meets") {
+        return;
+    }
+    let topo = topology("rjhook");
+    let bpffs = BpffsMount::new();
+    let c0 = topo.container(0);
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let _imds6 = tcp_server(topo.cloud(), addrs::IMDS_V6, 80).unwrap();
+    let mut l = start_loader(&topo, &bpffs, &[]);
+    wait_attached(&mut l, "docker0", READY_TIMEOUT);
+    wait_attached(&mut l, c0.host_veth(), READY_TIMEOUT);
+
+    for (from, to) in [
+        (IpAddr::from(c0.ipv4()), sock(addrs::IMDS_V4, 80)),
+        (c0.ipv6().into(), sock(addrs::IMDS_V6, 80)),
+    ] {
+        let x = refused_and_explained(&l, c0.ns(), from, to);
+        assert_eq!(x["hook_kind"], "veth", "{x}");
+        assert_eq!(x["via"], c0.host_veth(), "{x}");
+        assert_eq!(x["endpoint"]["veth"], c0.host_veth(), "{x}");
+    }
+
+    // The host's own traffic: no hook judges it, and it connects.
+    let route = topo
+        .host()
+        .exec_stdout(&["ip", "-4", "route", "get", &addrs::IMDS_V4.to_string()])
+        .unwrap();
+    let src = route
+        .split_whitespace()
+        .skip_while(|w| *w != "src")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no src in {route:?}"))
+        .to_owned();
+    assert_http_ok(topo.host(), addrs::IMDS_V4, 80);
+    let x = l
+        .cli_json(
+            "explain",
+            &["--from", &src, "--to", "169.254.169.254:80/tcp"],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            x["hook_kind"].as_str(),
+            x["verdict"].as_str(),
+            x["action"].as_str()
+        ),
+        (Some("unfiltered"), Some("not_judged"), Some("pass")),
+        "{x}"
+    );
+    assert_eq!(x["would"], "reject", "what the policy says: {x}");
+    let out = l
+        .cli(
+            "explain",
+            &["--from", &src, "--to", "169.254.169.254:80/tcp"],
+        )
+        .unwrap();
+    eprintln!(
+        "$ egress-loader explain --from {src} --to 169.254.169.254:80/tcp\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An address in no subnet of the host: no container sends from it.
+    let x = l
+        .cli_json(
+            "explain",
+            &["--from", "10.250.0.1", "--to", "169.254.169.254:80/tcp"],
+        )
+        .unwrap();
+    assert_eq!(x["hook_kind"], "unfiltered", "{x}");
+    assert!(
+        x["hook_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no interface of this host")),
+        "{x}"
+    );
+}
+
+/// Before a container's veth has the endpoint program (here: never,
+/// `--no-endpoints`), the bridge judges it by source address, and
+/// `explain` says so.
+#[test]
+fn explain_names_the_bridge_before_the_veth_is_attached() {
+    if !skip_unless_privileged("explain_names_the_bridge_before_the_veth_is_attached") {
+        return;
+    }
+    let topo = topology("rjhookbr");
+    let bpffs = BpffsMount::new();
+    let c0 = topo.container(0);
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let mut l = start_loader(&topo, &bpffs, &["--no-endpoints"]);
+    wait_attached(&mut l, "docker0", READY_TIMEOUT);
+    let x = refused_and_explained(&l, c0.ns(), c0.ipv4().into(), sock(addrs::IMDS_V4, 80));
+    assert_eq!(
+        (x["hook_kind"].as_str(), x["via"].as_str()),
+        (Some("bridge"), Some("docker0")),
+        "{x}"
+    );
+    assert!(x.get("endpoint").is_none(), "{x}");
+}

@@ -194,11 +194,22 @@ fn what_is_not_answered_is_dropped_and_counted() {
     let mut later = V4::new(Ipv4Addr::from(IMDS), IPPROTO_UDP);
     later.frag_offset = 10;
     let later = to_this_host(v4_frame(&later, &[0u8; 16]));
+    // TCP behind IPv4 options or an IPv6 extension header: the reset
+    // builder does not rewrite those headers (docs/design.md, Reject), so
+    // the SYN is dropped without a reply and counted.
+    let mut with_options = V4::new(Ipv4Addr::from(IMDS), IPPROTO_TCP);
+    with_options.options = vec![1, 1, 1, 0];
+    let syn_options = to_this_host(v4_frame(&with_options, &tcp(40000, 80, SYN)));
+    let mut with_ext = V6::new("fd00:ec2::254".parse().unwrap(), IPPROTO_TCP);
+    with_ext.exts = vec![Ext::DestOpts];
+    let syn_ext = to_this_host(v6_frame(&with_ext, &tcp(40000, 80, SYN)));
     for (what, f) in [
         ("a reset", &rst),
         ("a frame not addressed to this host", &not_to_us),
         ("an ICMP error", &icmp_error),
         ("a later fragment", &later),
+        ("a SYN behind IPv4 options", &syn_options),
+        ("a SYN behind an IPv6 destination-options header", &syn_ext),
     ] {
         let before = c.replies();
         assert_eq!(c.run(f), DROP, "{what}");

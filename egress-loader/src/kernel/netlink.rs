@@ -209,3 +209,65 @@ pub fn netns_id(netns: &std::fs::File) -> std::io::Result<Option<i32>> {
     }
     Ok(None)
 }
+
+/// One neighbour entry (RTM_GETNEIGH): an address's MAC as this namespace
+/// resolved it (`AF_INET`, `AF_INET6`: `ifindex` is the interface it was
+/// resolved on), or a bridge's forwarding entry (`AF_BRIDGE`: the port
+/// `ifindex` a MAC was learned on, `master` the bridge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub ip: Option<std::net::IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    pub master: Option<u32>,
+}
+
+/// The neighbour table (`fdb = false`: `ip neigh`) or the bridges'
+/// forwarding databases (`fdb = true`: `bridge fdb`) of this network
+/// namespace, as one blocking dump.
+pub fn dump_neighbours(fdb: bool) -> std::io::Result<Vec<Neighbour>> {
+    use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
+    use netlink_packet_route::{
+        AddressFamily, RouteNetlinkMessage,
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+    };
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = if fdb {
+        AddressFamily::Bridge
+    } else {
+        AddressFamily::Unspec
+    };
+    let replies = request(
+        RouteNetlinkMessage::GetNeighbour(msg),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )?;
+    let mut out = Vec::new();
+    for m in replies {
+        let RouteNetlinkMessage::NewNeighbour(n) = m else {
+            continue;
+        };
+        let mut e = Neighbour {
+            ifindex: n.header.ifindex,
+            ip: None,
+            mac: None,
+            master: None,
+        };
+        for a in &n.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                    e.ip = Some((*a).into())
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                    e.ip = Some((*a).into())
+                }
+                NeighbourAttribute::LinkLayerAddress(m) => {
+                    e.mac = <[u8; 6]>::try_from(m.as_slice()).ok()
+                }
+                NeighbourAttribute::Controller(b) => e.master = Some(*b),
+                _ => {}
+            }
+        }
+        out.push(e);
+    }
+    Ok(out)
+}

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use egress_ebpf_common::{
-    decide::{Decision, decide},
+    decide::{Decision, PolicyView, decide},
     model::PolicyModel,
     parse::{Family, Fragment, Parsed, TCP_SYN, Transport, v4_mapped},
     rules::DestPort,
@@ -66,8 +66,8 @@ pub fn model(policy: &Policy) -> PolicyModel {
     PolicyModel::new(v4, v6, policy_config(policy))
 }
 
-/// The decision for `parsed` under `model` (the model's buckets are
-/// charged, never the kernel's).
-pub fn judge<'m>(model: &'m PolicyModel, parsed: &Parsed) -> Decision<'m> {
-    decide(parsed, model)
+/// The decision for `parsed` under `view` (a model of the maps, or a
+/// hook's view over one: its buckets are charged, never the kernel's).
+pub fn judge<'m, V: PolicyView>(view: &'m V, parsed: &Parsed) -> Decision<'m> {
+    decide(parsed, view)
 }
