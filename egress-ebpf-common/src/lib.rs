@@ -20,6 +20,7 @@ pub mod maps;
 pub mod model;
 pub mod packet;
 pub mod parse;
+pub mod prefilter;
 pub mod reply;
 pub mod rules;
 pub mod sockaddr;
@@ -46,4 +47,5 @@ mod pod {
     unsafe impl aya::Pod for crate::counters::IfaceSlot {}
     unsafe impl aya::Pod for crate::endpoint::Endpoint {}
     unsafe impl aya::Pod for crate::endpoint::ExceptionKey {}
+    unsafe impl aya::Pod for crate::prefilter::Prefilter {}
 }

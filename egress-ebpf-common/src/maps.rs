@@ -18,6 +18,10 @@ macro_rules! for_each_map {
             BLOCKED_V4: LpmTrie<[u8; 4], $crate::rules::BlockRule> = $crate::maps::BLOCKED_CAPACITY;
             /// `LpmTrie<[u8; 16], BlockRule>`: blocked IPv6 destinations.
             BLOCKED_V6: LpmTrie<[u8; 16], $crate::rules::BlockRule> = $crate::maps::BLOCKED_CAPACITY;
+            /// `Array<prefilter::Prefilter>`, one entry per family (`PREFILTER_V4`, `_V6`):
+            /// the first-16-bit blocks that no blocked prefix overlaps, whose packets skip
+            /// the tries. Written by the loader with the tries; zeros skip nothing.
+            PREFILTER: Array<u32, $crate::prefilter::Prefilter> = $crate::prefilter::PREFILTER_ENTRIES;
             /// `Array<PolicyConfig>` with [`CONFIG_SLOTS`] entries, double-buffered.
             POLICY_CONFIG: Array<u32, $crate::config::PolicyConfig> = $crate::maps::CONFIG_SLOTS;
             /// `Array<u32>` with one entry: which `POLICY_CONFIG` slot is in force.

@@ -9,14 +9,45 @@ use egress_ebpf_common::{
     endpoint::{
         ENDPOINT_EXCEPTED, ENDPOINT_OWN_SMTP, ENDPOINT_SMTP_UNLIMITED, Endpoint, ExceptionKey,
     },
+    prefilter::{PREFILTER_V4, PREFILTER_V6, hi16},
     rules::BlockRule,
 };
 
 use crate::{
     bucket::{self, Clock},
     log,
-    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, EXCEPTIONS, POLICY_CONFIG},
+    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, EXCEPTIONS, POLICY_CONFIG, PREFILTER},
 };
+
+/// The longest blocked IPv4 prefix holding `dst`: none at once when the
+/// pre-filter says its /16 holds no blocked prefix (an array lookup the
+/// verifier inlines, and a bit test), else the trie's answer
+/// (egress_ebpf_common::prefilter).
+#[inline(always)]
+pub fn blocked_v4(dst: &[u8; 4]) -> Option<&'static BlockRule> {
+    if let Some(f) = PREFILTER.get(PREFILTER_V4)
+        && f.is_open(hi16(dst[0], dst[1]))
+    {
+        return None;
+    }
+    BLOCKED_V4.get(Key::new(32, *dst))
+}
+
+// Not inlined, on purpose. With both trie lookups inlined LLVM merges them
+// into one call site fed with either trie; the verifier cannot bind that
+// call to one map ("poisoned" map pointer), so it keeps the generic
+// bpf_map_lookup_elem and its indirect call (a retpoline on this kernel)
+// instead of calling trie_lookup_elem directly: 15 ns on every packet. As
+// a subprogram this lookup has a call site of its own.
+#[inline(never)]
+pub fn blocked_v6(dst: &[u8; 16]) -> Option<&'static BlockRule> {
+    if let Some(f) = PREFILTER.get(PREFILTER_V6)
+        && f.is_open(hi16(dst[0], dst[1]))
+    {
+        return None;
+    }
+    BLOCKED_V6.get(Key::new(128, *dst))
+}
 
 pub struct Maps<'a, C: EbpfContext> {
     /// For the rare-condition logs.
@@ -26,18 +57,12 @@ pub struct Maps<'a, C: EbpfContext> {
 impl<C: EbpfContext> PolicyView for Maps<'_, C> {
     #[inline(always)]
     fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
-        BLOCKED_V4.get(Key::new(32, *dst))
+        blocked_v4(dst)
     }
 
-    // Not inlined, on purpose. With both lookups inlined LLVM merges them
-    // into one call site fed with either trie; the verifier cannot bind
-    // that call to one map ("poisoned" map pointer), so it keeps the
-    // generic bpf_map_lookup_elem and its indirect call (a retpoline on
-    // this kernel) instead of calling trie_lookup_elem directly: 15 ns on
-    // every packet. As a subprogram this lookup has a call site of its own.
-    #[inline(never)]
+    #[inline(always)]
     fn blocked_v6(&self, dst: &[u8; 16]) -> Option<&BlockRule> {
-        BLOCKED_V6.get(Key::new(128, *dst))
+        blocked_v6(dst)
     }
 
     #[inline(always)]
@@ -89,13 +114,12 @@ pub struct EndpointMaps<'a> {
 impl PolicyView for EndpointMaps<'_> {
     #[inline(always)]
     fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
-        BLOCKED_V4.get(Key::new(32, *dst))
+        blocked_v4(dst)
     }
 
-    // Not inlined: see Maps::blocked_v6.
-    #[inline(never)]
+    #[inline(always)]
     fn blocked_v6(&self, dst: &[u8; 16]) -> Option<&BlockRule> {
-        BLOCKED_V6.get(Key::new(128, *dst))
+        blocked_v6(dst)
     }
 
     #[inline(always)]

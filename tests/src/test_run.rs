@@ -69,6 +69,11 @@ impl Classifier {
         Self::with_policy("")
     }
 
+    /// The policy maps of this classifier's pins, to write by hand.
+    pub fn maps(&mut self) -> &mut PolicyMaps {
+        &mut self.maps
+    }
+
     pub fn apply(&mut self, policy_toml: &str) {
         let p = Policy::from_toml(policy_toml, &Overrides::default()).expect("valid policy");
         apply::apply(&mut self.maps, &p).expect("apply the policy");

@@ -680,3 +680,52 @@ fn endpoint_smtp_budgets() {
         assert_eq!(c.run_marked(ENDPOINT_PROGRAM, &syn, 0).0, PASS, "unlimited");
     }
 }
+
+/// The prefix pre-filter (`PREFILTER`) is read before the tries: a block
+/// it marks open skips the trie even where the trie holds an entry, so the
+/// loader's bitmap is what keeps the blocked set whole. Opened by hand
+/// here, the metadata address passes; the loader's own bitmap (applied
+/// again) blocks it, and opens the blocks no rule touches.
+#[test]
+fn the_prefilter_is_read_before_the_tries() {
+    use egress_ebpf_common::prefilter::{PREFILTER_V4, PREFILTER_V6, Prefilter, hi16};
+    let Some(mut c) = classifier("the_prefilter_is_read_before_the_tries") else {
+        return;
+    };
+    let v4 = c.maps().prefilter.get(&PREFILTER_V4, 0).unwrap();
+    let v6 = c.maps().prefilter.get(&PREFILTER_V6, 0).unwrap();
+    assert!(!v4.is_open(hi16(169, 254)) && v4.is_open(hi16(198, 51)));
+    assert!(!v6.is_open(0xfd00) && v6.is_open(0x2001));
+    for family in [PREFILTER_V4, PREFILTER_V6] {
+        c.maps()
+            .prefilter
+            .set(family, Prefilter::open(), 0)
+            .unwrap();
+    }
+    c.expect(
+        "TCP SYN to the metadata service, its /16 opened by hand",
+        &v4_tcp(IMDS, 80, SYN),
+        PASS,
+        Passed,
+    );
+    c.expect(
+        "IPv6 TCP to AWS IMDS, its block opened by hand",
+        &v6_tcp("fd00:ec2::254", 80, SYN),
+        PASS,
+        Passed,
+    );
+    // An apply rewrites the bitmap whenever it differs from the policy's.
+    c.apply("");
+    c.expect(
+        "TCP SYN to the metadata service",
+        &v4_tcp(IMDS, 80, SYN),
+        DROP,
+        MetadataBlocked,
+    );
+    c.expect(
+        "IPv6 TCP to AWS IMDS",
+        &v6_tcp("fd00:ec2::254", 80, SYN),
+        DROP,
+        MetadataBlocked,
+    );
+}

@@ -9,6 +9,7 @@ use egress_ebpf_common::{
     counters::{Counter, IfaceCounters, IfaceSlot},
     endpoint::{Endpoint, ExceptionKey},
     maps as names,
+    prefilter::Prefilter,
     rules::BlockRule,
 };
 
@@ -47,6 +48,8 @@ macro_rules! typed {
 pub struct PolicyMaps {
     pub blocked_v4: LpmTrie<MapData, [u8; 4], BlockRule>,
     pub blocked_v6: LpmTrie<MapData, [u8; 16], BlockRule>,
+    /// Which /16s no blocked prefix overlaps (egress_ebpf_common::prefilter).
+    pub prefilter: Array<MapData, Prefilter>,
     pub policy_config: Array<MapData, PolicyConfig>,
     pub active_config: Array<MapData, u32>,
     pub rule_counters: PerCpuArray<MapData, Counter>,
@@ -57,6 +60,7 @@ impl PolicyMaps {
         Ok(Self {
             blocked_v4: typed!(pins, names::BLOCKED_V4),
             blocked_v6: typed!(pins, names::BLOCKED_V6),
+            prefilter: typed!(pins, names::PREFILTER),
             policy_config: typed!(pins, names::POLICY_CONFIG),
             active_config: typed!(pins, names::ACTIVE_CONFIG),
             rule_counters: typed!(pins, names::RULE_COUNTERS),

@@ -1,7 +1,10 @@
 //! From a validated [`Policy`] to map contents, and writing them so that no
 //! packet ever sees a partial policy: trie entries are added before stale
 //! ones go (the set only grows during the switch), and the config is
-//! double-buffered behind one flip of `ACTIVE_CONFIG`.
+//! double-buffered behind one flip of `ACTIVE_CONFIG`. The prefix
+//! pre-filter (`PREFILTER`) only ever opens a block where neither the old
+//! nor the new entries are: it is narrowed before the tries change and
+//! widened after.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,7 +15,11 @@ use egress_ebpf_common::{
         SCOPE_PER_CONTAINER, SCOPE_PER_SOURCE,
     },
     counters::Counter,
-    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, CONFIG_SLOTS, POLICY_CONFIG, RULE_COUNTERS},
+    maps::{
+        ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, CONFIG_SLOTS, POLICY_CONFIG, PREFILTER,
+        RULE_COUNTERS,
+    },
+    prefilter::{PREFILTER_V4, PREFILTER_V6, Prefilter},
     rules::{
         ANY_PORT, BlockRule as TrieValue, MATCH_EXCEPT, MAX_PORT_MATCHES, PortMatch, RULE_REJECT,
     },
@@ -241,8 +248,23 @@ pub fn apply(maps: &mut PolicyMaps, policy: &Policy) -> Result<ApplyReport, Erro
         trie_entries: v4.len() + v6.len(),
         ..Default::default()
     };
+    let want = [
+        (PREFILTER_V4, prefilter(&v4)),
+        (PREFILTER_V6, prefilter(&v6)),
+    ];
+    // While the tries change they hold old and new entries (adds first):
+    // open only what both policies leave open, so no packet skips an entry.
+    for (family, new) in &want {
+        let have = read_prefilter(&maps.prefilter, *family)?;
+        write_prefilter(&mut maps.prefilter, *family, &have, &have.and(new))?;
+    }
     report.rules_changed |= sync_trie(BLOCKED_V4, &mut maps.blocked_v4, &v4, &mut report.removed)?;
     report.rules_changed |= sync_trie(BLOCKED_V6, &mut maps.blocked_v6, &v6, &mut report.removed)?;
+    // The stale entries are gone: open what the new policy leaves open.
+    for (family, new) in &want {
+        let have = read_prefilter(&maps.prefilter, *family)?;
+        write_prefilter(&mut maps.prefilter, *family, &have, new)?;
+    }
 
     let config = policy_config(policy);
     let active = maps
@@ -268,6 +290,33 @@ pub fn apply(maps: &mut PolicyMaps, policy: &Policy) -> Result<ApplyReport, Erro
         reset_rule_counters(&mut maps.rule_counters)?;
     }
     Ok(report)
+}
+
+/// The pre-filter of one family's trie entries: open (skip the trie) in
+/// every /16 that none of them overlaps.
+pub fn prefilter<const N: usize>(entries: &BTreeMap<(u32, [u8; N]), TrieValue>) -> Prefilter {
+    let mut f = Prefilter::open();
+    for (len, addr) in entries.keys() {
+        f.close(*len, addr);
+    }
+    f
+}
+
+fn read_prefilter(map: &Array<MapData, Prefilter>, family: u32) -> Result<Prefilter, Error> {
+    map.get(&family, 0).map_err(|e| Error::map(PREFILTER, e))
+}
+
+fn write_prefilter(
+    map: &mut Array<MapData, Prefilter>,
+    family: u32,
+    have: &Prefilter,
+    want: &Prefilter,
+) -> Result<(), Error> {
+    if have != want {
+        map.set(family, *want, 0)
+            .map_err(|e| Error::map(PREFILTER, e))?;
+    }
+    Ok(())
 }
 
 fn sync_trie<const N: usize>(
@@ -327,7 +376,9 @@ pub fn in_force(maps: &PolicyMaps, policy: &Policy) -> Result<bool, Error> {
         have6.insert((k.prefix_len(), k.data()), v);
     }
     let config = read_config(&maps.active_config, &maps.policy_config)?;
-    Ok(have4 == v4 && have6 == v6 && config == policy_config(policy))
+    let filters = read_prefilter(&maps.prefilter, PREFILTER_V4)? == prefilter(&v4)
+        && read_prefilter(&maps.prefilter, PREFILTER_V6)? == prefilter(&v6);
+    Ok(have4 == v4 && have6 == v6 && filters && config == policy_config(policy))
 }
 
 /// The policy in force, read back from the maps (for `status`).
@@ -347,7 +398,7 @@ pub fn read_config(
 mod tests {
     use super::*;
     use crate::policy::flags::Overrides;
-    use egress_ebpf_common::rules::NO_RULE;
+    use egress_ebpf_common::{prefilter::hi16, rules::NO_RULE};
 
     fn policy(toml: &str) -> Policy {
         Policy::from_toml(toml, &Overrides::default()).unwrap()
@@ -527,5 +578,55 @@ mod tests {
         let p = policy(&toml);
         let (v4, _) = trie_entries(&p).unwrap();
         assert_eq!(v4.len(), 10_000);
+    }
+
+    /// Whether `addr` lies inside one of the trie `entries`.
+    fn in_trie<const N: usize>(
+        entries: &BTreeMap<(u32, [u8; N]), TrieValue>,
+        addr: [u8; N],
+    ) -> bool {
+        let bit = |a: &[u8; N], i: u32| a[i as usize / 8] >> (7 - i % 8) & 1;
+        entries
+            .keys()
+            .any(|(len, p)| (0..*len).all(|i| bit(p, i) == bit(&addr, i)))
+    }
+
+    #[test]
+    fn the_prefilter_opens_no_block_that_holds_a_blocked_address() {
+        let p = policy(
+            r#"
+            [[block]]
+            cidr = "10.0.0.0/8"
+            [[block]]
+            cidr = "100.64.0.0/10"
+            [[block]]
+            cidr = "192.0.2.0/24"
+            [[block]]
+            cidr = "2001:db8::/32"
+            "#,
+        );
+        let (v4, v6) = trie_entries(&p).unwrap();
+        let (f4, f6) = (prefilter(&v4), prefilter(&v6));
+        // Every /16, its first and last address: open means no entry holds it.
+        for hi in 0..=u16::MAX {
+            let [b0, b1] = hi.to_be_bytes();
+            for last in [0u8, 255] {
+                let a4 = [b0, b1, last, last];
+                assert!(
+                    !(f4.is_open(hi) && in_trie(&v4, a4)),
+                    "{a4:?} skips the trie"
+                );
+                let mut a6 = [last; 16];
+                (a6[0], a6[1]) = (b0, b1);
+                assert!(
+                    !(f6.is_open(hi) && in_trie(&v6, a6)),
+                    "{a6:?} skips the trie"
+                );
+            }
+        }
+        // And it does skip: the benchmark's destination, a global IPv6 one.
+        assert!(f4.is_open(hi16(198, 51)) && f4.is_open(hi16(100, 128)));
+        assert!(!f4.is_open(hi16(100, 127)) && !f4.is_open(hi16(10, 200)));
+        assert!(f6.is_open(0x2a00) && !f6.is_open(0x2001) && !f6.is_open(0xfd00));
     }
 }
