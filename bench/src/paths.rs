@@ -343,7 +343,7 @@ pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
     let mut precise = false;
     while plan.hostnet.another(out.reps, started.elapsed(), precise) {
         let rep = out.reps;
-        let order: &[bool] = if rep % 2 == 0 {
+        let order: &[bool] = if rep.is_multiple_of(2) {
             &[false, true]
         } else {
             &[true, false]
@@ -525,6 +525,21 @@ pub struct ExceptionsTraffic {
     pub without_runs: Vec<f64>,
 }
 
+impl ExceptionsTraffic {
+    /// with ÷ without, paired by repetition (lower-is-better times, so
+    /// a value above 1 means the exception check costs).
+    pub fn ratio(&self) -> Option<Estimate> {
+        let r: Vec<f64> = self
+            .with_runs
+            .iter()
+            .zip(&self.without_runs)
+            .map(|(a, b)| a / b)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        Estimate::of(&r)
+    }
+}
+
 fn prog_stats(id: u32) -> Result<(u64, u64)> {
     for info in aya::programs::loaded_programs() {
         let info = info?;
@@ -536,12 +551,12 @@ fn prog_stats(id: u32) -> Result<(u64, u64)> {
 }
 
 pub fn exceptions_traffic(world: &mut World, plan: &Plan) -> Result<Vec<ExceptionsTraffic>> {
-    let reps = if plan.quick { 2 } else { 4 };
+    let reps: u32 = if plan.quick { 3 } else { 6 };
     let mut out = Vec::new();
     for wl in [Workload::Udp, Workload::Crr] {
         let (mut with, mut without) = (Vec::new(), Vec::new());
         for rep in 0..reps {
-            let order = if rep % 2 == 0 {
+            let order = if rep.is_multiple_of(2) {
                 [false, true]
             } else {
                 [true, false]
