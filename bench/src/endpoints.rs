@@ -340,6 +340,21 @@ impl ExtraPorts {
             ));
             del.push_str(&format!("netns del {ns}\n"));
         }
+        // A bridge without an address of its own takes the lowest of its
+        // ports' MACs: 99 new ports could change docker0's MAC under the
+        // container's neighbour entry (and the endpoints' bridge MAC).
+        // Setting it explicitly keeps it.
+        // (`ip` in the host namespace: /sys under nsenter is the machine's.)
+        let out = world
+            .host()
+            .exec_stdout(&["ip", "-br", "link", "show", "docker0"])?;
+        let mac = out
+            .split_whitespace()
+            .nth(2)
+            .filter(|m| m.len() == 17)
+            .with_context(|| format!("no MAC address for docker0 in {out:?}"))?
+            .to_owned();
+        add.insert_str(0, &format!("link set docker0 address {mac}\n"));
         let this = Self { del };
         if let Err(e) = exec_with_input(world.host(), &["ip", "-batch", "-"], &add) {
             let _ = this.remove(world);

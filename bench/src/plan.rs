@@ -141,9 +141,9 @@ impl Plan {
             Self {
                 quick,
                 sections,
-                main: adaptive(3, 12, 35),
+                main: adaptive(3, 12, 30),
                 scaling: adaptive(2, 2, 30),
-                hostnet: adaptive(3, 12, 15),
+                hostnet: adaptive(3, 12, 12),
                 run_main: Duration::from_millis(500),
                 iperf_secs: 1,
                 run_scaling: Duration::from_millis(500),
