@@ -50,7 +50,7 @@ use plan::{Plan, Section};
 #[command(
     name = "egress-bench",
     after_help = "Examples:\n  \
-        egress-bench --out docs                      # the full run (~10 minutes)\n  \
+        egress-bench --out docs                      # the full run (under 15 minutes)\n  \
         egress-bench --quick --out target/bench-quick\n  \
         egress-bench --quick --only prog-cost --out /tmp/b"
 )]

@@ -156,9 +156,9 @@ impl Plan {
             Self {
                 quick,
                 sections,
-                main: adaptive(5, 40, 330),
-                scaling: adaptive(3, 12, 180),
-                hostnet: adaptive(5, 40, 60),
+                main: adaptive(5, 40, 300),
+                scaling: adaptive(3, 12, 150),
+                hostnet: adaptive(5, 40, 45),
                 run_main: Duration::from_secs(3),
                 iperf_secs: 3,
                 run_scaling: Duration::from_secs(2),

@@ -38,7 +38,7 @@ const BENCH_BIN: &str = "egress-bench";
 /// Everything happens in network namespaces that the run creates and
 /// deletes; the machine's own network namespace is never touched.
 ///
-/// The full run (about 10 minutes) writes docs/benchmarks.md, .json and
+/// The full run (under 15 minutes) writes docs/benchmarks.md, .json and
 /// .png. `--quick` (under 3 minutes: fewer repetitions, shorter runs, fewer
 /// list sizes) writes to target/bench-quick/ unless `--write-docs` is given.
 #[derive(Debug, Args)]
