@@ -67,6 +67,12 @@ pub struct TrafficPair {
     /// The empty classifier on docker0 alone, and on the veth and docker0.
     pub noop_one_ns: f64,
     pub noop_two_ns: f64,
+    /// The same two programs with 99 more endpoints attached (idle veths,
+    /// ports of docker0): the endpoint program, the fast exit, their sum
+    /// per packet.
+    pub endpoint_100_ns: f64,
+    pub fast_exit_100_ns: f64,
+    pub together_100_ns: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,6 +236,7 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             Vec::new(),
             Vec::new(),
         );
+        let (mut ep100, mut fx100, mut sum100) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..reps {
             // The empty classifier on docker0, then on the veth too.
             {
@@ -260,6 +267,27 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             fx.push(f.0 as f64 / f.1.max(1) as f64);
             sum.push((e.0 + f.0) as f64 / packets);
             a.deactivate(world)?;
+
+            // With 99 more endpoints: idle veths on docker0, each with its
+            // entry and its link.
+            let extra = ExtraPorts::create(world, HUNDRED - 1)?;
+            let a = Setup::Filter(0).activate(world)?;
+            let bridge_id = a.program_id().context("no bridge program id")?;
+            let ep_id = a
+                .endpoint_program_id()
+                .context("the endpoint program is not attached to the container's veth")?;
+            let r = a.with_loader(|l| wait_attached(l, HUNDRED - 1).map(|_| ()));
+            if let Some(r) = r {
+                r?;
+            }
+            let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
+            let (e, f) = (r[0], r[1]);
+            let packets = e.1.max(1) as f64;
+            ep100.push(e.0 as f64 / packets);
+            fx100.push(f.0 as f64 / f.1.max(1) as f64);
+            sum100.push((e.0 + f.0) as f64 / packets);
+            a.deactivate(world)?;
+            extra.remove(world)?;
         }
         let pair = TrafficPair {
             workload: wl,
@@ -270,6 +298,9 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             together_ns: median(&sum),
             noop_one_ns: median(&one),
             noop_two_ns: median(&two),
+            endpoint_100_ns: median(&ep100),
+            fast_exit_100_ns: median(&fx100),
+            together_100_ns: median(&sum100),
         };
         println!(
             "   {wl:?}: bridge alone {:.1} ns/packet; endpoint {:.1} + fast exit {:.1} = {:.1} ns/packet (empty: {:.1} on one hook, {:.1} on two)",
@@ -280,12 +311,63 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             pair.noop_one_ns,
             pair.noop_two_ns
         );
+        println!(
+            "   {wl:?}, {HUNDRED} endpoints: endpoint {:.1} + fast exit {:.1} = {:.1} ns/packet",
+            pair.endpoint_100_ns, pair.fast_exit_100_ns, pair.together_100_ns
+        );
         out.push(pair);
     }
     Ok(out)
 }
 
 const HUNDRED: usize = 100;
+
+/// Idle veths (`ebx*`, peers in namespaces of their own) as ports of
+/// docker0 in the host namespace: endpoints that carry no traffic.
+struct ExtraPorts {
+    del: String,
+}
+
+impl ExtraPorts {
+    fn create(world: &World, n: usize) -> Result<Self> {
+        let tag = std::process::id() % 10_000;
+        let (mut add, mut del) = (String::new(), String::new());
+        for i in 0..n {
+            let ns = format!("eb{tag}x{i}");
+            add.push_str(&format!(
+                "netns add {ns}\nlink add ebv{i}x type veth peer name eth0 netns {ns}\n\
+                 link set ebv{i}x master docker0 up\n"
+            ));
+            del.push_str(&format!("netns del {ns}\n"));
+        }
+        // A bridge without an address of its own takes the lowest of its
+        // ports' MACs: 99 new ports could change docker0's MAC under the
+        // container's neighbour entry (and the endpoints' bridge MAC).
+        // Setting it explicitly keeps it.
+        // (`ip` in the host namespace: /sys under nsenter is the machine's.)
+        let out = world
+            .host()
+            .exec_stdout(&["ip", "-br", "link", "show", "docker0"])?;
+        let mac = out
+            .split_whitespace()
+            .nth(2)
+            .filter(|m| m.len() == 17)
+            .with_context(|| format!("no MAC address for docker0 in {out:?}"))?
+            .to_owned();
+        add.insert_str(0, &format!("link set docker0 address {mac}\n"));
+        let this = Self { del };
+        if let Err(e) = exec_with_input(world.host(), &["ip", "-batch", "-"], &add) {
+            let _ = this.remove(world);
+            return Err(e);
+        }
+        Ok(this)
+    }
+
+    fn remove(self, world: &World) -> Result<()> {
+        // `-force`: go on past a namespace that is already gone.
+        exec_with_input(world.host(), &["ip", "-force", "-batch", "-"], &self.del).map(|_| ())
+    }
+}
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_millis(2500);
 

@@ -13,7 +13,10 @@
 //! 5. the loader's footprint: resident memory idle and while 50 bridges
 //!    appear, and the memory of its maps;
 //! 6. endpoints: the veth program with the bridge's fast exit against the
-//!    bridge program alone, attaching 100 endpoints, memory with 100.
+//!    bridge program alone, attaching 100 endpoints, memory with 100;
+//! 7. paths: the reject path's cost per packet, the pass path with and
+//!    without except_ports in traffic, host-network CRR and UDP `sendto`
+//!    through the cgroup hooks, `docker network create` to attached.
 //!
 //! Nothing here touches the machine's root network namespace: every address,
 //! route and firewall rule is made inside namespaces this run created, and
@@ -22,6 +25,7 @@
 mod cidrs;
 mod endpoints;
 mod footprint;
+mod paths;
 mod plan;
 mod plot;
 mod prog_cost;
@@ -46,7 +50,7 @@ use plan::{Plan, Section};
 #[command(
     name = "egress-bench",
     after_help = "Examples:\n  \
-        egress-bench --out docs                      # the full run (~10 minutes)\n  \
+        egress-bench --out docs                      # the full run (under 15 minutes)\n  \
         egress-bench --quick --out target/bench-quick\n  \
         egress-bench --quick --only prog-cost --out /tmp/b"
 )]
@@ -54,8 +58,9 @@ struct Args {
     /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes).
     #[arg(long)]
     quick: bool,
-    /// Repetitions of every configuration (default: 7 in the main comparison
-    /// and 5 in the scaling runs, or 2 with --quick).
+    /// Exactly N repetitions of every comparison (default: a minimum, then
+    /// more until every ratio's 95% interval is within ±2% of its median or
+    /// the comparison's time budget is spent).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     reps: Option<u32>,
     /// Directory for benchmarks.md, benchmarks.json and benchmarks.png.
@@ -67,6 +72,18 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    // The host-network section re-executes this binary as its client, in a
+    // cgroup (a cgroup holds processes, not threads of this one).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--hostnet-client") {
+        return match paths::client_main(&argv[2..]) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("egress-bench --hostnet-client: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

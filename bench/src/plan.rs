@@ -1,5 +1,6 @@
-//! How much to measure: repetitions, durations and rule-list sizes for the
-//! full run and for `--quick`.
+//! How much to measure: repetitions (a minimum, then more until every ratio
+//! is precise enough or the time budget is spent), durations and rule-list
+//! sizes for the full run and for `--quick`.
 
 use std::time::Duration;
 
@@ -23,16 +24,79 @@ pub enum Section {
     /// program alone (test_run and run-time stats), attaching 100
     /// endpoints, memory with 100.
     Endpoints,
+    /// The newer paths: host-network CRR and UDP through the cgroup hooks,
+    /// the reject path's cost per packet, `docker network create` to
+    /// attached.
+    Paths,
+}
+
+/// The precision every ratio to no filter is repeated for: its 95%
+/// bootstrap interval within ±2% of its median.
+pub const PRECISION: f64 = 0.02;
+
+/// How many interleaved repetitions a comparison runs: at least `min`,
+/// then more until every ratio meets [`PRECISION`], as long as the next
+/// repetition still fits in `budget` and `max` is not reached.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Repeat {
+    pub min: u32,
+    pub max: u32,
+    #[serde(serialize_with = "secs")]
+    pub budget: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Repeat {
+    /// Exactly `n` repetitions, whatever the precision (`--reps N`).
+    pub fn fixed(n: u32) -> Self {
+        Self {
+            min: n,
+            max: n,
+            budget: Duration::from_secs(86_400),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.min == self.max {
+            format!("{} reps", self.min)
+        } else {
+            format!(
+                "{}..{} reps within {:.0} s",
+                self.min,
+                self.max,
+                self.budget.as_secs_f64()
+            )
+        }
+    }
+
+    /// Whether to run another repetition after `done` of them took
+    /// `elapsed`, given whether every ratio is already precise enough.
+    pub fn another(&self, done: u32, elapsed: Duration, precise: bool) -> bool {
+        if done < self.min {
+            return true;
+        }
+        if done >= self.max || precise {
+            return false;
+        }
+        // The next one must fit: assume it takes as long as the mean so far.
+        let per = elapsed / done.max(1);
+        elapsed + per <= self.budget
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub quick: bool,
     pub sections: Vec<Section>,
-    /// Repetitions of each configuration in the main comparison.
-    pub reps_main: u32,
-    /// Repetitions of each configuration in the scaling runs.
-    pub reps_scaling: u32,
+    /// Repetitions of the main comparison.
+    pub main: Repeat,
+    /// Repetitions of the scaling comparison.
+    pub scaling: Repeat,
+    /// Repetitions of the host-network (cgroup hooks) comparison.
+    pub hostnet: Repeat,
     /// Length of one traffic run (UDP, CRR, RR) in the main comparison.
     pub run_main: Duration,
     /// Length of one iperf3 run in the main comparison (whole seconds).
@@ -58,20 +122,32 @@ impl Plan {
                 Section::RunTime,
                 Section::Footprint,
                 Section::Endpoints,
+                Section::Paths,
             ]
         } else {
             only.to_vec()
+        };
+        let adaptive = |min, max, budget_secs| {
+            reps.map_or(
+                Repeat {
+                    min,
+                    max,
+                    budget: Duration::from_secs(budget_secs),
+                },
+                Repeat::fixed,
+            )
         };
         if quick {
             Self {
                 quick,
                 sections,
-                reps_main: reps.unwrap_or(2),
-                reps_scaling: reps.unwrap_or(2),
-                run_main: Duration::from_millis(1500),
-                iperf_secs: 2,
-                run_scaling: Duration::from_millis(1000),
-                sizes: vec![1, 1000, 10_000],
+                main: adaptive(3, 12, 30),
+                scaling: adaptive(2, 2, 30),
+                hostnet: adaptive(3, 12, 12),
+                run_main: Duration::from_millis(500),
+                iperf_secs: 1,
+                run_scaling: Duration::from_millis(500),
+                sizes: vec![1, 10_000],
                 test_run_repeat: 200_000,
                 test_run_rounds: 3,
                 bridges: 50,
@@ -80,8 +156,9 @@ impl Plan {
             Self {
                 quick,
                 sections,
-                reps_main: reps.unwrap_or(7),
-                reps_scaling: reps.unwrap_or(5),
+                main: adaptive(5, 40, 300),
+                scaling: adaptive(3, 12, 150),
+                hostnet: adaptive(5, 40, 45),
                 run_main: Duration::from_secs(3),
                 iperf_secs: 3,
                 run_scaling: Duration::from_secs(2),
@@ -104,17 +181,49 @@ impl Plan {
 
     pub fn describe(&self) -> String {
         format!(
-            "{} run: main {} reps x {:.1} s (iperf3 {} s), scaling {} reps x {:.1} s at {:?} CIDRs, \
-             test_run {} x {} repeats",
+            "{} run: main {} x {:.1} s (iperf3 {} s), scaling {} x {:.1} s at {:?} CIDRs, \
+             host network {}, test_run {} x {} repeats; repeating until every ratio's 95% interval \
+             is within ±{:.0}%",
             if self.quick { "quick" } else { "full" },
-            self.reps_main,
+            self.main.describe(),
             self.run_main.as_secs_f64(),
             self.iperf_secs,
-            self.reps_scaling,
+            self.scaling.describe(),
             self.run_scaling.as_secs_f64(),
             self.sizes,
+            self.hostnet.describe(),
             self.test_run_rounds,
             self.test_run_repeat,
+            PRECISION * 100.0,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_until_precise_or_out_of_budget() {
+        let r = Repeat {
+            min: 3,
+            max: 10,
+            budget: Duration::from_secs(60),
+        };
+        let s = Duration::from_secs;
+        // Below the minimum: always, even when precise.
+        assert!(r.another(2, s(50), true));
+        // Precise enough: stop.
+        assert!(!r.another(3, s(15), true));
+        // Not precise, the next one fits (15 s each, 45 + 15 <= 60).
+        assert!(r.another(3, s(45), false));
+        // Not precise, the next one would not fit.
+        assert!(!r.another(3, s(48), false));
+        // The cap.
+        assert!(!r.another(10, s(10), false));
+        // --reps N: exactly N.
+        let f = Repeat::fixed(4);
+        assert!(f.another(3, s(1000), true));
+        assert!(!f.another(4, s(1), false));
     }
 }

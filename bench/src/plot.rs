@@ -56,7 +56,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<bool> {
         .iter()
         .flat_map(|&x| metrics.map(|m| c.ratio(x, m)))
         .flatten()
-        .map(|r| r.max)
+        .map(|r| r.hi)
         .fold(1.1f64, f64::max)
         + 0.05;
     for (panel, metric) in panels.iter().zip(metrics) {
@@ -106,7 +106,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<bool> {
                 .iter()
                 .filter_map(|&n| {
                     let r = c.ratio(setup(n), metric)?;
-                    Some((n as f64, r.median, r.min, r.max))
+                    Some((n as f64, r.median, r.lo, r.hi))
                 })
                 .collect();
             let style = ShapeStyle::from(&color).stroke_width(3);
@@ -127,7 +127,7 @@ pub fn draw(report: &Report, path: &Path) -> Result<bool> {
                         .map(|&(x, y, _, _)| Circle::new((x, y), 5, color.filled())),
                 )
                 .map_err(|e| anyhow!("{e:?}"))?;
-            // The range over repetitions.
+            // The 95% confidence interval of the median.
             chart
                 .draw_series(points.iter().map(|&(x, _, lo, hi)| {
                     PathElement::new(vec![(x, lo), (x, hi)], color.stroke_width(1))

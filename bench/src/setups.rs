@@ -31,6 +31,10 @@ pub enum Setup {
     /// The same with `--no-endpoints`: the bridge program alone, as before
     /// endpoints (for the run-time comparisons).
     FilterBridgeOnly(usize),
+    /// The bridge program alone at the defaults without their port
+    /// exceptions (prog_cost::WITHOUT_EXCEPTIONS), for the except_ports
+    /// comparison in traffic.
+    FilterNoExceptions,
 }
 
 impl Setup {
@@ -44,6 +48,7 @@ impl Setup {
             Setup::Ipset(n) => format!("ipset-{n}"),
             Setup::Filter(n) => format!("filter-{n}"),
             Setup::FilterBridgeOnly(n) => format!("filter-bridge-only-{n}"),
+            Setup::FilterNoExceptions => "filter-bridge-only-no-exceptions".into(),
         }
     }
 
@@ -58,6 +63,9 @@ impl Setup {
             Setup::FilterBridgeOnly(n) => {
                 format!("egress filter, bridge only, {} CIDRs", thousands(n))
             }
+            Setup::FilterNoExceptions => {
+                "egress filter, bridge only, defaults without port exceptions".into()
+            }
         }
     }
 
@@ -68,8 +76,14 @@ impl Setup {
             Setup::NoFilter => ActiveKind::Nothing,
             Setup::Iptables(n) => iptables_on(world, n, IptablesList::Rules)?,
             Setup::Ipset(n) => iptables_on(world, n, IptablesList::Ipset)?,
-            Setup::Filter(n) => filter_on(world, n, true)?,
-            Setup::FilterBridgeOnly(n) => filter_on(world, n, false)?,
+            Setup::Filter(n) => filter_on(world, n, true, None)?,
+            Setup::FilterBridgeOnly(n) => filter_on(world, n, false, None)?,
+            Setup::FilterNoExceptions => filter_on(
+                world,
+                0,
+                false,
+                Some(("no-exceptions.toml", crate::prog_cost::WITHOUT_EXCEPTIONS)),
+            )?,
         };
         Ok(Active {
             kind,
@@ -126,6 +140,14 @@ impl Active {
                 endpoint_program_id,
                 ..
             } => *endpoint_program_id,
+            _ => None,
+        }
+    }
+
+    /// Runs `f` on the loader while the filter is on.
+    pub fn with_loader<R>(&self, f: impl FnOnce(&LoaderProcess) -> R) -> Option<R> {
+        match &self.kind {
+            ActiveKind::Filter { loader, .. } => Some(f(loader)),
             _ => None,
         }
     }
@@ -210,7 +232,12 @@ fn iptables_on(world: &mut World, n: usize, list: IptablesList) -> Result<Active
     Ok(ActiveKind::Iptables { ipset })
 }
 
-fn filter_on(world: &mut World, n: usize, endpoints: bool) -> Result<ActiveKind> {
+fn filter_on(
+    world: &mut World,
+    n: usize,
+    endpoints: bool,
+    config: Option<(&str, &str)>,
+) -> Result<ActiveKind> {
     let pin_dir = world.new_pin_dir()?;
     let mut args = vec![
         "--iface".to_owned(),
@@ -220,7 +247,11 @@ fn filter_on(world: &mut World, n: usize, endpoints: bool) -> Result<ActiveKind>
     if !endpoints {
         args.push("--no-endpoints".into());
     }
-    if n > 0 {
+    if let Some((name, text)) = config {
+        let path = world.scratch_file(name, text)?;
+        args.push("--config".into());
+        args.push(path_str(&path));
+    } else if n > 0 {
         let path = world.scratch_file(
             &format!("filter-{n}.toml"),
             &cidrs::filter_config(&cidrs::blocked(n)),

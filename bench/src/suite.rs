@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::footprint::{self, Footprint};
-use crate::plan::{Plan, Section};
+use crate::plan::{PRECISION, Plan, Repeat, Section};
 use crate::prog_cost::{self, PolicyCost};
 use crate::setups::Setup;
-use crate::stats::Summary;
+use crate::stats::{Estimate, Summary, paired_ratios};
 use crate::workloads::{Metric, Workload};
 use crate::world::{self, World};
 
@@ -28,7 +28,13 @@ pub struct Sample {
 pub struct Comparison {
     pub setups: Vec<Setup>,
     pub workloads: Vec<Workload>,
+    /// Repetitions run (each one measures every setup).
     pub reps: u32,
+    /// What was asked: a minimum, a cap and a time budget.
+    pub repeat: Repeat,
+    /// Whether every ratio's 95% interval came within ±PRECISION of its
+    /// median before the budget or the cap ran out.
+    pub precise: bool,
     pub run_secs: f64,
     pub samples: Vec<Sample>,
     /// Seconds from "switch on" to "in force", per setup (median).
@@ -66,24 +72,44 @@ impl Comparison {
     }
 
     /// Performance relative to "no filter" in the same repetition, so that
-    /// higher is better for every metric (for latencies: no-filter latency
-    /// divided by this latency). Summarised over repetitions.
-    pub fn ratio(&self, setup: Setup, metric: Metric) -> Option<Summary> {
-        let base: BTreeMap<u32, f64> = self.values(Setup::NoFilter, metric).into_iter().collect();
-        let r: Vec<f64> = self
-            .values(setup, metric)
-            .into_iter()
-            .filter_map(|(rep, v)| {
-                let b = *base.get(&rep)?;
-                let r = if metric.higher_is_better() {
-                    v / b
-                } else {
-                    b / v
-                };
-                r.is_finite().then_some(r)
-            })
-            .collect();
-        (!r.is_empty()).then(|| Summary::of(&r))
+    /// higher is better for every metric (for latencies and CPU costs:
+    /// no-filter value divided by this one). The median over repetitions
+    /// with its bootstrap 95% interval (resampling repetitions).
+    pub fn ratio(&self, setup: Setup, metric: Metric) -> Option<Estimate> {
+        self.ratio_to(Setup::NoFilter, setup, metric)
+    }
+
+    /// The same against another baseline than no filter.
+    pub fn ratio_to(&self, base: Setup, setup: Setup, metric: Metric) -> Option<Estimate> {
+        let r = paired_ratios(
+            &self.values(base, metric),
+            &self.values(setup, metric),
+            metric.higher_is_better(),
+        );
+        Estimate::of(&r)
+    }
+
+    /// The ratios whose interval is still wider than ±`tolerance`, as
+    /// "setup: metric (±x%)".
+    pub fn imprecise(&self, tolerance: f64) -> Vec<String> {
+        let metrics: std::collections::BTreeSet<Metric> =
+            self.samples.iter().map(|s| s.metric).collect();
+        let mut out = Vec::new();
+        for &setup in self.setups.iter().filter(|s| **s != Setup::NoFilter) {
+            for &m in &metrics {
+                if let Some(e) = self.ratio(setup, m)
+                    && !e.within(tolerance)
+                {
+                    out.push(format!(
+                        "{}: {} (±{:.1}%)",
+                        setup.label(),
+                        m.label(),
+                        e.half_width().min(9.99) * 100.0
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -125,6 +151,7 @@ pub struct Results {
     pub run_time: Option<Vec<RunTime>>,
     pub footprint: Option<Footprint>,
     pub endpoints: Option<crate::endpoints::EndpointsBench>,
+    pub paths: Option<crate::paths::Paths>,
     pub warnings: Vec<String>,
 }
 
@@ -143,11 +170,13 @@ pub fn run(plan: &Plan) -> Result<Results> {
         Section::RunTime,
         Section::Footprint,
         Section::Endpoints,
+        Section::Paths,
     ]
     .iter()
     .any(|&s| plan.has(s));
     let (mut main, mut scaling, mut run_time, mut footprint) = (None, None, None, None);
     let mut endpoints = None;
+    let mut paths = None;
     if needs_world {
         let mut world = World::build()?;
         if plan.has(Section::Main) {
@@ -156,7 +185,7 @@ pub fn run(plan: &Plan) -> Result<Results> {
                 &mut world,
                 &[Setup::NoFilter, Setup::Iptables(0), Setup::Filter(0)],
                 &Workload::ALL,
-                plan.reps_main,
+                plan.main,
                 plan.run_main,
                 plan.iperf_secs,
                 &mut warnings,
@@ -172,7 +201,7 @@ pub fn run(plan: &Plan) -> Result<Results> {
                 &mut world,
                 &setups,
                 &[Workload::Udp, Workload::Crr],
-                plan.reps_scaling,
+                plan.scaling,
                 plan.run_scaling,
                 plan.iperf_secs,
                 &mut warnings,
@@ -190,6 +219,10 @@ pub fn run(plan: &Plan) -> Result<Results> {
             section("endpoints: veth program + bridge fast exit, attaching 100");
             endpoints = Some(crate::endpoints::measure(&mut world, plan)?);
         }
+        if plan.has(Section::Paths) {
+            section("paths: reject, except_ports in traffic, host network, network create");
+            paths = Some(crate::paths::measure(&mut world, plan, &mut warnings)?);
+        }
     }
     let mut machine = machine;
     machine.loadavg_end = loadavg();
@@ -201,6 +234,7 @@ pub fn run(plan: &Plan) -> Result<Results> {
         run_time,
         footprint,
         endpoints,
+        paths,
         warnings,
     })
 }
@@ -215,15 +249,29 @@ fn compare(
     world: &mut World,
     setups: &[Setup],
     workloads: &[Workload],
-    reps: u32,
+    repeat: Repeat,
     run: Duration,
     iperf_secs: u32,
     warnings: &mut Vec<String>,
 ) -> Result<Comparison> {
-    let mut samples = Vec::new();
+    let mut c = Comparison {
+        setups: setups.to_vec(),
+        workloads: workloads.to_vec(),
+        reps: 0,
+        repeat,
+        precise: false,
+        run_secs: run.as_secs_f64(),
+        samples: Vec::new(),
+        setup_secs: BTreeMap::new(),
+        packets_seen: BTreeMap::new(),
+    };
     let mut setup_times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut packets_seen: BTreeMap<String, u64> = BTreeMap::new();
-    for rep in 0..reps {
+    let started = Instant::now();
+    let mut precise = false;
+    let mut rep = 0u32;
+    while repeat.another(rep, started.elapsed(), precise) {
+        let samples = &mut c.samples;
+        let packets_seen = &mut c.packets_seen;
         let mut order = setups.to_vec();
         order.rotate_left(rep as usize % setups.len());
         for setup in order {
@@ -235,7 +283,7 @@ fn compare(
                 .entry(setup.key())
                 .or_default()
                 .push(active.setup_time.as_secs_f64());
-            let mut line = format!("rep {}/{reps} {:<28}", rep + 1, setup.label());
+            let mut line = format!("rep {} {:<28}", rep + 1, setup.label());
             for &wl in workloads {
                 match wl.run(world, run, iperf_secs) {
                     Ok(values) => {
@@ -265,19 +313,26 @@ fn compare(
                 .with_context(|| format!("switching off {}", setup.label()))?;
             println!("   {line} ({:.1} s)", t0.elapsed().as_secs_f64());
         }
+        rep += 1;
+        c.reps = rep;
+        let left = c.imprecise(PRECISION);
+        precise = left.is_empty() && rep >= 2;
+        if !precise {
+            println!(
+                "   after {rep} reps ({:.0} s), {} ratios not yet within ±{:.0}%, e.g. {}",
+                started.elapsed().as_secs_f64(),
+                left.len(),
+                PRECISION * 100.0,
+                left.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            );
+        }
     }
-    Ok(Comparison {
-        setups: setups.to_vec(),
-        workloads: workloads.to_vec(),
-        reps,
-        run_secs: run.as_secs_f64(),
-        samples,
-        setup_secs: setup_times
-            .into_iter()
-            .map(|(k, v)| (k, crate::stats::median(&v)))
-            .collect(),
-        packets_seen,
-    })
+    c.precise = precise;
+    c.setup_secs = setup_times
+        .into_iter()
+        .map(|(k, v)| (k, crate::stats::median(&v)))
+        .collect();
+    Ok(c)
 }
 
 fn short_metric(m: Metric) -> &'static str {

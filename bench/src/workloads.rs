@@ -189,7 +189,7 @@ fn ksoftirqd_pids() -> &'static [u32] {
 }
 
 /// Total run time of the ksoftirqd threads, ns (/proc/PID/schedstat).
-fn ksoftirqd_ns() -> u64 {
+pub(crate) fn ksoftirqd_ns() -> u64 {
     ksoftirqd_pids()
         .iter()
         .filter_map(|pid| {
@@ -203,7 +203,7 @@ fn ksoftirqd_ns() -> u64 {
         .sum()
 }
 
-const CLIENT_CPU: usize = 0;
+pub(crate) const CLIENT_CPU: usize = 0;
 const SERVER_CPU: usize = 1;
 /// UDP payload for a 64-byte frame on the wire: 14 Ethernet + 20 IPv4 +
 /// 8 UDP + 18 payload + 4 FCS.
@@ -219,7 +219,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const POLL_MS: i32 = 100;
 
 /// Pins the calling thread to `cpu` (if the machine has it).
-fn pin_to(cpu: usize) {
+pub(crate) fn pin_to(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n < 2 {
         return;
@@ -244,11 +244,11 @@ fn readable(fd: i32) -> bool {
 
 /// Server threads, each returning the CPU time it used (ns); stopped and
 /// joined by [`Servers::stop`] or on drop.
-struct Servers(Workers<u64>);
+pub(crate) struct Servers(Workers<u64>);
 
 impl Servers {
     /// Stops the threads; returns the CPU time they used, ns.
-    fn stop(self) -> u64 {
+    pub(crate) fn stop(self) -> u64 {
         self.0.stop().into_iter().sum()
     }
 }
@@ -317,6 +317,11 @@ fn serve_rr(mut s: TcpStream, stop: &AtomicBool) {
             _ => return,
         }
     }
+}
+
+/// The CRR servers alone (for clients in other processes).
+pub(crate) fn crr_servers(w: &World) -> Result<Servers> {
+    tcp_servers(w, CRR_PORT, 2, serve_crr)
 }
 
 /// Short TCP connections per second from the container to the cloud, two
@@ -430,32 +435,7 @@ pub fn rr(w: &World, run: Duration) -> Result<RrResult> {
 /// sending CPU's ns per datagram received (sender thread and ksoftirqd).
 pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
     let sa = SocketAddr::new(SERVER, UDP_PORT);
-    let sink = w
-        .cloud()
-        .run_in(|| UdpSocket::bind(sa))?
-        .with_context(|| format!("binding UDP {sa} in the cloud namespace"))?;
-    set_rcvbuf(&sink, 32 << 20);
-    // The sink polls without sleeping, so the sender's softirq never has
-    // a sleeping reader to wake: its cost per packet does not depend on
-    // whether the sink keeps up.
-    sink.set_nonblocking(true)?;
-    let received = Arc::new(AtomicU64::new(0));
-    let mut sink_thread = Workers::new();
-    {
-        let received = received.clone();
-        sink_thread.spawn("bench-udp-sink", move |stop| {
-            pin_to(SERVER_CPU);
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                match sink.recv(&mut buf) {
-                    Ok(_) => {
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => std::hint::spin_loop(),
-                }
-            }
-        })?;
-    }
+    let sink = UdpSink::start(w)?;
     let k0 = ksoftirqd_ns();
     let sent = w.client().run_in(|| -> io::Result<(u64, f64, u64)> {
         pin_to(CLIENT_CPU);
@@ -469,18 +449,62 @@ pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
         }
         Ok((sent, t0.elapsed().as_secs_f64(), thread_cpu_ns()))
     });
-    // Let the sink drain what is queued, then stop it.
-    std::thread::sleep(Duration::from_millis(150));
-    sink_thread.stop();
+    let got = sink.stop();
     let (sent, secs, sender_cpu) = sent??;
     // The sending thread runs the whole path up to the sink's socket in
     // softirq; the spinning sink's own time is not a cost of the path.
     let cpu = sender_cpu + (ksoftirqd_ns() - k0);
-    let got = received.load(Ordering::SeqCst);
     if got * 2 < sent {
         bail!("UDP: only {got} of {sent} datagrams arrived (sink too slow or packets dropped)");
     }
     Ok((got as f64 / secs, cpu as f64 / got.max(1) as f64))
+}
+
+/// A UDP sink on SERVER:UDP_PORT in the cloud namespace, counting what
+/// arrives.
+pub(crate) struct UdpSink {
+    thread: Workers<()>,
+    received: Arc<AtomicU64>,
+}
+
+impl UdpSink {
+    pub(crate) fn start(w: &World) -> Result<Self> {
+        let sa = SocketAddr::new(SERVER, UDP_PORT);
+        let sink = w
+            .cloud()
+            .run_in(|| UdpSocket::bind(sa))?
+            .with_context(|| format!("binding UDP {sa} in the cloud namespace"))?;
+        set_rcvbuf(&sink, 32 << 20);
+        // The sink polls without sleeping, so the sender's softirq never has
+        // a sleeping reader to wake: its cost per packet does not depend on
+        // whether the sink keeps up.
+        sink.set_nonblocking(true)?;
+        let received = Arc::new(AtomicU64::new(0));
+        let mut thread = Workers::new();
+        {
+            let received = received.clone();
+            thread.spawn("bench-udp-sink", move |stop| {
+                pin_to(SERVER_CPU);
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    match sink.recv(&mut buf) {
+                        Ok(_) => {
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => std::hint::spin_loop(),
+                    }
+                }
+            })?;
+        }
+        Ok(Self { thread, received })
+    }
+
+    /// Lets the sink drain what is queued, stops it; returns the count.
+    pub(crate) fn stop(self) -> u64 {
+        std::thread::sleep(Duration::from_millis(150));
+        self.thread.stop();
+        self.received.load(Ordering::SeqCst)
+    }
 }
 
 fn set_rcvbuf(s: &UdpSocket, bytes: i32) {

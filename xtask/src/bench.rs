@@ -38,26 +38,33 @@ const BENCH_BIN: &str = "egress-bench";
 /// Everything happens in network namespaces that the run creates and
 /// deletes; the machine's own network namespace is never touched.
 ///
-/// The full run (about 10 minutes) writes docs/benchmarks.md, .json and
+/// The full run (under 15 minutes) writes docs/benchmarks.md, .json and
 /// .png. `--quick` (under 3 minutes: fewer repetitions, shorter runs, fewer
 /// list sizes) writes to target/bench-quick/ unless `--write-docs` is given.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cargo xtask bench                        # full run, writes docs/benchmarks.*\n  \
     cargo xtask bench --quick                # writes target/bench-quick/benchmarks.*\n  \
-    cargo xtask bench --reps 8               # more repetitions\n  \
+    cargo xtask bench --reps 8               # exactly 8 repetitions\n  \
+    cargo xtask bench --quick --out /tmp/b   # anywhere else\n  \
     cargo xtask bench --quick -- --only prog-cost --only footprint")]
 pub struct Options {
     /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes).
     #[arg(long)]
     quick: bool,
-    /// Repetitions of every configuration (default 7 in the main comparison
-    /// and 5 in the scaling runs; 2 with --quick).
+    /// Exactly N repetitions of every comparison (default: a minimum, then
+    /// more until every ratio's 95% interval is within ±2% or the section's
+    /// time budget is spent).
     #[arg(long, value_name = "N")]
     reps: Option<u32>,
     /// With --quick, write docs/benchmarks.* anyway.
-    #[arg(long, requires = "quick")]
+    #[arg(long, requires = "quick", conflicts_with = "out")]
     write_docs: bool,
+    /// Write benchmarks.{md,json,png} here instead (e.g. while working, so
+    /// that docs/ stays as committed; a benchmarks.md already there keeps
+    /// its Analysis section).
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
     /// More arguments for egress-bench (after `--`), e.g. `--only SECTION`.
     #[arg(
         trailing_var_arg = true,
@@ -86,7 +93,9 @@ pub fn main(opts: &Options) -> Result<()> {
         BENCH_BIN,
     ]))?;
     let bench = util::built_binary(None, true, BENCH_BIN)?;
-    let out = if opts.quick && !opts.write_docs {
+    let out = if let Some(dir) = &opts.out {
+        dir.clone()
+    } else if opts.quick && !opts.write_docs {
         util::target_dir().join("bench-quick")
     } else {
         util::workspace_root().join("docs")

@@ -1,0 +1,742 @@
+//! The paths added after the bridge program: host-network containers through
+//! the cgroup hooks (CRR and UDP `sendto` from a process in a cgroup this
+//! run created, in the bench's host namespace), the reject path's cost per
+//! packet (the reply built in the kernel against a plain drop), the pass
+//! path with and without the matched rule's `except_ports` in traffic, and
+//! the time from `docker network create` to the new bridge attached.
+//!
+//! The cgroup hooks are attached only to the cgroup this run made (never to
+//! the root cgroup), and they act only on sockets in the namespace whose
+//! cookie the loader wrote: the bench's host namespace. The client process
+//! is the bench binary itself re-executed (`--hostnet-client`), because a
+//! cgroup holds processes, not threads of this one.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use egress_tests::{
+    LoaderProcess, addrs,
+    cgroups::TestCgroup,
+    frames::{self, IPPROTO_UDP, SYN, V4},
+    test_run::{Classifier, DROP, REDIRECT},
+};
+use serde::Serialize;
+
+use crate::plan::{PRECISION, Plan, Repeat};
+use crate::prog_cost::Noop;
+use crate::setups::Setup;
+use crate::stats::{Estimate, median, paired_ratios};
+use crate::workloads::{self, Workload};
+use crate::world::{CRR_PORT, SERVER, UDP_PORT, World};
+
+const LOADER_READY: Duration = Duration::from_secs(20);
+
+// ---- host network through the cgroup hooks ----
+
+/// One repetition's figures for one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostnetSample {
+    pub rep: u32,
+    /// "no-filter" or "cgroup-hooks".
+    pub setup: String,
+    pub crr_per_sec: f64,
+    /// CPU µs per connection (client process, servers, ksoftirqd).
+    pub crr_cpu_us: f64,
+    /// UDP datagrams per second received, one `sendto()` each.
+    pub udp_pps: f64,
+    /// CPU ns per datagram received (sender process, ksoftirqd).
+    pub udp_cpu_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hostnet {
+    pub cgroup: String,
+    pub run_secs: f64,
+    pub repeat: Repeat,
+    pub reps: u32,
+    pub samples: Vec<HostnetSample>,
+    /// Connections the hooks counted (cgroup/connect4 packets), to show the
+    /// traffic went through them.
+    pub hook_packets: u64,
+}
+
+/// The metrics of the host-network comparison, with their direction.
+pub const HOSTNET_METRICS: [(&str, bool); 4] = [
+    ("CRR rate", true),
+    ("CPU per connection", false),
+    ("UDP sendto rate", true),
+    ("CPU per UDP datagram", false),
+];
+
+impl Hostnet {
+    fn values(&self, setup: &str, i: usize) -> Vec<(u32, f64)> {
+        self.samples
+            .iter()
+            .filter(|s| s.setup == setup)
+            .map(|s| {
+                let v = [s.crr_per_sec, s.crr_cpu_us, s.udp_pps, s.udp_cpu_ns][i];
+                (s.rep, v)
+            })
+            .collect()
+    }
+
+    /// The hooks' ratio to no filter on metric `i` of [`HOSTNET_METRICS`].
+    pub fn ratio(&self, i: usize) -> Option<Estimate> {
+        let r = paired_ratios(
+            &self.values("no-filter", i),
+            &self.values("cgroup-hooks", i),
+            HOSTNET_METRICS[i].1,
+        );
+        Estimate::of(&r)
+    }
+
+    pub fn median(&self, setup: &str, i: usize) -> f64 {
+        let v: Vec<f64> = self.values(setup, i).iter().map(|x| x.1).collect();
+        median(&v)
+    }
+
+    pub fn precise(&self) -> bool {
+        self.reps >= 2
+            && (0..HOSTNET_METRICS.len())
+                .all(|i| self.ratio(i).is_some_and(|e| e.within(PRECISION)))
+    }
+}
+
+/// What the client process prints: operations done, failed, seconds, its
+/// own CPU time (user + system, softirq work in its context included).
+#[derive(Debug, serde::Deserialize, Serialize)]
+pub struct ClientResult {
+    pub done: u64,
+    pub failed: u64,
+    pub secs: f64,
+    pub cpu_ns: u64,
+}
+
+/// `egress-bench --hostnet-client crr|udp CGROUP_DIR MILLIS`: joins the
+/// cgroup, runs the client side against the cloud server, prints one JSON
+/// line. Run by [`hostnet`] in the bench's host namespace.
+pub fn client_main(args: &[String]) -> Result<()> {
+    let [op, cgroup, millis] = args else {
+        bail!("usage: --hostnet-client crr|udp CGROUP_DIR MILLIS");
+    };
+    let run = Duration::from_millis(millis.parse().context("MILLIS")?);
+    std::fs::write(
+        format!("{cgroup}/cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .with_context(|| format!("joining {cgroup}"))?;
+    let (done, failed, secs) = match op.as_str() {
+        "crr" => crr_client(run),
+        "udp" => udp_client(run)?,
+        other => bail!("unknown client {other:?}"),
+    };
+    let r = ClientResult {
+        done,
+        failed,
+        secs,
+        cpu_ns: process_cpu_ns(),
+    };
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const MAX_CONNECTIONS: u64 = 10_000_000;
+const MAX_DATAGRAMS: u64 = 100_000_000;
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Two threads, each: connect, 1 byte, 1 byte back, close (as workloads::crr).
+fn crr_client(run: Duration) -> (u64, u64, f64) {
+    let sa = SocketAddr::new(SERVER, CRR_PORT);
+    let done = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let t0 = Instant::now();
+    let deadline = t0 + run;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                workloads::pin_to(workloads::CLIENT_CPU);
+                while Instant::now() < deadline && done.load(Ordering::Relaxed) < MAX_CONNECTIONS {
+                    match one_connection(sa) {
+                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(1));
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            });
+        }
+    });
+    (
+        done.into_inner(),
+        failed.into_inner(),
+        t0.elapsed().as_secs_f64(),
+    )
+}
+
+fn one_connection(sa: SocketAddr) -> io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&sa, IO_TIMEOUT)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut b = [1u8; 1];
+    s.write_all(&b)?;
+    s.read_exact(&mut b)
+}
+
+/// 64-byte datagrams, one unconnected `sendto()` each: the sendmsg4 hook
+/// runs on every one (a connected socket would meet only connect4).
+fn udp_client(run: Duration) -> Result<(u64, u64, f64)> {
+    workloads::pin_to(workloads::CLIENT_CPU);
+    let sa = SocketAddr::new(SERVER, UDP_PORT);
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    let payload = [0x42u8; 18];
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let t0 = Instant::now();
+    let deadline = t0 + run;
+    while sent < MAX_DATAGRAMS {
+        // The clock is read every 64 datagrams, as the container's UDP
+        // workload checks it once per sendmmsg batch.
+        if sent.is_multiple_of(64) && Instant::now() >= deadline {
+            break;
+        }
+        match sock.send_to(&payload, sa) {
+            Ok(_) => sent += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => failed += 1,
+            Err(e) => return Err(e).context("sendto"),
+        }
+        if failed > 10_000_000 {
+            break;
+        }
+    }
+    Ok((sent, failed, t0.elapsed().as_secs_f64()))
+}
+
+fn run_client(
+    world: &World,
+    op: &str,
+    cgroup: &std::path::Path,
+    run: Duration,
+) -> Result<ClientResult> {
+    let exe = std::env::current_exe()?;
+    let out = world
+        .host()
+        .command(&exe)
+        .arg("--hostnet-client")
+        .arg(op)
+        .arg(cgroup)
+        .arg(run.as_millis().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .context("running the host-network client")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "host-network client {op} failed ({}): {}{}",
+        out.status,
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).with_context(|| format!("client output: {text}"))
+}
+
+fn hostnet_once(world: &World, cg: &std::path::Path, run: Duration) -> Result<[f64; 4]> {
+    // CRR: the servers in the cloud namespace, the client in the cgroup.
+    let servers = workloads::crr_servers(world)?;
+    let k0 = workloads::ksoftirqd_ns();
+    let c = run_client(world, "crr", cg, run);
+    let server_cpu = servers.stop();
+    let c = c?;
+    if c.failed * 100 > c.done.max(1) {
+        bail!(
+            "host-network CRR: {} of {} connections failed",
+            c.failed,
+            c.done + c.failed
+        );
+    }
+    let cpu = c.cpu_ns + server_cpu + (workloads::ksoftirqd_ns() - k0);
+    let crr = (
+        c.done as f64 / c.secs,
+        cpu as f64 / 1000.0 / c.done.max(1) as f64,
+    );
+    // UDP: the busy-polling sink in the cloud counts what arrives.
+    let sink = workloads::UdpSink::start(world)?;
+    let k0 = workloads::ksoftirqd_ns();
+    let u = run_client(world, "udp", cg, run);
+    let got = sink.stop();
+    let u = u?;
+    if got * 2 < u.done {
+        bail!(
+            "host-network UDP: only {got} of {} datagrams arrived",
+            u.done
+        );
+    }
+    let cpu = u.cpu_ns + (workloads::ksoftirqd_ns() - k0);
+    Ok([
+        crr.0,
+        crr.1,
+        got as f64 / u.secs,
+        cpu as f64 / got.max(1) as f64,
+    ])
+}
+
+/// The hooks' counters: packets counted on cgroup/connect4.
+fn connect4_packets(loader: &LoaderProcess) -> u64 {
+    let Ok(v) = loader.cli_json("counters", &[]) else {
+        return 0;
+    };
+    v["hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["hook"] == "cgroup/connect4")
+        .flat_map(|h| h["counters"].as_array().into_iter().flatten())
+        .filter_map(|c| c["packets"].as_u64())
+        .sum()
+}
+
+fn cgroup_attached(status: &serde_json::Value, cgroup: &str) -> bool {
+    status["coverage"]["cgroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            // All five hooks live (connect4/6, sendmsg4/6, cgroup_skb).
+            format!("/{}", c["cgroup"].as_str().unwrap_or_default()) == cgroup
+                && c["live"].as_array().is_some_and(|l| l.len() == 5)
+                && c["stale"].as_array().is_some_and(Vec::is_empty)
+        })
+}
+
+pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
+    let h = world.host();
+    // Short connections from one address, as in the container (world.rs).
+    h.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+    h.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    let tree = TestCgroup::new("bench")?;
+    tree.mkdir("app")?;
+    let app = tree.dir("app");
+    let target = tree.arg("app");
+    let run = plan.run_main;
+    let mut out = Hostnet {
+        cgroup: target.clone(),
+        run_secs: run.as_secs_f64(),
+        repeat: plan.hostnet,
+        reps: 0,
+        samples: Vec::new(),
+        hook_packets: 0,
+    };
+    let started = Instant::now();
+    let mut precise = false;
+    while plan.hostnet.another(out.reps, started.elapsed(), precise) {
+        let rep = out.reps;
+        let order: &[bool] = if rep.is_multiple_of(2) {
+            &[false, true]
+        } else {
+            &[true, false]
+        };
+        for &hooks in order {
+            let mut loader = None;
+            if hooks {
+                let pin_dir = world.new_pin_dir()?;
+                let mut l = LoaderProcess::run_in_ns(
+                    world.host(),
+                    &pin_dir,
+                    &[
+                        "--iface",
+                        "docker0",
+                        "--detach-on-exit",
+                        "--no-docker",
+                        "--events-socket",
+                        "none",
+                        "--cgroup",
+                        &target,
+                    ],
+                )?;
+                l.wait_ready_until(LOADER_READY, |v| cgroup_attached(v, &target))
+                    .with_context(|| format!("the cgroup hooks on {target}"))?;
+                loader = Some(l);
+            }
+            let v = hostnet_once(world, &app, run);
+            if let Some(l) = loader.as_mut() {
+                out.hook_packets += connect4_packets(l);
+                l.terminate(Duration::from_secs(10))?;
+            }
+            let v = v?;
+            let setup = if hooks { "cgroup-hooks" } else { "no-filter" };
+            println!(
+                "   rep {} {setup:<13} crr/s={:.0} cpu_us/conn={:.1} udp_sendto/s={:.0} cpu_ns/pkt={:.0}",
+                rep + 1,
+                v[0],
+                v[1],
+                v[2],
+                v[3]
+            );
+            out.samples.push(HostnetSample {
+                rep,
+                setup: setup.into(),
+                crr_per_sec: v[0],
+                crr_cpu_us: v[1],
+                udp_pps: v[2],
+                udp_cpu_ns: v[3],
+            });
+        }
+        out.reps += 1;
+        precise = out.precise();
+    }
+    Ok(out)
+}
+
+// ---- the reject path ----
+
+/// BPF_PROG_TEST_RUN, one run per call (a reject rewrites the frame into
+/// its reply, and test_run's repeats share one buffer: from the second
+/// repeat on it would judge its own reply).
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectCost {
+    pub frame: String,
+    /// Verdict names of the rejecting and the dropping policy.
+    pub reject_verdict: String,
+    pub drop_verdict: String,
+    /// Median ns per call: the same frame rejected (reply built, tail call,
+    /// redirect) and dropped (the metadata rule's action set to drop).
+    pub reject_ns: f64,
+    pub drop_ns: f64,
+    /// The empty classifier timed the same way.
+    pub noop_ns: f64,
+    /// `reject - drop`: what answering costs per rejected packet.
+    pub reply_ns: f64,
+}
+
+/// Calls per frame and policy.
+const CALLS: usize = 2001;
+
+/// The defaults with a reply budget test_run cannot exhaust (the default
+/// budget, 100/s with a burst of 1000, would turn most calls into silent
+/// drops).
+const REJECT_POLICY: &str = "[reject]\nrate = \"1000000/second\"\nburst = 1000000\n";
+const DROP_POLICY: &str = "[[unblock]]\nname = \"metadata\"\n\n\
+    [[block]]\ncidr = \"169.254.169.254/32\"\naction = \"drop\"\n";
+
+fn verdict(v: u32) -> String {
+    match v {
+        REDIRECT => "REDIRECT (reply sent)".into(),
+        DROP => "DROP".into(),
+        egress_tests::test_run::PASS => "PASS".into(),
+        o => o.to_string(),
+    }
+}
+
+pub fn reject_cost(plan: &Plan) -> Result<Vec<RejectCost>> {
+    let mut noop = Noop::load()?;
+    let mut rej = Classifier::with_policy(REJECT_POLICY);
+    let mut drp = Classifier::with_policy(DROP_POLICY);
+    let imds = addrs::IMDS_V4;
+    let frames = vec![
+        (
+            "TCP SYN to 169.254.169.254:80 → TCP RST",
+            frames::to_this_host(frames::v4_tcp(imds.octets(), 80, SYN)),
+        ),
+        (
+            "UDP to 169.254.169.254:123 → ICMP port unreachable",
+            frames::to_this_host(frames::v4_frame(
+                &V4::new(imds, IPPROTO_UDP),
+                &frames::udp(40000, 123, &[0; 18]),
+            )),
+        ),
+        (
+            "IPv6 TCP SYN to [fd00:ec2::254]:80 → TCP RST",
+            frames::to_this_host(frames::v6_tcp("fd00:ec2::254", 80, SYN)),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, frame) in frames {
+        let (mut r, mut d, mut z) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rv, mut dv) = (0, 0);
+        for _ in 0..plan.test_run_rounds {
+            let (mut rr, mut dd, mut zz) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..CALLS {
+                let (v, ns) = rej.run_repeat(&frame, 1);
+                rv = v;
+                rr.push(ns as f64);
+                let (v, ns) = drp.run_repeat(&frame, 1);
+                dv = v;
+                dd.push(ns as f64);
+                zz.push(noop.run(&frame, 1)? as f64);
+            }
+            r.push(median(&rr));
+            d.push(median(&dd));
+            z.push(median(&zz));
+        }
+        anyhow::ensure!(
+            rv == REDIRECT,
+            "{name}: the rejecting policy gave {} (no reply built)",
+            verdict(rv)
+        );
+        anyhow::ensure!(
+            dv == DROP,
+            "{name}: the dropping policy gave {}",
+            verdict(dv)
+        );
+        let (r, d, z) = (median(&r), median(&d), median(&z));
+        let c = RejectCost {
+            frame: name.into(),
+            reject_verdict: verdict(rv),
+            drop_verdict: verdict(dv),
+            reject_ns: r,
+            drop_ns: d,
+            noop_ns: z,
+            reply_ns: r - d,
+        };
+        println!(
+            "   {}: rejected {:.0} ns, dropped {:.0} ns, empty {:.0} ns (one run a call): the reply costs {:.0} ns",
+            c.frame, r, d, z, c.reply_ns
+        );
+        out.push(c);
+    }
+    Ok(out)
+}
+
+// ---- the pass path with and without except_ports, in traffic ----
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExceptionsTraffic {
+    pub workload: Workload,
+    pub reps: u32,
+    /// Median ns per run of the bridge program (`--no-endpoints`), run-time
+    /// stats, at the defaults (the metadata rule with its DNS exception)
+    /// and with the same rules without `except_ports`; interleaved.
+    pub with_ns: f64,
+    pub without_ns: f64,
+    pub with_runs: Vec<f64>,
+    pub without_runs: Vec<f64>,
+}
+
+impl ExceptionsTraffic {
+    /// with ÷ without, paired by repetition (lower-is-better times, so
+    /// a value above 1 means the exception check costs).
+    pub fn ratio(&self) -> Option<Estimate> {
+        let r: Vec<f64> = self
+            .with_runs
+            .iter()
+            .zip(&self.without_runs)
+            .map(|(a, b)| a / b)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        Estimate::of(&r)
+    }
+}
+
+fn prog_stats(id: u32) -> Result<(u64, u64)> {
+    for info in aya::programs::loaded_programs() {
+        let info = info?;
+        if info.id() == id {
+            return Ok((info.run_time().as_nanos() as u64, info.run_count()));
+        }
+    }
+    bail!("program {id} not found among the loaded programs")
+}
+
+pub fn exceptions_traffic(world: &mut World, plan: &Plan) -> Result<Vec<ExceptionsTraffic>> {
+    let reps: u32 = if plan.quick { 3 } else { 6 };
+    let mut out = Vec::new();
+    for wl in [Workload::Udp, Workload::Crr] {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for rep in 0..reps {
+            let order = if rep.is_multiple_of(2) {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for no_exc in order {
+                let setup = if no_exc {
+                    Setup::FilterNoExceptions
+                } else {
+                    Setup::FilterBridgeOnly(0)
+                };
+                let a = setup.activate(world)?;
+                let id = a.program_id().context("no program id")?;
+                let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .context("BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)")?;
+                let (t0, c0) = prog_stats(id)?;
+                let r = wl.run(world, plan.run_main, plan.iperf_secs);
+                let (t1, c1) = prog_stats(id)?;
+                drop(fd);
+                a.deactivate(world)?;
+                r?;
+                let ns = (t1 - t0) as f64 / (c1 - c0).max(1) as f64;
+                let v = if no_exc { &mut without } else { &mut with };
+                v.push(ns);
+            }
+        }
+        let e = ExceptionsTraffic {
+            workload: wl,
+            reps,
+            with_ns: median(&with),
+            without_ns: median(&without),
+            with_runs: with,
+            without_runs: without,
+        };
+        println!(
+            "   {wl:?}: bridge program {:.1} ns/run with the DNS exception, {:.1} without except_ports",
+            e.with_ns, e.without_ns
+        );
+        out.push(e);
+    }
+    Ok(out)
+}
+
+// ---- docker network create -> attached ----
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkCreate {
+    /// `docker network create` itself, seconds, per network.
+    pub create_secs: Vec<f64>,
+    /// From the command's start to the bridge's TCX ingress holding the
+    /// program, seconds, per network.
+    pub attached_secs: Vec<f64>,
+    /// Attached after the command returned, seconds, per network.
+    pub after_return_secs: Vec<f64>,
+}
+
+/// `None` with the reason when no Docker engine can be started here.
+pub fn network_create(
+    world: &mut World,
+    plan: &Plan,
+) -> Result<std::result::Result<NetworkCreate, String>> {
+    use egress_tests::docker::{DockerHost, docker_problem};
+    if let Some(reason) = docker_problem() {
+        return Ok(Err(reason));
+    }
+    let dh = match DockerHost::start("bnet") {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(format!("the test engine did not start: {e:#}"))),
+    };
+    let pin_dir = world.new_pin_dir()?;
+    let url = dh.docker_host();
+    let mut loader = LoaderProcess::run_in_ns(
+        dh.host(),
+        &pin_dir,
+        &[
+            "--iface",
+            "docker0",
+            "--rescan",
+            "30",
+            "--docker-host",
+            &url,
+            "--events-socket",
+            "none",
+            "--detach-on-exit",
+        ],
+    )?;
+    loader.wait_ready(LOADER_READY)?;
+    anyhow::ensure!(
+        egress_tests::wait_until(LOADER_READY, || loader
+            .log()
+            .contains("following its networks")),
+        "the loader does not follow the engine's networks: {}",
+        loader.log()
+    );
+    let n = if plan.quick { 3 } else { 6 };
+    let mut r = NetworkCreate {
+        create_secs: Vec::new(),
+        attached_secs: Vec::new(),
+        after_return_secs: Vec::new(),
+    };
+    for i in 0..n {
+        let name = format!("bnet{i}");
+        let bridge = format!("bnetbr{i}");
+        let opt = format!("com.docker.network.bridge.name={bridge}");
+        let subnet = format!("172.29.{i}.0/24");
+        let t0 = Instant::now();
+        dh.docker(&[
+            "network",
+            "create",
+            "-o",
+            opt.as_str(),
+            "--subnet",
+            subnet.as_str(),
+            name.as_str(),
+        ])?;
+        let created = t0.elapsed();
+        let ok = egress_tests::wait_until(Duration::from_secs(10), || {
+            tcx_ingress(dh.host(), &bridge) >= 1
+        });
+        let attached = t0.elapsed();
+        anyhow::ensure!(ok, "{bridge} not attached within 10 s: {}", loader.log());
+        println!(
+            "   docker network create {name}: {} ms; attached {} ms after the command started",
+            created.as_millis(),
+            attached.as_millis()
+        );
+        r.create_secs.push(created.as_secs_f64());
+        r.attached_secs.push(attached.as_secs_f64());
+        r.after_return_secs
+            .push(attached.saturating_sub(created).as_secs_f64());
+        dh.docker(&["network", "rm", name.as_str()])?;
+    }
+    loader.terminate(Duration::from_secs(10))?;
+    Ok(Ok(r))
+}
+
+/// Programs on `iface`'s TCX ingress inside `ns`.
+fn tcx_ingress(ns: &egress_tests::NetNs, iface: &str) -> usize {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let name = iface.to_owned();
+    ns.run_in(move || SchedClassifier::query_tcx(&name, TcAttachType::Ingress))
+        .ok()
+        .and_then(Result::ok)
+        .map(|(_, p)| p.len())
+        .unwrap_or(0)
+}
+
+// ---- the section ----
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Paths {
+    pub hostnet: std::result::Result<Hostnet, String>,
+    pub reject: Vec<RejectCost>,
+    pub exceptions: Vec<ExceptionsTraffic>,
+    /// `Err(reason)` when the section could not run (no Docker engine).
+    pub network_create: std::result::Result<NetworkCreate, String>,
+}
+
+pub fn measure(world: &mut World, plan: &Plan, warnings: &mut Vec<String>) -> Result<Paths> {
+    println!("   -- reject path (BPF_PROG_TEST_RUN, one run a call)");
+    let reject = reject_cost(plan)?;
+    println!("   -- pass path with and without except_ports, in traffic");
+    let exceptions = exceptions_traffic(world, plan)?;
+    println!("   -- host network through the cgroup hooks");
+    let hostnet = hostnet(world, plan).map_err(|e| {
+        let w = format!("host-network section not run: {e:#}");
+        println!("   {w}");
+        warnings.push(w.clone());
+        w
+    });
+    println!("   -- docker network create to attached");
+    let network_create = network_create(world, plan)?;
+    if let Err(reason) = &network_create {
+        let w = format!("`docker network create` to attached: skipped: {reason}");
+        println!("   {w}");
+        warnings.push(w);
+    }
+    Ok(Paths {
+        hostnet,
+        reject,
+        exceptions,
+        network_create,
+    })
+}
