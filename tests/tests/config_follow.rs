@@ -228,6 +228,20 @@ fn an_edit_is_applied_within_a_second_and_a_bad_one_refused() {
     );
     assert!(m.lines().any(|l| l == info), "no {info:?} in\n{m}");
 
+    // Emptied (what an edit in place looks like between its truncate and
+    // its write): not applied, the policy in force stays.
+    std::fs::write(&config, "").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let st = status_with(&loader, &state);
+    assert_eq!(st["policy"], before["policy"], "an empty file was applied");
+    assert_eq!(st["config"]["generation"], before["config"]["generation"]);
+    assert!(
+        loader.log().contains("the file is empty"),
+        "{}",
+        loader.log()
+    );
+    assert_http_refused(c0, addrs::IMDS_V4, 80);
+
     // Fixed again: applied.
     std::fs::write(&config, WITH_WEB).unwrap();
     wait_blocked(

@@ -90,8 +90,24 @@ impl Filter {
 
     /// A change seen on disk: reloads unless the file holds the version in
     /// force or the one last refused (an event that changed nothing).
+    ///
+    /// An empty file is not applied from here: an edit in place (`echo >`,
+    /// `fs::write`) truncates the file before it writes it, and a writer
+    /// descheduled in between for longer than the debounce would otherwise
+    /// have the loader apply an empty file, that is the built-in defaults
+    /// without the file's own rules. Its write is a new event. SIGHUP or a
+    /// restart still applies an empty file.
     pub fn reload_if_changed(&mut self, config_path: &Path, overrides: &Overrides) {
-        let now = std::fs::read(config_path).ok().map(|b| sha256_hex(&b));
+        let bytes = std::fs::read(config_path).ok();
+        if bytes.as_ref().is_some_and(|b| b.is_empty()) {
+            warn!(
+                "{}: the file is empty (being written?): the policy in force stays; \
+                 SIGHUP applies an empty file on purpose",
+                config_path.display()
+            );
+            return;
+        }
+        let now = bytes.map(|b| sha256_hex(&b));
         {
             let rec = self.config.record();
             let refused = rec.last_refused.as_ref().and_then(|r| r.sha256.clone());
