@@ -175,7 +175,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         maps,
         pins: opts.pins.clone(),
         mode: opts.mode,
-        policy: opts.policy.clone(),
+        policy: opts.policy,
         attached: HashMap::new(),
         published: Default::default(),
         config: ConfigTracker::new(
