@@ -49,27 +49,6 @@ fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, extra: &[&str]) -> Loade
     loader
 }
 
-/// `docker run -d` of a sleeping busybox container: its address.
-fn run_container(dh: &DockerHost, name: &str, labels: &[&str]) -> Ipv4Addr {
-    let mut args = vec!["run", "-d", "--name", name];
-    for l in labels {
-        args.extend(["--label", l]);
-    }
-    args.extend([images::BUSYBOX_IMAGE, "sleep", "3600"]);
-    dh.docker(&args)
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
-    dh.docker(&[
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        name,
-    ])
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap_or_else(|e| panic!("{name}'s address: {e}"))
-}
-
 /// The `endpoints[]` entry of `counters --json` whose container is `name`.
 fn endpoint_of(c: &Value, name: &str) -> Option<Value> {
     c["endpoints"]
@@ -184,11 +163,11 @@ fn an_exceptions_own_smtp_budget_is_charged_by_nobody_else() {
         &bpffs,
         &["--config", config.to_str().unwrap(), "--no-watch-config"],
     );
-    let relay1_ip = run_container(&dh, &relay1, &[RELAY]);
-    run_container(&dh, &relay2, &[RELAY]);
-    run_container(&dh, &bulk, &[BULK]);
-    run_container(&dh, &a, &[]);
-    run_container(&dh, &b, &[]);
+    let relay1_ip = run(&dh, &relay1, &[RELAY]);
+    run(&dh, &relay2, &[RELAY]);
+    run(&dh, &bulk, &[BULK]);
+    run(&dh, &a, &[]);
+    run(&dh, &b, &[]);
     let budgets = [
         (&relay1, "own"),
         (&relay2, "own"),
@@ -306,8 +285,8 @@ fn a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts() {
     let loader = start_loader_on(&dh, &bpffs, &["--metrics-addr", &addr]);
     let s = unique_suffix();
     let (gone, stays) = (format!("epg-{s}"), format!("eps-{s}"));
-    run_container(&dh, &gone, &[]);
-    run_container(&dh, &stays, &[]);
+    run(&dh, &gone, &[]);
+    run(&dh, &stays, &[]);
     let named = |n: &str| {
         wait_until(Duration::from_secs(15), || {
             endpoint_of(&counters(&loader), n).is_some()
@@ -409,4 +388,9 @@ fn a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts() {
     assert_eq!(endpoints, Some(1), "only the running container's: {c}");
     assert_eq!(packets(&c, "metadata_blocked"), counters_total, "{c}");
     let _ = dh.docker(&["rm", "-f", &stays]);
+}
+
+fn run(dh: &DockerHost, name: &str, labels: &[&str]) -> Ipv4Addr {
+    dh.run_sleeper(name, labels)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }

@@ -76,23 +76,6 @@ fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, config: &std::path::Path
     loader
 }
 
-fn run_container(dh: &DockerHost, name: &str, labels: &[&str]) -> String {
-    let mut args = vec!["run", "-d", "--name", name];
-    for l in labels {
-        args.extend(["--label", l]);
-    }
-    args.extend([images::BUSYBOX_IMAGE, "sleep", "3600"]);
-    dh.docker(&args)
-        .unwrap_or_else(|e| panic!("starting {name}: {e:#}"));
-    dh.docker(&[
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        name,
-    ])
-    .unwrap()
-}
-
 /// The `endpoints[]` entry of `counters --json` whose container is `name`.
 fn endpoint_of(c: &Value, name: &str) -> Option<Value> {
     c["endpoints"]
@@ -144,8 +127,8 @@ fn exceptions_follow_container_labels_and_survive_a_killed_loader() {
     let (trusted, other) = (format!("idt-{suffix}"), format!("ido-{suffix}"));
 
     let mut loader = start_loader_on(&dh, &bpffs, &config);
-    let trusted_ip: Ipv4Addr = run_container(&dh, &trusted, &[LABEL]).parse().unwrap();
-    run_container(&dh, &other, &[]);
+    let trusted_ip = run(&dh, &trusted, &[LABEL]);
+    run(&dh, &other, &[]);
     // The exception takes effect once the engine reports the container.
     let ok = wait_until(Duration::from_secs(10), || {
         let c = counters(&loader);
@@ -301,4 +284,9 @@ fn fifty_containers_racing_their_attach_get_nothing_through() {
     for name in &names {
         let _ = dh.docker(&["rm", "-f", name]);
     }
+}
+
+fn run(dh: &DockerHost, name: &str, labels: &[&str]) -> Ipv4Addr {
+    dh.run_sleeper(name, labels)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }

@@ -330,6 +330,26 @@ impl DockerHost {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// `docker run -d` of a sleeping busybox container named `name`, with
+    /// these labels (`key` or `key=value`): its address on its network.
+    pub fn run_sleeper(&self, name: &str, labels: &[&str]) -> Result<Ipv4Addr> {
+        let mut args = vec!["run", "-d", "--name", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.extend([super::images::BUSYBOX_IMAGE, "sleep", "3600"]);
+        self.docker(&args)
+            .with_context(|| format!("starting {name}"))?;
+        let ip = self.docker(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ])?;
+        ip.parse()
+            .with_context(|| format!("{name}'s address: {ip:?}"))
+    }
+
     /// `iptables ARGS...` in the engine's namespace.
     pub fn iptables(&self, args: &[&str]) -> Result<String> {
         let mut argv = vec!["iptables"];
