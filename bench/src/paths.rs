@@ -197,8 +197,8 @@ fn one_connection(sa: SocketAddr) -> io::Result<()> {
     s.read_exact(&mut b)
 }
 
-/// 64-byte datagrams, one unconnected `sendto()` each: the sendmsg4 hook
-/// runs on every one (a connected socket would meet only connect4).
+/// 64-byte datagrams, one unconnected `sendto()` each: `cgroup_skb/egress`
+/// judges every one (a connected socket's would be judged at connect4).
 fn udp_client(run: Duration) -> Result<(u64, u64, f64)> {
     workloads::pin_to(workloads::CLIENT_CPU);
     let sa = SocketAddr::new(SERVER, UDP_PORT);
@@ -314,9 +314,11 @@ fn cgroup_attached(status: &serde_json::Value, cgroup: &str) -> bool {
         .into_iter()
         .flatten()
         .any(|c| {
-            // All five hooks live (connect4/6, sendmsg4/6, cgroup_skb).
+            // Every hook live (connect4/6, cgroup_skb).
             format!("/{}", c["cgroup"].as_str().unwrap_or_default()) == cgroup
-                && c["live"].as_array().is_some_and(|l| l.len() == 5)
+                && c["live"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == egress_ebpf_common::maps::CGROUP_PROGRAMS.len())
                 && c["stale"].as_array().is_some_and(Vec::is_empty)
         })
 }

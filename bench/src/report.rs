@@ -680,7 +680,7 @@ fn paths_section(
                  in the bench's host namespace (whose cookie the loader writes, so the hooks \
                  judge its sockets), talking to the cloud namespace: CRR as in the container \
                  (two client threads, connect4 on every connection) and 64-byte UDP datagrams \
-                 with one unconnected `sendto()` each (sendmsg4 on every datagram). No filter \
+                 with one unconnected `sendto()` each (`cgroup_skb/egress` judges every datagram). No filter \
                  against `egress-loader run --cgroup` (the hooks attached to that cgroup only), \
                  interleaved, runs of {:.1} s. {} The hooks counted {} connect4 calls.\n",
                 h.cgroup,

@@ -166,11 +166,9 @@ pub const REPLY_PROGRAM_NAME: &str = "egress_reply";
 
 /// The cgroup programs (docs/design.md, Cgroup hooks), with the hook each
 /// one is, in the order the loader attaches them.
-pub const CGROUP_PROGRAMS: [(&str, crate::hook::Hook); 5] = [
+pub const CGROUP_PROGRAMS: [(&str, crate::hook::Hook); 3] = [
     ("egress_connect4", crate::hook::Hook::Connect4),
     ("egress_connect6", crate::hook::Hook::Connect6),
-    ("egress_sendmsg4", crate::hook::Hook::Sendmsg4),
-    ("egress_sendmsg6", crate::hook::Hook::Sendmsg6),
     ("egress_cgroup_skb", crate::hook::Hook::CgroupSkb),
 ];
 

@@ -4,12 +4,21 @@
 //! sends, with the decision and counters of the tc classifier.
 //!
 //! - `connect4/6` judge a `connect()` (a TCP connection attempt is charged
-//!   to the SMTP bucket here, once per attempt), `sendmsg4/6` a UDP
-//!   `sendto()`. Returning 0 makes the call fail with EPERM at once.
-//! - `cgroup_skb/egress` judges the packets of every other socket (raw, ICMP
-//!   ping, SCTP...); packets of TCP and UDP sockets were judged at their
-//!   `connect()`/`sendto()` and pass untouched, so a SYN is never charged a
-//!   second time. Returning 0 drops the packet (the sender gets EPERM).
+//!   to the SMTP bucket here, once per attempt; a connected UDP socket's
+//!   destination). Returning 0 makes the call fail with EPERM at once.
+//! - `cgroup_skb/egress` judges every other packet a socket of the cgroup
+//!   sends: unconnected UDP (each `sendto()`), raw sockets, ICMP ping,
+//!   SCTP... Returning 0 drops the packet, and the kernel returns EPERM to
+//!   the `sendto()`/`sendmsg()` that sent it, at once (ip_finish_output
+//!   hands `__cgroup_bpf_run_filter_skb`'s -EPERM back up through
+//!   ip_send_skb/udp_send_skb; the same on IPv6). Packets whose destination
+//!   `connect()` judged (TCP; a connected UDP socket sending to its peer)
+//!   pass untouched, so a SYN is never charged a second time.
+//!
+//! There is no `sendmsg4/6` hook: it judged the same UDP datagrams that
+//! `cgroup_skb/egress` sees, with the same EPERM, but it runs under the
+//! socket lock on every `sendto()`, and that was most of what the hooks
+//! cost a host-network container's UDP (docs/benchmarks.md, Host network).
 //!
 //! Only sockets in the host's network namespace are judged: a bridged
 //! container's sockets live in its own namespace and its packets are judged
@@ -30,7 +39,7 @@ use egress_ebpf_common::{
     decide::{Action, PolicyView, decide},
     hook::Hook,
     packet::Packet,
-    parse::{Parsed, parse_ip},
+    parse::{Family, Parsed, parse_ip},
     rules::{BlockRule, PROTO_TCP, PROTO_UDP},
     sockaddr::{self, Call, PROTO_UDPLITE, cgroup_bucket_key},
 };
@@ -117,7 +126,7 @@ fn judge<C: EbpfContext>(ctx: &C, parsed: &Parsed, hook: Hook, cgroup_id: u64, b
     }
     match decision.action {
         // A socket hook cannot answer with a packet: a Reject is the same
-        // refusal as a Drop, EPERM from connect()/sendmsg() at once
+        // refusal as a Drop, EPERM from connect()/sendto() at once
         // (docs/design.md, Reject).
         Action::Drop | Action::Reject => REFUSE,
         Action::Pass => ALLOW,
@@ -190,24 +199,89 @@ pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
     sock_addr_v6(&ctx, Hook::Connect6, Call::Connect)
 }
 
-#[cgroup_sock_addr(sendmsg4)]
-pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock_addr_v4(&ctx, Hook::Sendmsg4, Call::Sendmsg)
+/// What the socket of a packet told `connect()`, read before the packet is
+/// parsed: its destination, when `connect()` judged every packet it sends
+/// there.
+struct Connected {
+    /// A TCP socket: every packet goes to the peer `connect()` judged.
+    tcp: bool,
+    /// A connected UDP socket (sk_state TCP_ESTABLISHED after `connect()`):
+    /// its packets to the peer were judged there; a `sendto()` naming
+    /// another address on it was not, and is judged here.
+    udp: bool,
+    dst_ip4: u32,
+    dst_ip6: [u32; 4],
+    /// Network byte order.
+    dst_port: u16,
 }
 
-#[cgroup_sock_addr(sendmsg6)]
-pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
-    sock_addr_v6(&ctx, Hook::Sendmsg6, Call::Sendmsg)
-}
+const BPF_TCP_ESTABLISHED: u32 = 1;
 
-/// Whether the socket hooks judged this socket's destinations: TCP (at
-/// `connect()`, which every TCP connection, Fast Open and MPTCP subflows
-/// included, goes through) and UDP (at `connect()` or at each `sendto()`).
 #[inline(always)]
-fn judged_at_the_socket(sock_type: u32, protocol: u32) -> bool {
-    (sock_type == SOCK_STREAM && protocol == PROTO_TCP as u32)
-        || (sock_type == SOCK_DGRAM
-            && (protocol == PROTO_UDP as u32 || protocol == PROTO_UDPLITE as u32))
+fn connected(ctx: &SkBuffContext) -> Option<Connected> {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's socket pointer; bpf_sk_fullsock checks it.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    // SAFETY: a full socket the helper returned; each field is a load at a
+    // constant offset, which is all the verifier allows of a bpf_sock.
+    let (sock_type, protocol) = unsafe { ((*full).type_, (*full).protocol) };
+    let tcp = sock_type == SOCK_STREAM && protocol == PROTO_TCP as u32;
+    let udp = sock_type == SOCK_DGRAM
+        && (protocol == PROTO_UDP as u32 || protocol == PROTO_UDPLITE as u32)
+        && unsafe { (*full).state } == BPF_TCP_ESTABLISHED;
+    if !tcp && !udp {
+        return None;
+    }
+    unsafe {
+        Some(Connected {
+            tcp,
+            udp,
+            dst_ip4: (*full).dst_ip4,
+            dst_ip6: (*full).dst_ip6,
+            dst_port: (*full).dst_port,
+        })
+    }
+}
+
+/// Whether `connect()` judged this packet: TCP, or a connected UDP socket's
+/// datagram to the very address and port it connected to.
+#[inline(always)]
+fn judged_at_connect(c: &Connected, parsed: &Parsed) -> bool {
+    if c.tcp {
+        return true;
+    }
+    if !c.udp || !parsed.transport.dport.is_known() {
+        return false;
+    }
+    if parsed.transport.dport.value() != u16::from_be(c.dst_port) {
+        return false;
+    }
+    match parsed.family {
+        Family::V4 => parsed.dst_v4() == c.dst_ip4.to_ne_bytes(),
+        Family::V6 => {
+            let mut i = 0;
+            while i < 4 {
+                let w = c.dst_ip6[i].to_ne_bytes();
+                if parsed.dst[i * 4] != w[0]
+                    || parsed.dst[i * 4 + 1] != w[1]
+                    || parsed.dst[i * 4 + 2] != w[2]
+                    || parsed.dst[i * 4 + 3] != w[3]
+                {
+                    return false;
+                }
+                i += 1;
+            }
+            true
+        }
+        Family::NotIp => false,
+    }
 }
 
 #[cgroup_skb(egress)]
@@ -215,19 +289,19 @@ pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
     if !in_host_netns(&ctx) {
         return ALLOW;
     }
-    let skb = ctx.skb.skb;
-    // SAFETY: the context's socket pointer; bpf_sk_fullsock checks it.
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if !sk.is_null() {
-        let full = unsafe { bpf_sk_fullsock(sk) };
-        if !full.is_null()
-            && judged_at_the_socket(unsafe { (*full).type_ }, unsafe { (*full).protocol })
-        {
-            return ALLOW;
-        }
+    let conn = connected(&ctx);
+    if let Some(c) = &conn
+        && c.tcp
+    {
+        return ALLOW;
     }
     let pkt = CgroupSkb(&ctx);
     let parsed = parse_ip(&pkt);
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    if let Some(c) = &conn
+        && judged_at_connect(c, &parsed)
+    {
+        return ALLOW;
+    }
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     judge(&ctx, &parsed, Hook::CgroupSkb, cgroup_id, pkt.len() as u32)
 }

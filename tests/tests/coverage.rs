@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use egress_tests::cgroups::TestCgroup;
 use egress_tests::topology::Topology;
-use egress_tests::traffic::tcp_server;
+use egress_tests::traffic::{tcp_server, udp_sink};
 use egress_tests::{BpffsMount, LoaderProcess, addrs, skip_unless_privileged, wait_until};
 use serde_json::Value;
 
@@ -73,7 +73,9 @@ fn cgroup_status<'a>(status: &'a Value, cgroup: &str) -> Option<&'a Value> {
 
 fn cgroup_attached(status: &Value, cgroup: &str) -> bool {
     cgroup_status(status, cgroup).is_some_and(|c| {
-        c["live"].as_array().is_some_and(|l| l.len() == 5)
+        c["live"]
+            .as_array()
+            .is_some_and(|l| l.len() == egress_ebpf_common::maps::CGROUP_PROGRAMS.len())
             && c["stale"].as_array().is_some_and(Vec::is_empty)
     })
 }
@@ -142,6 +144,9 @@ fn cgroup_hooks_judge_host_network_processes_once() {
     let _imds6 = tcp_server(topo.cloud(), addrs::IMDS_V6, 80).unwrap();
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let _web = tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
+    // A UDP peer that reads what it gets (no port unreachable comes back
+    // to fail a connected socket's next call).
+    let udp_peer = udp_sink(topo.cloud(), addrs::SMTP_V4, 8125).unwrap();
     let cg = cgroup("hooks");
     cg.mkdir("app").unwrap();
     cg.mkdir("ssh.service").unwrap();
@@ -197,19 +202,53 @@ fn cgroup_hooks_judge_host_network_processes_once() {
         hook_packets(&counters(&loader), "cgroup/connect6", "metadata_blocked"),
         2
     );
-    // UDP: sendto (sendmsg4), and a connected socket (connect4). Not port
-    // 53: the built-in rule leaves DNS open there (GCP's resolver).
-    assert!(refused(&probe("app/c1", &["udp-sendto", &imds, "8125"])));
+    // UDP: an unconnected sendto() is judged by cgroup_skb, whose drop the
+    // kernel returns as EPERM from the call, at once; a connected socket
+    // at its connect4. Not port 53: the built-in rule leaves DNS open there
+    // (GCP's resolver).
+    let v = probe("app/c1", &["udp-sendto", &imds, "8125"]);
+    assert!(refused(&v), "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 100.0, "not at once: {v}");
     assert!(refused(&probe("app/c1", &["udp-connect", &imds, "8125"])));
+    // A socket connected to an open peer: its datagrams to the peer were
+    // judged at connect() and pass uncounted; a sendto() naming the
+    // metadata address on that socket was not, and is refused.
+    let peer = addrs::SMTP_V4.to_string();
+    let before = counters(&loader);
+    let ok = probe("app/c1", &["udp-connect", &peer, "8125"]);
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(
+        udp_peer.wait_for(1, Duration::from_secs(2)),
+        "the datagram did not arrive"
+    );
+    let after = counters(&loader);
+    assert_eq!(
+        hook_packets(&after, "cgroup_skb/egress", "passed"),
+        hook_packets(&before, "cgroup_skb/egress", "passed"),
+        "a connected socket's datagram to its peer was judged again: {after}"
+    );
+    assert_eq!(
+        hook_packets(&after, "cgroup/connect4", "passed"),
+        hook_packets(&before, "cgroup/connect4", "passed") + 1,
+        "{after}"
+    );
+    let v = probe(
+        "app/c1",
+        &["udp-connected-sendto", &peer, "8125", &imds, "8125"],
+    );
+    assert!(refused(&v), "a connected socket's sendto() elsewhere: {v}");
+    // An unconnected sendto() to an open destination is judged and passes.
+    let ok = probe("app/c1", &["udp-sendto", &peer, "8125"]);
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(
+        hook_packets(&counters(&loader), "cgroup_skb/egress", "passed"),
+        hook_packets(&after, "cgroup_skb/egress", "passed") + 1,
+        "the open sendto() alone (the connected socket's datagram to its peer was judged at connect)"
+    );
     // A raw ICMP socket: no socket hook sees it; cgroup_skb drops the packet.
     let p = probe("app/c1", &["ping", &imds]);
     assert!(refused(&p), "{p}");
     let c = counters(&loader);
-    assert_eq!(
-        hook_packets(&c, "cgroup/sendmsg4", "metadata_blocked"),
-        1,
-        "{c}"
-    );
     assert_eq!(
         hook_packets(&c, "cgroup/connect4", "metadata_blocked"),
         2,
@@ -217,7 +256,7 @@ fn cgroup_hooks_judge_host_network_processes_once() {
     );
     assert_eq!(
         hook_packets(&c, "cgroup_skb/egress", "metadata_blocked"),
-        1,
+        3,
         "{c}"
     );
     // Other destinations pass.
@@ -311,10 +350,10 @@ fn cgroup_patterns_follow_new_scopes() {
     std::thread::sleep(Duration::from_millis(200));
     let scope = format!("system.slice/docker-{}.scope", "ab".repeat(32));
     let target = cg.arg(&scope);
-    // The pins are the loader's last step: all five there means attached.
+    // The pins are the loader's last step: all three there means attached.
     let pins = egress_loader::kernel::pins::PinDir::new(pin_dir(&bpffs));
     let pinned = || {
-        ["connect4", "connect6", "sendmsg4", "sendmsg6", "skb_egress"]
+        ["connect4", "connect6", "skb_egress"]
             .iter()
             .all(|h| pins.cgroup_link(&target[1..], h).exists())
     };

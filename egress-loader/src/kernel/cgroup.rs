@@ -163,8 +163,6 @@ pub const fn pin_name(hook: Hook) -> &'static str {
     match hook {
         Hook::Connect4 => "connect4",
         Hook::Connect6 => "connect6",
-        Hook::Sendmsg4 => "sendmsg4",
-        Hook::Sendmsg6 => "sendmsg6",
         Hook::CgroupSkb => "skb_egress",
         Hook::Tc | Hook::Veth => "tc",
     }
@@ -271,17 +269,12 @@ fn hook_names<S: serde::Serializer>(hooks: &[Hook], s: S) -> Result<S::Ok, S::Er
 }
 
 impl CgroupAttachment {
-    /// Whether every socket hook is live: `connect()` and `sendto()` of
-    /// both families are judged.
+    /// Whether every hook is live: `connect()` of both families, and the
+    /// packets of every other call (`cgroup_skb`: unconnected UDP, raw).
     pub fn judges_sockets(&self) -> bool {
-        [
-            Hook::Connect4,
-            Hook::Connect6,
-            Hook::Sendmsg4,
-            Hook::Sendmsg6,
-        ]
-        .iter()
-        .all(|h| self.live.contains(h))
+        [Hook::Connect4, Hook::Connect6, Hook::CgroupSkb]
+            .iter()
+            .all(|h| self.live.contains(h))
     }
 }
 
@@ -401,8 +394,21 @@ pub fn attach(
         })?;
         done.push((hook, Outcome::Attached));
     }
+    // Links of hooks this version no longer attaches, pinned by an earlier
+    // one: released only now that the programs above judge what they did
+    // (a moment of judging twice, never one of judging nothing).
+    for retired in RETIRED_PINS {
+        let path = pins.cgroup_link(rel, retired);
+        if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+    }
     Ok(done)
 }
+
+/// Pin names of hooks an earlier version attached: `sendmsg4/6`, whose UDP
+/// datagrams `cgroup_skb/egress` judges now (egress-ebpf's cgroup module).
+const RETIRED_PINS: [&str; 2] = ["sendmsg4", "sendmsg6"];
 
 /// Unpins every link pinned for cgroup `rel` (the kernel detaches a link
 /// when its last reference goes) and removes its directory. Returns

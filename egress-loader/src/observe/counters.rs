@@ -58,7 +58,7 @@ pub struct Snapshot {
     /// judged the packets); only endpoints that exist now.
     pub endpoints: Vec<EndpointCounters>,
     /// The same counters per cgroup hook (host-network containers): calls
-    /// for connect/sendmsg, packets for cgroup_skb. Empty when the pins
+    /// for connect, packets for cgroup_skb. Empty when the pins
     /// predate the cgroup hooks.
     pub hooks: Vec<HookCounters>,
 }

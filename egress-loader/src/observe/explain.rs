@@ -174,8 +174,8 @@ pub fn container_hook(
                 kind: "cgroup",
                 via: Some(format!("/{cgroup}")),
                 text: format!(
-                    "cgroup /{cgroup} (cgroup/connect4, connect6, sendmsg4, sendmsg6, \
-                     cgroup_skb/egress attached at {})",
+                    "cgroup /{cgroup} (cgroup/connect4, connect6, cgroup_skb/egress \
+                     attached at {})",
                     c.via.join(", ")
                 ),
                 reason: (!c.caveats.is_empty()).then(|| c.caveats.join("; ")),
@@ -734,7 +734,7 @@ pub fn explain(pins: &PinDir, q: &Query, client: &Client) -> Result<Explanation,
     };
     let rejects = judged && (d.action == Action::Reject || would == Some("reject"));
     let reply = rejects.then_some(match (hook.kind, q.protocol, q.to) {
-        ("cgroup", _, _) => "EPERM from connect()/sendmsg() (a socket hook sends no packet)",
+        ("cgroup", _, _) => "EPERM from connect()/sendto() (no packet is sent)",
         (_, Protocol::Tcp, _) => "TCP reset",
         (_, _, IpAddr::V4(_)) => "ICMP port unreachable",
         (_, _, IpAddr::V6(_)) => "ICMPv6 port unreachable",

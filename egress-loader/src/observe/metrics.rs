@@ -394,7 +394,7 @@ impl Collector for FilterCollector {
         counter(
             e,
             "egress_hook_decisions",
-            "Decisions per verdict of each cgroup hook (host-network containers): calls of connect/sendmsg, packets of cgroup_skb",
+            "Decisions per verdict of each cgroup hook (host-network containers): calls of connect, packets of cgroup_skb",
             &hooks(|c| c.packets),
         )?;
         counter(

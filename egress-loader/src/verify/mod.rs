@@ -291,7 +291,7 @@ fn probe_cgroups(pins: &PinDir, c: &status::CoverageStatus, plan: &Plan) -> Vec<
         }
         if !a.judges_sockets() {
             r.problems
-                .push("the socket hooks (connect4/6, sendmsg4/6) are not all attached".into());
+                .push("the hooks (connect4/6, cgroup_skb/egress) are not all attached".into());
         }
         if id_in_cgroup(&a.cgroup).is_some() {
             r.note = Some("not probed: a container's own cgroup".into());

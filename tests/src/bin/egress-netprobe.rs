@@ -9,6 +9,9 @@
 //! egress-netprobe --cgroup DIR tcp-nb ADDR PORT      non-blocking connect(): refused at once or in progress
 //! egress-netprobe --cgroup DIR udp-sendto ADDR PORT  sendto() on an unconnected socket
 //! egress-netprobe --cgroup DIR udp-connect ADDR PORT connect(), then send()
+//! egress-netprobe --cgroup DIR udp-connected-sendto ADDR PORT ADDR2 PORT2
+//!                                                    connect() to the first, send() there, then
+//!                                                    sendto() the second on the same socket
 //! egress-netprobe --cgroup DIR ping ADDR             one ICMP echo on a raw socket, 1 s for the reply
 //! ```
 //!
@@ -230,6 +233,21 @@ fn main() {
                 } else {
                     s.send_to(b"probe", sa).map(|n| format!("sent {n}"))
                 }
+            })
+        }
+        "udp-connected-sendto" => {
+            let peer = SocketAddr::new(addr(1), port(2));
+            let other = SocketAddr::new(addr(3), port(4));
+            let bind: SocketAddr = if peer.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            };
+            UdpSocket::bind(bind).and_then(|s| {
+                s.connect(peer)?;
+                let first = s.send(b"probe")?;
+                s.send_to(b"probe", other)
+                    .map(|n| format!("sent {first} to the peer, {n} to the other"))
             })
         }
         "ping" => ping(addr(1)),
