@@ -67,11 +67,7 @@ impl<C: EbpfContext> PolicyView for Maps<'_, C> {
 
     #[inline(always)]
     fn config(&self) -> Option<&PolicyConfig> {
-        let config = active_config();
-        if config.is_none() {
-            log::config_missing(self.ctx);
-        }
-        config
+        config_or_log(self.ctx)
     }
 
     #[inline(always)]
@@ -86,6 +82,16 @@ impl<C: EbpfContext> PolicyView for Maps<'_, C> {
             bucket::admit_global(gcra, &mut clock)
         }
     }
+}
+
+/// [`active_config`], with a rare-condition log when there is none.
+#[inline(always)]
+fn config_or_log<C: EbpfContext>(ctx: &C) -> Option<&'static PolicyConfig> {
+    let config = active_config();
+    if config.is_none() {
+        log::config_missing(ctx);
+    }
+    config
 }
 
 /// The policy config in force, if the loader wrote one.
@@ -124,11 +130,7 @@ impl PolicyView for EndpointMaps<'_> {
 
     #[inline(always)]
     fn config(&self) -> Option<&PolicyConfig> {
-        let config = active_config();
-        if config.is_none() {
-            log::config_missing(self.ctx);
-        }
-        config
+        config_or_log(self.ctx)
     }
 
     #[inline(always)]

@@ -144,6 +144,49 @@ impl DockerEndpoint {
     }
 }
 
+/// The `since` of an event subscription made right after a list: a second
+/// before now, so that nothing between the list and the subscription is
+/// missed (both followers re-read what an event names, so one applied
+/// twice is harmless).
+pub fn events_since_now() -> String {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(1))
+        .unwrap_or(0)
+        .to_string()
+}
+
+/// Follows the engine's events of these `types` and `actions` from `since`,
+/// each handed to `apply` in order, until the stream fails or the engine
+/// closes it; returns what ended it.
+pub async fn follow_events<F, Fut>(
+    docker: &Docker,
+    since: &str,
+    types: &[&str],
+    actions: &[&str],
+    mut apply: F,
+) -> String
+where
+    F: FnMut(EventMessage) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let filters: HashMap<&str, Vec<&str>> =
+        HashMap::from([("type", types.to_vec()), ("event", actions.to_vec())]);
+    let mut events = docker.events(Some(
+        EventsOptionsBuilder::new()
+            .since(since)
+            .filters(&filters)
+            .build(),
+    ));
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(e) => apply(e).await,
+            Err(e) => return format!("event stream: {e}"),
+        }
+    }
+    "the engine closed the event stream".into()
+}
+
 /// Containers by address, kept current from a Docker engine.
 #[derive(Debug)]
 pub struct DockerIdentity {
@@ -254,14 +297,7 @@ impl DockerIdentity {
             Ok(d) => d,
             Err(e) => return (false, e),
         };
-        // Events since just before the list are replayed, so nothing that
-        // happens between the list and the subscription is missed; applying
-        // one twice is harmless (each re-reads the container).
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs().saturating_sub(1))
-            .unwrap_or(0)
-            .to_string();
+        let since = events_since_now();
         let list = match docker
             .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
             .await
@@ -325,26 +361,18 @@ impl DockerIdentity {
             "Docker engine at {}: drop events name the container ({containers} running, {addresses} addresses)",
             self.endpoint.url()
         );
-        let filters: HashMap<&str, Vec<&str>> = HashMap::from([
-            ("type", vec!["container", "network"]),
-            (
-                "event",
-                vec!["start", "die", "destroy", "rename", "connect", "disconnect"],
-            ),
-        ]);
-        let mut events = docker.events(Some(
-            EventsOptionsBuilder::new()
-                .since(&since)
-                .filters(&filters)
-                .build(),
-        ));
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => self.apply(&docker, &e).await,
-                Err(e) => return (true, format!("event stream: {e}")),
-            }
-        }
-        (true, "the engine closed the event stream".into())
+        let ended = follow_events(
+            &docker,
+            &since,
+            &["container", "network"],
+            &["start", "die", "destroy", "rename", "connect", "disconnect"],
+            |e| {
+                let docker = &docker;
+                async move { self.apply(docker, &e).await }
+            },
+        )
+        .await;
+        (true, ended)
     }
 
     async fn connect(&self) -> Result<Docker, String> {

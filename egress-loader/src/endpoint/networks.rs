@@ -21,20 +21,18 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use bollard::{
     Docker,
     models::{EventMessage, EventMessageTypeEnum},
-    query_parameters::EventsOptionsBuilder,
 };
-use futures::StreamExt;
 use log::{debug, info, warn};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::endpoint::engine::DockerEndpoint;
+use crate::endpoint::engine::{DockerEndpoint, events_since_now, follow_events};
 
 /// The option naming a bridge network's interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -239,13 +237,7 @@ impl NetworkWatch {
             Ok(d) => d,
             Err(e) => return (false, e),
         };
-        // Events since just before the list are replayed: nothing between
-        // the list and the subscription is missed.
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs().saturating_sub(1))
-            .unwrap_or(0)
-            .to_string();
+        let since = events_since_now();
         if let Err(e) = self.refresh(&docker).await {
             return (false, e);
         }
@@ -258,23 +250,18 @@ impl NetworkWatch {
             bridges.into_iter().collect::<Vec<_>>().join(", ")
         );
         self.bump();
-        let filters: HashMap<&str, Vec<&str>> = HashMap::from([
-            ("type", vec!["network", "container"]),
-            ("event", vec!["create", "destroy", "start", "die"]),
-        ]);
-        let mut events = docker.events(Some(
-            EventsOptionsBuilder::new()
-                .since(&since)
-                .filters(&filters)
-                .build(),
-        ));
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => self.apply(&docker, &e).await,
-                Err(e) => return (true, format!("event stream: {e}")),
-            }
-        }
-        (true, "the engine closed the event stream".into())
+        let ended = follow_events(
+            &docker,
+            &since,
+            &["network", "container"],
+            &["create", "destroy", "start", "die"],
+            |e| {
+                let docker = &docker;
+                async move { self.apply(docker, &e).await }
+            },
+        )
+        .await;
+        (true, ended)
     }
 
     async fn apply(&self, docker: &Docker, e: &EventMessage) {
