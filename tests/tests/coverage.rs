@@ -597,24 +597,6 @@ fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiv
     (child, rx)
 }
 
-fn metrics(ns: &NetNs, port: u16) -> String {
-    let mut last = String::new();
-    for _ in 0..50 {
-        match egress_tests::traffic::http_get(
-            ns,
-            Ipv4Addr::LOCALHOST,
-            port,
-            "/metrics",
-            Duration::from_secs(3),
-        ) {
-            Ok(body) => return body,
-            Err(e) => last = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("GET /metrics: {last}");
-}
-
 /// The value of the unlabelled gauge `name` in an OpenMetrics text.
 fn gauge(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -905,16 +887,16 @@ fn engine_networks_are_attached_and_reported() {
     assert!(
         wait_until(Duration::from_secs(15), || {
             gauge(
-                &metrics(dh.host(), METRICS_PORT),
+                &metrics_text(dh.host(), METRICS_PORT),
                 "egress_uncovered_containers",
             ) == Some(1.0)
         }),
         "{}",
-        metrics(dh.host(), METRICS_PORT)
+        metrics_text(dh.host(), METRICS_PORT)
     );
     assert_eq!(
         gauge(
-            &metrics(dh.host(), METRICS_PORT),
+            &metrics_text(dh.host(), METRICS_PORT),
             "egress_uncovered_networks"
         ),
         Some(1.0)

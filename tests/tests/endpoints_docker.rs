@@ -11,13 +11,11 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use common::*;
 use egress_tests::{
-    BpffsMount, LoaderProcess, NetNs, addrs,
+    BpffsMount, LoaderProcess, addrs,
     docker::{engine::DockerHost, images, skip_unless_docker},
-    frames::{V4, ethernet, tcp},
     skip_unless_privileged,
     traffic::tcp_server,
     unique_suffix, wait_until,
-    wire::{Layout, mac, send_frames},
 };
 use serde_json::Value;
 
@@ -49,27 +47,6 @@ fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, extra: &[&str]) -> Loade
     loader
 }
 
-/// The `endpoints[]` entry of `counters --json` whose container is `name`.
-fn endpoint_of(c: &Value, name: &str) -> Option<Value> {
-    c["endpoints"]
-        .as_array()?
-        .iter()
-        .find(|e| e["container"]["name"] == name)
-        .cloned()
-}
-
-fn endpoint_count(c: &Value, name: &str, verdict: &str) -> u64 {
-    endpoint_of(c, name)
-        .and_then(|e| {
-            e["counters"]
-                .as_array()?
-                .iter()
-                .find(|x| x["name"] == verdict)?["packets"]
-                .as_u64()
-        })
-        .unwrap_or(0)
-}
-
 /// `n` SMTP connection attempts in a row from inside container `name`
 /// (busybox nc, 2 s to connect): which of them connected, in order.
 fn smtp_attempts(dh: &DockerHost, name: &str, n: usize) -> Vec<bool> {
@@ -96,35 +73,6 @@ fn smtp_attempts(dh: &DockerHost, name: &str, n: usize) -> Vec<bool> {
             ok
         })
         .collect()
-}
-
-/// The network namespace of a running container (`/proc/PID/ns/net`).
-fn container_netns(dh: &DockerHost, name: &str) -> NetNs {
-    let pid = dh
-        .docker(&["inspect", "--format", "{{.State.Pid}}", name])
-        .unwrap();
-    NetNs::attach("epd", pid.trim().parse().unwrap()).unwrap()
-}
-
-/// Raw SMTP SYNs from container `from` (its eth0, to the bridge's MAC)
-/// carrying the source address `src`.
-fn forge_smtp_syns(dh: &DockerHost, from: &str, src: Ipv4Addr, count: u16) {
-    let ns = container_netns(dh, from);
-    let bridge_mac = mac(dh.host(), "docker0").unwrap();
-    let own_mac = mac(&ns, "eth0").unwrap();
-    let frames: Vec<Vec<u8>> = (0..count)
-        .map(|i| {
-            let mut ip = V4::new(addrs::SMTP_V4, 6);
-            ip.src = src;
-            let mut p = ip.header(20);
-            p.extend_from_slice(&tcp(43000 + i, 25, 0x02));
-            let mut f = ethernet(0x0800, &[], &p);
-            f[0..6].copy_from_slice(&bridge_mac);
-            f[6..12].copy_from_slice(&own_mac);
-            f
-        })
-        .collect();
-    send_frames(&ns, "eth0", &frames, Layout::Linear).unwrap();
 }
 
 /// Global SMTP budget 2/hour; two mail relays (an exception: 3/hour each,
@@ -199,7 +147,8 @@ fn an_exceptions_own_smtp_budget_is_charged_by_nobody_else() {
     // b forges relay1's address: charged to b's (the shared, empty) bucket,
     // judged and counted as b's.
     let b_limited = endpoint_count(&counters(&loader), &b, "smtp_limited");
-    forge_smtp_syns(&dh, &b, relay1_ip, 5);
+    dh.forge_syns(&b, relay1_ip, addrs::SMTP_V4, 25, 43000, 5)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let c = counters(&loader);
     assert_eq!(
@@ -238,24 +187,6 @@ fn an_exceptions_own_smtp_budget_is_charged_by_nobody_else() {
 }
 
 const METRICS_PORT: u16 = 9185;
-
-fn metrics(ns: &NetNs) -> String {
-    let mut last = String::new();
-    for _ in 0..50 {
-        match egress_tests::traffic::http_get(
-            ns,
-            Ipv4Addr::LOCALHOST,
-            METRICS_PORT,
-            "/metrics",
-            Duration::from_secs(3),
-        ) {
-            Ok(body) => return body,
-            Err(e) => last = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("GET /metrics: {last}");
-}
 
 /// The value of the series `name{labels}` whose label set contains every one
 /// of `labels` (`key="value"` each).
@@ -319,7 +250,7 @@ fn a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts() {
     let (gone_veth, stays_veth) = (veth_of(&c, &gone), veth_of(&c, &stays));
     let gone_blocked = endpoint_count(&c, &gone, "metadata_blocked");
     assert!(gone_blocked >= 3, "{c}");
-    let text = metrics(dh.host());
+    let text = metrics_text(dh.host(), METRICS_PORT);
     let of_gone = [format!("container=\"{gone}\"")];
     let blocked = [
         format!("container=\"{gone}\""),
@@ -345,11 +276,11 @@ fn a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts() {
 
     dh.docker(&["rm", "-f", &gone]).unwrap();
     let dropped = wait_until(Duration::from_secs(10), || {
-        let t = metrics(dh.host());
+        let t = metrics_text(dh.host(), METRICS_PORT);
         series(&t, "egress_endpoint_packets_total", &of_gone).is_empty()
             && series(&t, "egress_endpoint_bytes_total", &of_gone).is_empty()
     });
-    let text = metrics(dh.host());
+    let text = metrics_text(dh.host(), METRICS_PORT);
     assert!(dropped, "the gone container's series stay:\n{text}");
     assert!(
         !text.contains(&format!("veth=\"{gone_veth}\"")),

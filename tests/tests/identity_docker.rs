@@ -14,15 +14,12 @@ use std::{
 
 use common::*;
 use egress_tests::{
-    BpffsMount, LoaderProcess, NetNs, addrs,
+    BpffsMount, LoaderProcess, addrs,
     docker::{engine::DockerHost, images, skip_unless_docker},
-    frames::{V4, ethernet, tcp},
     skip_unless_privileged,
     traffic::tcp_server,
     unique_suffix, wait_until,
-    wire::{Layout, mac, send_frames},
 };
-use serde_json::Value;
 
 const LABEL: &str = "egress-filter.allow-metadata";
 
@@ -76,36 +73,6 @@ fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, config: &std::path::Path
     loader
 }
 
-/// The `endpoints[]` entry of `counters --json` whose container is `name`.
-fn endpoint_of(c: &Value, name: &str) -> Option<Value> {
-    c["endpoints"]
-        .as_array()?
-        .iter()
-        .find(|e| e["container"]["name"] == name)
-        .cloned()
-}
-
-fn endpoint_count(c: &Value, name: &str, verdict: &str) -> u64 {
-    endpoint_of(c, name)
-        .and_then(|e| {
-            e["counters"]
-                .as_array()?
-                .iter()
-                .find(|x| x["name"] == verdict)?["packets"]
-                .as_u64()
-        })
-        .unwrap_or(0)
-}
-
-/// The network namespace of a running container, for the test's own raw
-/// frames (`/proc/PID/ns/net`).
-fn container_netns(dh: &DockerHost, name: &str) -> NetNs {
-    let pid = dh
-        .docker(&["inspect", "--format", "{{.State.Pid}}", name])
-        .unwrap();
-    NetNs::attach("idc", pid.trim().parse().unwrap()).unwrap()
-}
-
 #[test]
 fn exceptions_follow_container_labels_and_survive_a_killed_loader() {
     const TEST: &str = "exceptions_follow_container_labels_and_survive_a_killed_loader";
@@ -147,24 +114,10 @@ fn exceptions_follow_container_labels_and_survive_a_killed_loader() {
     assert!(endpoint_count(&c, &other, "metadata_blocked") >= 1, "{c}");
 
     // The unlabelled container forges the labelled one's address.
-    let ns = container_netns(&dh, &other);
-    let bridge_mac = mac(dh.host(), "docker0").unwrap();
-    let own_mac = mac(&ns, "eth0").unwrap();
-    let frames: Vec<Vec<u8>> = (0..5u16)
-        .map(|i| {
-            let mut ip = V4::new(addrs::IMDS_V4, 6);
-            ip.src = trusted_ip;
-            let mut p = ip.header(20);
-            p.extend_from_slice(&tcp(42000 + i, 80, 0x02));
-            let mut f = ethernet(0x0800, &[], &p);
-            f[0..6].copy_from_slice(&bridge_mac);
-            f[6..12].copy_from_slice(&own_mac);
-            f
-        })
-        .collect();
     let before = endpoint_count(&counters(&loader), &other, "metadata_blocked");
     let excepted_before = endpoint_count(&counters(&loader), &trusted, "excepted");
-    send_frames(&ns, "eth0", &frames, Layout::Linear).unwrap();
+    dh.forge_syns(&other, trusted_ip, addrs::IMDS_V4, 80, 42000, 5)
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let c = counters(&loader);
     assert_eq!(

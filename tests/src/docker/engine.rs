@@ -350,6 +350,48 @@ impl DockerHost {
             .with_context(|| format!("{name}'s address: {ip:?}"))
     }
 
+    /// The network namespace of running container `name`.
+    pub fn container_netns(&self, name: &str) -> Result<NetNs> {
+        let pid = self.docker(&["inspect", "--format", "{{.State.Pid}}", name])?;
+        let pid = pid
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}'s pid: {pid:?}"))?;
+        NetNs::attach("dkc", pid)
+    }
+
+    /// `count` raw TCP SYNs written by container `from` on its eth0, to the
+    /// bridge's MAC, for `dst:dport` and carrying the source address `src`
+    /// (a forged one, to test identity): source ports `sport`, `sport + 1`...
+    pub fn forge_syns(
+        &self,
+        from: &str,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        dport: u16,
+        sport: u16,
+        count: u16,
+    ) -> Result<()> {
+        use crate::frames::{V4, ethernet, tcp};
+        use crate::wire::{Layout, mac, send_frames};
+        let ns = self.container_netns(from)?;
+        let bridge_mac = mac(self.host(), "docker0")?;
+        let own_mac = mac(&ns, "eth0")?;
+        let frames: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let mut ip = V4::new(dst, 6);
+                ip.src = src;
+                let mut p = ip.header(20);
+                p.extend_from_slice(&tcp(sport + i, dport, 0x02));
+                let mut f = ethernet(0x0800, &[], &p);
+                f[0..6].copy_from_slice(&bridge_mac);
+                f[6..12].copy_from_slice(&own_mac);
+                f
+            })
+            .collect();
+        send_frames(&ns, "eth0", &frames, Layout::Linear)
+    }
+
     /// `iptables ARGS...` in the engine's namespace.
     pub fn iptables(&self, args: &[&str]) -> Result<String> {
         let mut argv = vec!["iptables"];

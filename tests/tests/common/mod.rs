@@ -98,6 +98,29 @@ pub fn packets(counters: &Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name:?} in {counters}"))
 }
 
+/// The `endpoints[]` entry of `counters --json` whose container is `name`.
+pub fn endpoint_of(c: &Value, name: &str) -> Option<Value> {
+    c["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["container"]["name"] == name)
+        .cloned()
+}
+
+/// Packets of the verdict counter `verdict` of container `name`'s endpoint
+/// in `counters --json` output; 0 when it has no entry (yet).
+pub fn endpoint_count(c: &Value, name: &str, verdict: &str) -> u64 {
+    endpoint_of(c, name)
+        .and_then(|e| {
+            e["counters"]
+                .as_array()?
+                .iter()
+                .find(|x| x["name"] == verdict)?["packets"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+}
+
 /// Packets of the per-rule counter whose destination is `destination`
 /// (`"169.254.169.254/32"`).
 pub fn rule_packets(counters: &Value, destination: &str) -> u64 {
@@ -106,6 +129,26 @@ pub fn rule_packets(counters: &Value, destination: &str) -> u64 {
         .and_then(|a| a.iter().find(|r| r["destination"] == destination))
         .and_then(|r| r["packets"].as_u64())
         .unwrap_or_else(|| panic!("no rule for {destination:?} in {counters}"))
+}
+
+/// `GET /metrics` of a loader serving on `port` in `ns`, retried for up to
+/// five seconds while it starts.
+pub fn metrics_text(ns: &NetNs, port: u16) -> String {
+    let mut last = String::new();
+    for _ in 0..50 {
+        match http_get(
+            ns,
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+            "/metrics",
+            Duration::from_secs(3),
+        ) {
+            Ok(body) => return body,
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET /metrics: {last}");
 }
 
 /// An HTTP GET from `ns` that must fail because its packets were silently
