@@ -286,13 +286,16 @@ fn judged_at_connect(c: &Connected, parsed: &Parsed) -> bool {
 
 #[cgroup_skb(egress)]
 pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
-    if !in_host_netns(&ctx) {
-        return ALLOW;
-    }
+    // A TCP socket's packet first: it passes whatever its namespace (judged
+    // at connect() in the host's, by the tc classifier in a container's),
+    // so most packets here cost no netns lookup.
     let conn = connected(&ctx);
     if let Some(c) = &conn
         && c.tcp
     {
+        return ALLOW;
+    }
+    if !in_host_netns(&ctx) {
         return ALLOW;
     }
     let pkt = CgroupSkb(&ctx);
