@@ -177,6 +177,10 @@ pub enum Error {
     /// that does not filter.
     #[error("check failed: {0}")]
     CheckFailed(String),
+    /// A cgroup `attach.cgroups` requires is not there (`kubepods`), or the
+    /// tree this process sees is not the host's.
+    #[error("{0}")]
+    Cgroup(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -209,6 +213,7 @@ impl Error {
             | Error::Reload(_)
             | Error::EventsClosed
             | Error::CheckFailed(_)
+            | Error::Cgroup(_)
             | Error::Io(_) => Exit::Failure,
         }
     }
@@ -262,6 +267,7 @@ mod tests {
             ),
             (Error::EventsClosed, 1),
             (Error::CheckFailed("unhealthy".into()), 1),
+            (Error::Cgroup("no kubepods".into()), 1),
             (Error::Io(io::Error::other("x")), 1),
         ] {
             assert_eq!(e.exit_code(), want, "{e}");

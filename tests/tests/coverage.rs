@@ -1,7 +1,12 @@
 //! Coverage: every container on the host filtered, whatever its network,
 //! from its first packet (issue 10).
 //!
-//! - routed veths (Calico's `cali*`: a /32, proxy ARP, no bridge);
+//! - routed veths (Calico's `cali*`: a /32, proxy ARP, no bridge; the same
+//!   shape named as Cilium names its veths, `lxc*`), with the DaemonSet's
+//!   ConfigMap;
+//! - Kubernetes' pod cgroups, shaped as the kubelet's systemd and cgroupfs
+//!   drivers make them, in trees the test creates; a loader in its own
+//!   cgroup namespace with the node's tree mounted as the DaemonSet does;
 //! - the cgroup hooks on cgroups the test creates: every socket operation of
 //!   a process in the cgroup and the host's namespace judged (TCP, UDP
 //!   sendto and connect, IPv6 and v4-mapped, raw ICMP), SMTP charged once
@@ -84,26 +89,65 @@ fn refused(v: &Value) -> bool {
     v["ok"] == false && v["errno"] == libc::EPERM
 }
 
+/// The `config.toml` of deploy/kubernetes/configmap.yaml, as a file: the
+/// DaemonSet's defaults, not a copy of them.
+fn daemonset_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let yaml = std::fs::read_to_string(root.join("deploy/kubernetes/configmap.yaml")).unwrap();
+    let body: String = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "config.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(body.contains("[attach]"), "no config.toml in the ConfigMap");
+    let file = dir.join("config.toml");
+    std::fs::write(&file, body).unwrap();
+    file
+}
+
+/// Routed veths, no bridge: a Calico pod (`cali*`, a /32, `default via
+/// 169.254.1.1`, proxy ARP on the host end) and one named as Cilium names
+/// its host-side veths (`lxc*`; the same wiring here: Cilium's own BPF,
+/// which answers ARP on `lxc*` in a real cluster, is not part of the test).
+/// The loader runs with the DaemonSet's ConfigMap, so its default patterns
+/// are what is tested.
 #[test]
-fn routed_veths_like_calico_are_filtered() {
-    const TEST: &str = "routed_veths_like_calico_are_filtered";
+fn routed_veths_like_calico_and_cilium_are_filtered() {
+    const TEST: &str = "routed_veths_like_calico_and_cilium_are_filtered";
     if !skip_unless_privileged(TEST) {
         return;
     }
-    // No bridge at all: two pods on cali* veths, as Calico wires them.
+    let veths = ["cali1a2b3c4d5e", "lxc1a2b3c4d5e6f"];
     let mut topo = topology("cali", 0);
-    topo.add_routed_pod("cali1a2b3c4d5e", Ipv4Addr::new(10, 244, 0, 5))
+    topo.add_routed_pod(veths[0], Ipv4Addr::new(10, 244, 0, 5))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    topo.add_routed_pod("cali9f8e7d6c5b", Ipv4Addr::new(10, 244, 0, 6))
+    topo.add_routed_pod(veths[1], Ipv4Addr::new(10, 244, 0, 6))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _web = tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
     // Before the filter: the pods reach the metadata service (the wiring works).
-    assert_http_ok(topo.container(0).ns(), addrs::IMDS_V4, 80);
+    for pod in topo.containers() {
+        assert_http_ok(pod.ns(), addrs::IMDS_V4, 80);
+    }
+    let dir = tempdir("cni");
+    let config = daemonset_config(&dir);
     let bpffs = BpffsMount::new();
-    let mut loader = start_loader(&topo, &bpffs, &["--iface", "cali*", "--no-docker"]);
-    wait_attached(&mut loader, "cali1a2b3c4d5e", READY_TIMEOUT);
-    let st = wait_attached(&mut loader, "cali9f8e7d6c5b", READY_TIMEOUT);
+    // The ConfigMap's `kubepods` needs a node: no cgroup hooks here.
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cgroup",
+            "none",
+            "--no-docker",
+        ],
+    );
+    wait_attached(&mut loader, veths[0], READY_TIMEOUT);
+    wait_attached(&mut loader, veths[1], READY_TIMEOUT);
     for pod in topo.containers() {
         assert_http_refused(pod.ns(), addrs::IMDS_V4, 80);
         assert_http_ok(pod.ns(), addrs::SMTP_V4, 8080);
@@ -111,7 +155,7 @@ fn routed_veths_like_calico_are_filtered() {
     let c = counters(&loader);
     assert!(packets(&c, "metadata_blocked") >= 2, "{c}");
     // Counted on each pod's own veth: the veth is the pod's identity.
-    for veth in ["cali1a2b3c4d5e", "cali9f8e7d6c5b"] {
+    for veth in veths {
         let iface = c["interfaces"]
             .as_array()
             .and_then(|a| a.iter().find(|i| i["interface"] == veth))
@@ -123,11 +167,249 @@ fn routed_veths_like_calico_are_filtered() {
             .unwrap_or(0);
         assert!(blocked >= 1, "{veth}: {iface}");
     }
-    assert_eq!(
-        st["interfaces"].as_array().map(Vec::len),
-        Some(2),
-        "only the cali* veths: {st}"
+}
+
+/// A pod's cgroup as the kubelet makes it, below `kubepods`: the systemd
+/// driver's slices and scope, or cgroupfs' directories.
+const POD_UID: &str = "6f1c2e3a-8b4d-4e5f-9a0b-1c2d3e4f5a6b";
+
+fn systemd_pod() -> String {
+    let uid = POD_UID.replace('-', "_");
+    format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-{}.scope",
+        "ab".repeat(32)
+    )
+}
+
+fn cgroupfs_pod() -> String {
+    format!("kubepods/besteffort/pod{POD_UID}/{}", "cd".repeat(32))
+}
+
+/// hostNetwork pods on a node of either cgroup driver, in cgroup trees the
+/// test makes (`node-systemd/`, `node-cgroupfs/` stand for the node's
+/// root): the hooks on `kubepods.slice` / `kubepods` judge a container in
+/// the deepest leaf, created after the attach, from its first connect();
+/// SMTP from both shares the bucket with a bridged pod; the kubelet beside
+/// them keeps the metadata service.
+#[test]
+fn kubepods_shaped_cgroups_judge_host_network_pods() {
+    const TEST: &str = "kubepods_shaped_cgroups_judge_host_network_pods";
+    if !skip_unless_privileged(TEST) {
+        return;
+    }
+    let topo = topology("kube", 1);
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
+    let cg = cgroup("kube");
+    cg.mkdir("node-systemd/kubepods.slice").unwrap();
+    cg.mkdir("node-systemd/system.slice/kubelet.service")
+        .unwrap();
+    cg.mkdir("node-cgroupfs/kubepods").unwrap();
+    let systemd = cg.arg("node-systemd/kubepods.slice");
+    let cgroupfs = cg.arg("node-cgroupfs/kubepods");
+    let bpffs = BpffsMount::new();
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &[
+            "--no-docker",
+            "--cgroup",
+            &systemd,
+            "--cgroup",
+            &cgroupfs,
+            "--smtp-rate",
+            "1/hour",
+            "--smtp-burst",
+            "3",
+        ],
     );
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    for target in [&systemd, &cgroupfs] {
+        assert!(
+            wait_until(READY_TIMEOUT, || cgroup_attached(&status(&loader), target)),
+            "the cgroup hooks are not attached to {target}: {}",
+            status(&loader)
+        );
+    }
+    // The pods start after the attach, as they do on a node.
+    let pods = [
+        format!("node-systemd/{}", systemd_pod()),
+        format!("node-cgroupfs/{}", cgroupfs_pod()),
+    ];
+    for p in &pods {
+        cg.mkdir(p).unwrap();
+    }
+    let imds = addrs::IMDS_V4.to_string();
+    let smtp = addrs::SMTP_V4.to_string();
+    let host = topo.host();
+    let mut blocked = 0;
+    for p in &pods {
+        let v = cg.probe(host, p, &["tcp", &imds, "80"]).unwrap();
+        eprintln!("{p}: {v}");
+        assert!(refused(&v), "{p}: {v}");
+        assert!(v["ms"].as_f64().unwrap() < 100.0, "not at once: {v}");
+        blocked += 1;
+        let c = counters(&loader);
+        assert_eq!(
+            hook_packets(&c, "cgroup/connect4", "metadata_blocked"),
+            blocked,
+            "{p}: {c}"
+        );
+    }
+    // One bucket: burst 3 is one attempt from each pod shape and one from a
+    // bridged pod; the next, from either shape, is over the rate.
+    for p in &pods {
+        let v = cg.probe(host, p, &["tcp", &smtp, "25"]).unwrap();
+        assert_eq!(v["ok"], true, "{p}: within the burst: {v}");
+    }
+    egress_tests::traffic::tcp_connect(
+        topo.container(0).ns(),
+        std::net::SocketAddr::new(IpAddr::V4(addrs::SMTP_V4), 25),
+        Duration::from_secs(2),
+    )
+    .unwrap_or_else(|e| panic!("the bridged pod's attempt, within the burst: {e:#}"));
+    for p in &pods {
+        let v = cg.probe(host, p, &["tcp", &smtp, "25"]).unwrap();
+        assert!(refused(&v), "{p}: over the shared bucket: {v}");
+    }
+    let c = counters(&loader);
+    assert_eq!(packets(&c, "smtp_allowed"), 3, "{c}");
+    assert_eq!(packets(&c, "smtp_limited"), 2, "{c}");
+    // The kubelet (a host service of the same node and netns) keeps it.
+    let before = all_hook_packets(&counters(&loader));
+    let v = cg
+        .probe(
+            host,
+            "node-systemd/system.slice/kubelet.service",
+            &["tcp", &imds, "80"],
+        )
+        .unwrap();
+    assert_eq!(v["ok"], true, "the kubelet lost the metadata service: {v}");
+    assert_eq!(all_hook_packets(&counters(&loader)), before);
+    assert!(loader.is_running(), "{}", loader.log());
+}
+
+/// A loader in a pod: a cgroup of its own and its own cgroup namespace
+/// (`unshare --cgroup`, as containerd gives a pod on cgroup v2), the node's
+/// tree mounted where the DaemonSet's hostPath volume puts it (here: the
+/// host's mount, which reads `/../..` in mountinfo from inside). It finds
+/// the tree and judges a hostNetwork pod from its first connect(). With only
+/// the namespace's own cgroup2 mount (no hostPath), `run --cgroup kubepods`
+/// refuses to start and says why.
+#[test]
+fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
+    const TEST: &str = "a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree";
+    if !skip_unless_privileged(TEST) {
+        return;
+    }
+    let topo = topology("kns", 0);
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let cg = cgroup("kns");
+    cg.mkdir("kubepods.slice").unwrap();
+    let loader_pod = cg.mkdir("kubepods.slice/egress-filter-pod").unwrap();
+    let target = cg.arg("kubepods.slice");
+    let mount = cg.fs().mount().to_owned();
+    let bpffs = BpffsMount::new();
+    let pins = pin_dir(&bpffs);
+    let bin = egress_tests::loader_bin().unwrap();
+    // sh joins the pod's cgroup, unshare gives it a cgroup and a mount
+    // namespace, the inner script (own: the node's tree unmounted, the
+    // namespace's own cgroup2 mounted in its place, as a pod without the
+    // hostPath has it) enters the topology's host network namespace.
+    let inner = format!(
+        "mode=$1; shift; \
+         if [ \"$mode\" = own ]; then umount -l {mount} && mount -t cgroup2 cgroup2 {mount}; fi; \
+         grep cgroup2 /proc/self/mountinfo >&2; \
+         exec nsenter --net={net} -- {bin} \"$@\"",
+        mount = mount.display(),
+        net = topo.host().path().display(),
+        bin = bin.display()
+    );
+    let in_pod = |mode: &str, args: &[&str]| {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec unshare --cgroup --mount \
+                 --propagation private sh -c '{inner}' sh \"$@\"",
+                loader_pod.display()
+            ),
+            "sh",
+            mode,
+        ])
+        .args(args);
+        cmd
+    };
+    let pins_arg = pins.to_str().unwrap();
+    // Without the node's tree: a clear refusal, before anything is loaded
+    // (`timeout` bounds the run, should it start after all).
+    let own = in_pod(
+        "own",
+        &[
+            "run",
+            "--pin-dir",
+            pins_arg,
+            "--no-docker",
+            "--cgroup",
+            "kubepods",
+        ],
+    );
+    let out = Command::new("timeout")
+        .args(["--signal=KILL", "30"])
+        .arg(own.get_program())
+        .args(own.get_args())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"kubepods\"") && err.contains("is not the host's tree"),
+        "{err}"
+    );
+    // With it (the hostPath), attached; the pod that starts later is judged.
+    let dir = tempdir("kns");
+    let log = dir.join("loader.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut cmd = in_pod(
+        "hostpath",
+        &[
+            "run",
+            "--pin-dir",
+            pins_arg,
+            "--no-docker",
+            "--rescan",
+            RESCAN,
+            "--cgroup",
+            &target,
+        ],
+    );
+    cmd.stdout(log_file.try_clone().unwrap()).stderr(log_file);
+    let _loader = egress_tests::ChildGuard::spawn(cmd, "egress-loader run (in a pod)").unwrap();
+    let status = || -> Value {
+        let out = Command::new(&bin)
+            .args(["status", "--json", "--no-docker", "--pin-dir", pins_arg])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    assert!(
+        wait_until(READY_TIMEOUT, || cgroup_attached(&status(), &target)),
+        "{target} not attached: {}\n{}",
+        status(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let pod = systemd_pod();
+    cg.mkdir(&pod).unwrap();
+    let v = cg
+        .probe(
+            topo.host(),
+            &pod,
+            &["tcp", &addrs::IMDS_V4.to_string(), "80"],
+        )
+        .unwrap();
+    assert!(refused(&v), "{v}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("not covered"), "{logged}");
 }
 
 /// The socket hooks, cgroup_skb and the netns check, on cgroups this test

@@ -57,8 +57,9 @@ pub struct Args {
     /// host-network containers: a path below the cgroup2 mount (/docker,
     /// /egress.slice), a pattern in its last component
     /// (/system.slice/docker-*.scope), "auto" (ask the engine and the host),
-    /// or "none" (no cgroup hooks); repeatable; replaces the configured list
-    /// [default: auto].
+    /// "kubepods" (Kubernetes' /kubepods.slice or /kubepods, whichever
+    /// exists; refuses to start when neither does), or "none" (no cgroup
+    /// hooks); repeatable; replaces the configured list [default: auto].
     #[arg(long = "cgroup", value_name = "PATH")]
     cgroups: Vec<String>,
     #[command(flatten)]

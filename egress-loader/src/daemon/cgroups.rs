@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     endpoint::{
-        cgroup::{EngineCgroups, Target, expand, resolve},
+        cgroup::{EngineCgroups, HostTree, Target, expand, find_host_tree, resolve},
         coverage::Attached,
     },
     kernel::{
@@ -47,6 +47,8 @@ pub struct CoverageState {
 
 /// The cgroup hooks' state in `run`.
 pub struct CgroupHooks {
+    /// The host's cgroup2 tree, as this process sees it.
+    pub tree: HostTree,
     pub fs: Option<CgroupFs>,
     /// Why the hooks cannot run here, if they cannot (no cgroup2, no netns
     /// cookie, every program refused).
@@ -71,8 +73,10 @@ impl CgroupHooks {
         wanted: bool,
         changes: mpsc::UnboundedSender<()>,
     ) -> Self {
+        let tree = find_host_tree();
         let mut s = CgroupHooks {
-            fs: CgroupFs::find(),
+            fs: tree.fs().cloned(),
+            tree,
             problem: None,
             refused: Vec::new(),
             targets: Vec::new(),
@@ -86,13 +90,9 @@ impl CgroupHooks {
                 Some("the cgroup hooks are turned off (attach.cgroups = [\"none\"])".into());
             return s;
         }
-        if s.fs.is_none() {
-            s.problem = Some(
-                "no cgroup2 file system is mounted (a cgroup v1-only host): the cgroup hooks \
-                 cannot run, host-network containers are not covered"
-                    .into(),
-            );
-            warn!("{}", s.problem.as_deref().unwrap_or_default());
+        if let Some(p) = s.tree.problem() {
+            warn!("{p}");
+            s.problem = Some(p);
             return s;
         }
         match kcgroup::host_netns_cookie() {

@@ -40,6 +40,17 @@ impl Filter {
                 return false;
             }
         };
+        if let Some(e) =
+            crate::endpoint::cgroup::missing_required(&policy.cgroups, &self.coverage.hooks.tree)
+        {
+            error!(
+                "{what}: {}: {e}; refused, keeping the policy in force",
+                path.display()
+            );
+            self.config.record().refused(Some(sha256), e, trigger);
+            self.config.save();
+            return false;
+        }
         match apply::apply(&mut self.maps, &policy) {
             Ok(r) => {
                 self.policy = policy;

@@ -76,9 +76,10 @@ pub struct RunOptions {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Runs until SIGINT/SIGTERM or until the pins are removed. Refuses (exit
-/// 4) a kernel below the floor, missing capabilities or no bpffs before
-/// anything in the kernel changes.
+/// Runs until SIGINT/SIGTERM or until the pins are removed. Refuses a
+/// kernel below the floor, missing capabilities or no bpffs (exit 4), and a
+/// `kubepods` cgroup entry with no kubepods cgroup (exit 1), before anything
+/// in the kernel changes.
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
     match KernelVersion::current() {
         Ok(v) => {
@@ -91,6 +92,14 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         Err(e) => warn!("cannot read the kernel version ({e}); not checking the floor"),
     }
     system::check_privileges()?;
+    // `kubepods` names a cgroup that exists on every node: its absence is a
+    // mistake (the node's tree not mounted), refused before anything changes.
+    if let Some(e) = crate::endpoint::cgroup::missing_required(
+        &opts.policy.cgroups,
+        &crate::endpoint::cgroup::find_host_tree(),
+    ) {
+        return Err(Error::Cgroup(e));
+    }
     system::ensure_bpffs(opts.pins.root())?;
     std::fs::create_dir_all(opts.pins.root())?;
     let _lock = PinDirLock::acquire(opts.pins.root())?;

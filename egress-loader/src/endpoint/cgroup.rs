@@ -16,7 +16,14 @@
 //!   `cgroupfs` driver (created if missing, so the first container is covered
 //!   too), the `docker-*.scope` pattern in `system.slice` for `systemd`;
 //! - `kubepods.slice` and `kubepods` when they exist (Kubernetes), engine or
-//!   not.
+//!   not (`kubepods` names them alone, and requires one).
+//!
+//! Which tree: the mount of the cgroup2 hierarchy's root, found through
+//! `/proc/self/mountinfo` ([`find_host_tree`]). In a container with its own
+//! cgroup namespace (a pod's default) `/sys/fs/cgroup` is the container's
+//! own cgroup, where no `kubepods` exists: the DaemonSet mounts the node's
+//! tree over it (a hostPath volume), and a loader that sees only a
+//! namespace's tree says so instead of attaching nowhere.
 //!
 //! Without an engine, `auto` finds only the Kubernetes cgroups: attach the
 //! engine's cgroup by name (`--cgroup /docker`) to be in force before the
@@ -25,7 +32,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     os::unix::fs::MetadataExt,
-    path::Path,
+    path::{Path, PathBuf},
     sync::RwLock,
 };
 
@@ -41,11 +48,152 @@ use crate::{
     policy::cgroups::CgroupSpec,
 };
 
-/// Kubernetes' pod cgroups: the systemd and the cgroupfs driver's names.
-pub const KUBEPODS: [&str; 2] = ["kubepods.slice", "kubepods"];
+pub use crate::policy::cgroups::KUBEPODS;
 /// The systemd driver's container scopes.
 pub const SYSTEMD_SLICE: &str = "system.slice";
 pub const SYSTEMD_SCOPES: &str = "docker-*.scope";
+
+/// What this process sees of the cgroup2 hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostTree {
+    /// The hierarchy's root is mounted here: every cgroup of the host.
+    Found(CgroupFs),
+    /// cgroup2 is mounted, but none of these mounts is the hierarchy's
+    /// root: this process's own cgroup namespace (a container's
+    /// `/sys/fs/cgroup`), or a bind of one cgroup.
+    SubtreeOnly(Vec<PathBuf>),
+    /// No cgroup2 at all: a cgroup v1-only host.
+    NotMounted,
+}
+
+impl HostTree {
+    pub fn fs(&self) -> Option<&CgroupFs> {
+        match self {
+            HostTree::Found(fs) => Some(fs),
+            _ => None,
+        }
+    }
+
+    /// Why the hooks cannot attach, when they cannot.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            HostTree::Found(_) => None,
+            HostTree::NotMounted => Some(
+                "no cgroup2 file system is mounted (a cgroup v1-only host): the cgroup hooks \
+                 cannot run, host-network containers are not covered"
+                    .into(),
+            ),
+            HostTree::SubtreeOnly(mounts) => Some(format!(
+                "the cgroup2 file system mounted at {} is not the host's tree but one \
+                 cgroup of it (this container's own cgroup namespace, or a bind of a \
+                 sub-cgroup): the cgroup hooks cannot reach the cgroups containers and pods \
+                 are created under, so host-network containers are not covered. Mount the \
+                 host's /sys/fs/cgroup into the loader's container (Kubernetes: a hostPath \
+                 volume at /sys/fs/cgroup, as deploy/kubernetes/daemonset.yaml has; Docker: \
+                 --cgroupns host, or -v /sys/fs/cgroup:/sys/fs/cgroup)",
+                mounts
+                    .iter()
+                    .map(|m| m.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+/// The mount of the cgroup2 hierarchy's root that this process sees.
+///
+/// mountinfo's root field is relative to the reader's cgroup namespace: in
+/// a container with its own namespace the host's tree, bind-mounted in,
+/// shows as `/../../..` and the container's own cgroup as `/`. So the field
+/// does not say which mount is the host's; the directory does: the root
+/// cgroup is the only one without `cgroup.events` (`CFTYPE_NOT_ON_ROOT`,
+/// kernel/cgroup/cgroup.c, since Linux 4.5).
+pub fn find_host_tree() -> HostTree {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    host_tree_in(&info, is_hierarchy_root)
+}
+
+/// Whether the cgroup2 directory `dir` is the hierarchy's root.
+pub fn is_hierarchy_root(dir: &Path) -> bool {
+    dir.join("cgroup.procs").exists() && !dir.join("cgroup.events").exists()
+}
+
+/// [`find_host_tree`] over a mountinfo text; `is_root` tells whether a
+/// mount point shows the hierarchy's root.
+pub fn host_tree_in(mountinfo: &str, is_root: impl Fn(&Path) -> bool) -> HostTree {
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for line in mountinfo.lines() {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() != Some("cgroup2") {
+            continue;
+        }
+        let Some(mountpoint) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let m = PathBuf::from(unescape_octal(mountpoint));
+        if !mounts.contains(&m) {
+            mounts.push(m);
+        }
+    }
+    // A later mount on the same point hides an earlier one: the directory
+    // decides, whichever line it came from.
+    match mounts.iter().find(|m| is_root(m)) {
+        Some(m) => HostTree::Found(CgroupFs::at(m.clone())),
+        None if mounts.is_empty() => HostTree::NotMounted,
+        None => HostTree::SubtreeOnly(mounts),
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why `run` cannot do what `specs` ask of this tree: `kubepods` names a
+/// cgroup that must exist (the kubelet creates it before any pod, the
+/// DaemonSet's included), so its absence is a mistake to report, not a
+/// target to wait for. A v1-only host is not one: the bridge filter runs
+/// there and says host-network containers are not covered.
+pub fn missing_required(specs: &[CgroupSpec], tree: &HostTree) -> Option<String> {
+    if !specs.contains(&CgroupSpec::Kubepods) {
+        return None;
+    }
+    match tree {
+        HostTree::NotMounted => None,
+        HostTree::SubtreeOnly(_) => Some(format!(
+            "attach.cgroups names \"kubepods\", but {}",
+            tree.problem().unwrap_or_default()
+        )),
+        HostTree::Found(fs) if KUBEPODS.iter().all(|k| fs.id(k).is_none()) => Some(format!(
+            "attach.cgroups names \"kubepods\", but neither /kubepods.slice (the kubelet's \
+             systemd cgroup driver) nor /kubepods (its cgroupfs driver) exists in the cgroup2 \
+             tree at {}: on a Kubernetes node, the kubelet creates one before any pod runs; \
+             check that this tree is the node's (the DaemonSet's hostPath volume of \
+             /sys/fs/cgroup), or name the cgroup the kubelet uses (--cgroup-root) as a path",
+            fs.mount().display()
+        )),
+        HostTree::Found(_) => None,
+    }
+}
 
 /// One place the hooks attach, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,6 +253,10 @@ pub fn resolve(specs: &[CgroupSpec], fs: &CgroupFs, engine: Option<&EngineCgroup
         }
     };
     for spec in specs {
+        if *spec == CgroupSpec::Kubepods {
+            kubepods(fs, "kubepods", &mut push);
+            continue;
+        }
         if *spec != CgroupSpec::Auto {
             push(Target {
                 spec: spec.clone(),
@@ -149,17 +301,22 @@ pub fn resolve(specs: &[CgroupSpec], fs: &CgroupFs, engine: Option<&EngineCgroup
         // No engine (yet): the engine's cgroups are not known, and a guess
         // (a /docker that exists) would not make the boot race-free either:
         // docs/deployment.md says which setups are.
-        for k in KUBEPODS {
-            if fs.id(k).is_some() {
-                push(Target {
-                    spec: CgroupSpec::Path(k.into()),
-                    origin: "auto: Kubernetes pods".into(),
-                    create: false,
-                });
-            }
-        }
+        kubepods(fs, "auto", &mut push);
     }
     out
+}
+
+/// Kubernetes' pod cgroups that exist, as targets (never created).
+fn kubepods(fs: &CgroupFs, why: &str, push: &mut impl FnMut(Target)) {
+    for (k, driver) in KUBEPODS.into_iter().zip(["systemd", "cgroupfs"]) {
+        if fs.id(k).is_some() {
+            push(Target {
+                spec: CgroupSpec::Path(k.into()),
+                origin: format!("{why}: Kubernetes pods (the kubelet's {driver} cgroup driver)"),
+                create: false,
+            });
+        }
+    }
 }
 
 fn systemd_scopes(origin: &str) -> Target {
@@ -177,7 +334,7 @@ fn systemd_scopes(origin: &str) -> Target {
 /// children of the pattern's parent whose names match.
 pub fn expand(fs: &CgroupFs, spec: &CgroupSpec) -> Vec<String> {
     match spec {
-        CgroupSpec::Auto => Vec::new(),
+        CgroupSpec::Auto | CgroupSpec::Kubepods => Vec::new(),
         CgroupSpec::Path(p) => fs.id(p).map(|_| vec![p.clone()]).unwrap_or_default(),
         CgroupSpec::Pattern { parent, .. } => {
             let mut v: Vec<String> = std::fs::read_dir(fs.path(parent))
@@ -379,6 +536,77 @@ mod tests {
         // Configured entries are kept as they are, literal ones created.
         let t = resolve(&[parse_spec("/egress.slice").unwrap()], &fs, None);
         assert!(t[0].create && t[0].origin == "configured");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_host_tree_is_the_mount_of_the_root() {
+        // In a cgroup namespace of its own (a pod): the host's tree, bound
+        // in, reads `/../../..`; a fresh mount there reads `/` but is the
+        // namespace's cgroup. The directory decides, not the field.
+        let pod = "\
+50 40 0:38 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw
+61 50 0:38 /../../.. /host/cg\\040x rw - cgroup2 cgroup2 rw
+";
+        let host = Path::new("/host/cg x");
+        assert_eq!(
+            host_tree_in(pod, |d| d == host),
+            HostTree::Found(CgroupFs::at(host))
+        );
+        let only_own = host_tree_in(pod, |_| false);
+        assert_eq!(
+            only_own,
+            HostTree::SubtreeOnly(vec!["/sys/fs/cgroup".into(), host.into()])
+        );
+        let p = only_own.problem().unwrap();
+        assert!(
+            p.contains("not the host's tree") && p.contains("hostPath"),
+            "{p}"
+        );
+        let v1 = "27 25 0:25 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(host_tree_in(v1, |_| true), HostTree::NotMounted);
+        assert!(HostTree::NotMounted.problem().unwrap().contains("v1-only"));
+        // This process's own tree: found, whatever the test runs in.
+        if let HostTree::Found(fs) = find_host_tree() {
+            assert!(is_hierarchy_root(fs.mount()));
+            assert!(fs.id("").is_some());
+        }
+    }
+
+    #[test]
+    fn kubepods_is_the_drivers_cgroup_and_required() {
+        let (dir, fs) = fs();
+        let k = [CgroupSpec::Kubepods];
+        let tree = HostTree::Found(fs.clone());
+        // The systemd driver's slice (the fixture has it).
+        let t = resolve(&k, &fs, None);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].spec, CgroupSpec::Path("kubepods.slice".into()));
+        assert!(!t[0].create && t[0].origin.contains("systemd"), "{t:?}");
+        assert_eq!(missing_required(&k, &tree), None);
+        // cgroupfs: /kubepods.
+        std::fs::remove_dir(dir.join("kubepods.slice")).unwrap();
+        std::fs::create_dir(dir.join("kubepods")).unwrap();
+        let t = resolve(&k, &fs, None);
+        assert_eq!(t[0].spec, CgroupSpec::Path("kubepods".into()));
+        assert!(t[0].origin.contains("cgroupfs"), "{t:?}");
+        // Neither: nothing to attach, and an error that says where it looked.
+        std::fs::remove_dir(dir.join("kubepods")).unwrap();
+        assert!(resolve(&k, &fs, None).is_empty());
+        let e = missing_required(&k, &tree).unwrap();
+        assert!(
+            e.contains("/kubepods.slice") && e.contains(&dir.display().to_string()),
+            "{e}"
+        );
+        // `auto` waits instead; a v1-only host runs the bridges.
+        assert_eq!(missing_required(&[CgroupSpec::Auto], &tree), None);
+        assert_eq!(missing_required(&k, &HostTree::NotMounted), None);
+        let ns = HostTree::SubtreeOnly(vec!["/sys/fs/cgroup".into()]);
+        assert!(
+            missing_required(&k, &ns)
+                .unwrap()
+                .contains("not the host's tree")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -84,7 +84,12 @@ impl ContainerInfo {
             network_mode: hc.and_then(|h| h.network_mode.clone()).unwrap_or_default(),
             networks,
             pid,
-            cgroup: pid.and_then(CgroupFs::of_pid),
+            // Relative to this process's cgroup namespace: in a namespace of
+            // its own, another's cgroup reads `../../docker/<id>`, which
+            // names nothing below the mount; unknown rather than wrong.
+            cgroup: pid
+                .and_then(CgroupFs::of_pid)
+                .filter(|p| !p.split('/').any(|c| c == "..")),
             net_raw,
         }
     }

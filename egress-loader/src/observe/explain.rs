@@ -44,7 +44,7 @@ use crate::{
         containers::ContainerInfo,
         coverage::{ContainerCoverage, HookKind},
     },
-    kernel::{cgroup::CgroupFs, clock::monotonic_ns, maps, netlink, pins::PinDir},
+    kernel::{clock::monotonic_ns, maps, netlink, pins::PinDir},
     observe::{
         counters::rule_texts,
         endpoints::{EndpointInfo, EndpointLookup},
@@ -169,7 +169,9 @@ pub fn container_hook(
         ),
         HookKind::Cgroup => {
             let cgroup = info.and_then(|i| i.cgroup.clone()).unwrap_or_default();
-            let id = CgroupFs::find().and_then(|f| f.id(&cgroup));
+            let id = crate::endpoint::cgroup::find_host_tree()
+                .fs()
+                .and_then(|f| f.id(&cgroup));
             Hook {
                 kind: "cgroup",
                 via: Some(format!("/{cgroup}")),

@@ -16,7 +16,7 @@ use crate::{
     error::Error,
     kernel::{
         attach,
-        cgroup::{CgroupAttachment, CgroupFs, attachments},
+        cgroup::{CgroupAttachment, attachments},
         maps::PolicyMaps,
         netlink,
         pins::PinDir,
@@ -67,19 +67,16 @@ pub struct CoverageStatus {
 
 /// What the kernel has attached, as coverage reads it.
 pub fn attached(interfaces: &[InterfaceStatus], pins: &PinDir) -> Attached {
-    let fs = CgroupFs::find();
+    let tree = crate::endpoint::cgroup::find_host_tree();
+    let fs = tree.fs();
     Attached {
         interfaces: interfaces
             .iter()
             .filter(|i| i.attached)
             .map(|i| i.name.clone())
             .collect(),
-        cgroups: attachments(pins, fs.as_ref()),
-        cgroup_problem: fs.is_none().then(|| {
-            "no cgroup2 file system is mounted (a cgroup v1-only host): the cgroup hooks \
-             cannot run"
-                .to_owned()
-        }),
+        cgroups: attachments(pins, fs),
+        cgroup_problem: tree.problem(),
         cgroup_caveats: Vec::new(),
     }
 }
@@ -92,7 +89,9 @@ pub fn coverage(
 ) -> CoverageStatus {
     let att = attached(interfaces, pins);
     let mut out = CoverageStatus {
-        cgroup2: CgroupFs::find().map(|f| f.mount().display().to_string()),
+        cgroup2: crate::endpoint::cgroup::find_host_tree()
+            .fs()
+            .map(|f| f.mount().display().to_string()),
         cgroup_problem: att.cgroup_problem.clone(),
         cgroups: att.cgroups.clone(),
         engine: engine.map(DockerEndpoint::url),

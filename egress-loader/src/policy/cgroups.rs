@@ -6,7 +6,9 @@
 //! `endpoint::cgroup`), a cgroup path relative to the cgroup2 mount
 //! (`/docker`, `/egress.slice`, `/kubepods.slice`), or a pattern whose last
 //! component has `*`/`?` (`/system.slice/docker-*.scope`: each scope as it
-//! appears, which is not race-free). `none` alone turns the hooks off.
+//! appears, which is not race-free), or `kubepods` (Kubernetes' pod cgroup,
+//! whichever of `/kubepods.slice` and `/kubepods` exists: an error when
+//! neither does). `none` alone turns the hooks off.
 
 use std::fmt;
 
@@ -21,6 +23,11 @@ pub enum CgroupSpec {
     /// Detect from the engine (its cgroup driver and parent) and the host
     /// (`kubepods.slice`, `kubepods`).
     Auto,
+    /// Kubernetes' pod cgroup: `kubepods.slice` (the kubelet's systemd
+    /// cgroup driver) or `kubepods` (cgroupfs), whichever exists; never
+    /// created, and `run` refuses to start when neither exists (the loader
+    /// does not see the node's cgroup tree, or this is not a node).
+    Kubepods,
     /// One cgroup, relative to the cgroup2 mount, without a leading `/`.
     Path(String),
     /// Every cgroup in `parent` whose name matches `name` (a glob), as it
@@ -32,6 +39,7 @@ impl fmt::Display for CgroupSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CgroupSpec::Auto => f.write_str("auto"),
+            CgroupSpec::Kubepods => f.write_str("kubepods"),
             CgroupSpec::Path(p) => write!(f, "/{p}"),
             CgroupSpec::Pattern { parent, name } if parent.is_empty() => write!(f, "/{name}"),
             CgroupSpec::Pattern { parent, name } => write!(f, "/{parent}/{name}"),
@@ -50,6 +58,7 @@ impl CgroupSpec {
     pub fn matches(&self, rel: &str) -> bool {
         match self {
             CgroupSpec::Auto => false,
+            CgroupSpec::Kubepods => KUBEPODS.contains(&rel),
             CgroupSpec::Path(p) => p == rel,
             CgroupSpec::Pattern { parent, name } => {
                 let (dir, last) = match rel.rsplit_once('/') {
@@ -62,6 +71,12 @@ impl CgroupSpec {
     }
 }
 
+/// Kubernetes' pod cgroups, relative to the cgroup2 mount: the kubelet's
+/// systemd cgroup driver's name, then cgroupfs'. Pods are below them
+/// (`kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice/cri-containerd-<id>.scope`,
+/// `<qos>/pod<uid>/<id>`), and the kubelet creates both before any pod.
+pub const KUBEPODS: [&str; 2] = ["kubepods.slice", "kubepods"];
+
 fn is_glob(s: &str) -> bool {
     s.contains('*') || s.contains('?')
 }
@@ -72,13 +87,16 @@ pub fn parse_spec(text: &str) -> Result<CgroupSpec, String> {
     if text == "auto" {
         return Ok(CgroupSpec::Auto);
     }
+    if text == "kubepods" {
+        return Ok(CgroupSpec::Kubepods);
+    }
     if text.chars().any(|c| c.is_control() || c == '\n') {
         return Err(format!("{text:?} is not a cgroup path"));
     }
     if !text.starts_with('/') {
         return Err(format!(
             "{text:?}: a cgroup path starts with / (relative to the cgroup2 mount, \
-             e.g. /docker or /system.slice/docker-*.scope), or use \"auto\""
+             e.g. /docker or /system.slice/docker-*.scope), or use \"auto\" or \"kubepods\""
         ));
     }
     let rel = text.trim_matches('/');
@@ -161,6 +179,11 @@ mod tests {
     #[test]
     fn entries() {
         assert_eq!(parse_spec("auto"), Ok(CgroupSpec::Auto));
+        let k = parse_spec("kubepods").unwrap();
+        assert_eq!(k, CgroupSpec::Kubepods);
+        assert_eq!(k.to_string(), "kubepods");
+        assert!(k.matches("kubepods.slice") && k.matches("kubepods"));
+        assert!(!k.matches("kubepods.slice/kubepods-besteffort.slice"));
         assert_eq!(parse_spec("/docker"), Ok(CgroupSpec::Path("docker".into())));
         assert_eq!(
             parse_spec("/egress.slice/"),

@@ -51,7 +51,7 @@ use crate::{
         veth::{self, VERIFY_BACKSTOP_PREFIX},
     },
     error::Error,
-    kernel::{attach, cgroup::CgroupFs, maps::PolicyMaps, pins::PinDir},
+    kernel::{attach, maps::PolicyMaps, pins::PinDir},
     observe::{
         counters::{read_hooks, read_interface},
         status,
@@ -260,7 +260,7 @@ fn coverage_lines(c: &status::CoverageStatus) -> (Vec<String>, Vec<String>) {
 /// A connect() to the metadata address from a new cgroup below each cgroup
 /// the hooks are attached to (not below a container's own cgroup).
 fn probe_cgroups(pins: &PinDir, c: &status::CoverageStatus, plan: &Plan) -> Vec<CgroupReport> {
-    let Some(fs) = CgroupFs::find() else {
+    let Some(fs) = crate::endpoint::cgroup::find_host_tree().fs().cloned() else {
         return Vec::new();
     };
     let blocked = || -> u64 {
