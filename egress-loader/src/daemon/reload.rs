@@ -8,7 +8,6 @@ use log::{debug, error, info, warn};
 
 use crate::{
     daemon::{readiness, reconcile::Filter},
-    kernel::system,
     observe::config_record::Trigger,
     policy::{Overrides, Policy, apply, build::sha256_hex},
 };
@@ -64,7 +63,6 @@ impl Filter {
                 self.attached.retain(|n, _| keep.contains(n));
                 self.reconcile();
                 self.reconcile_cgroups();
-                system::release_freed_heap();
                 let generation = {
                     let mut rec = self.config.record();
                     rec.applied(sha256.clone(), trigger);

@@ -223,7 +223,6 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", prepared.older),
         }
     }
-    system::release_freed_heap();
     // The signals are ours before READY=1: a stop that follows READY at once
     // (systemd, a test) must find the orderly exit, not the default action.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -303,6 +302,9 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         endpoints: crate::observe::endpoints::EndpointLookup::open(&opts.pins).ok(),
         cgroups: cgroup_names.clone(),
     };
+    // After the last of the start's temporaries (the object, the policy's
+    // map diff, the rule texts read back for the decoder).
+    system::release_freed_heap();
     if filter.attached.is_empty() {
         info!(
             "no interface matches {:?} yet; waiting for one to appear (checking every {:?})",
@@ -329,6 +331,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
                 {
                     decoder.rules = rules;
                 }
+                system::release_freed_heap();
             }
             () = next_change(&mut watch) => {
                 if let (Some(path), Some(w)) = (opts.config_path.as_deref(), watch.as_mut()) {
@@ -340,6 +343,7 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
                     {
                         decoder.rules = rules;
                     }
+                    system::release_freed_heap();
                 }
             }
             batch = reader.next_batch() => {

@@ -361,11 +361,40 @@ pub struct RuleText {
 
 /// Rule id -> "cidr[:proto[/ports]]", reconstructed from the tries: a rule's
 /// own CIDR is the shortest prefix whose entry names it.
-pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<BTreeMap<u16, String>, Error> {
-    Ok(rule_texts(policy)?
-        .into_iter()
-        .map(|(id, r)| (id, r.destination))
-        .collect())
+pub fn rule_descriptions(policy: &maps::PolicyMaps) -> Result<RuleDescriptions, Error> {
+    Ok(RuleDescriptions::new(&rule_texts(policy)?))
+}
+
+/// The running loader's table of [`rule_descriptions`], for drop events.
+/// Two allocations of their final size (all the texts in one string, and
+/// the index), not a `String` per rule: the loader keeps it for its whole
+/// run, and 10,000 small strings made among `rule_texts`' temporaries kept
+/// as many heap pages resident once those were freed (docs/benchmarks.md,
+/// the idle loader's RSS).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RuleDescriptions {
+    text: String,
+    /// Rule id and the end of its text in `text`, ascending by id.
+    ends: Vec<(u16, u32)>,
+}
+
+impl RuleDescriptions {
+    pub fn new(texts: &BTreeMap<u16, RuleText>) -> Self {
+        let mut text = String::with_capacity(texts.values().map(|r| r.destination.len()).sum());
+        let mut ends = Vec::with_capacity(texts.len());
+        for (&id, r) in texts {
+            text.push_str(&r.destination);
+            // u32: MAX_RULES texts are far below 4 GiB.
+            ends.push((id, text.len() as u32));
+        }
+        Self { text, ends }
+    }
+
+    pub fn get(&self, id: u16) -> Option<&str> {
+        let i = self.ends.binary_search_by_key(&id, |e| e.0).ok()?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
+        Some(&self.text[start as usize..self.ends[i].1 as usize])
+    }
 }
 
 /// Rule id -> its destination, exceptions and action, from the tries.
@@ -643,6 +672,31 @@ fn render(s: &Snapshot, pins: &PinDir, rates: Option<Option<&Rates>>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_descriptions_find_each_rule_by_id_and_no_other() {
+        let text = |d: &str| RuleText {
+            destination: d.to_string(),
+            except: Vec::new(),
+            action: "drop",
+        };
+        let texts: BTreeMap<u16, RuleText> = [
+            (0, text("169.254.169.254/32")),
+            (3, text("10.0.0.0/8:tcp/25,587")),
+            (7, text("fd00:ec2::254/128")),
+            (9, text("")),
+        ]
+        .into_iter()
+        .collect();
+        let d = RuleDescriptions::new(&texts);
+        for (id, t) in &texts {
+            assert_eq!(d.get(*id), Some(t.destination.as_str()), "rule {id}");
+        }
+        for id in [1, 2, 8, 10, NO_RULE] {
+            assert_eq!(d.get(id), None, "rule {id}");
+        }
+        assert_eq!(RuleDescriptions::default().get(0), None);
+    }
 
     #[test]
     fn human_sizes() {

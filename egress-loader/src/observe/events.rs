@@ -106,7 +106,7 @@ fn protocol_name(p: u8) -> String {
 /// What decoding needs besides the raw event.
 pub struct Decoder {
     pub interfaces: HashMap<u32, String>,
-    pub rules: std::collections::BTreeMap<u16, String>,
+    pub rules: crate::observe::counters::RuleDescriptions,
     pub identity: Arc<dyn Identity>,
     /// The endpoint entries (`None`: not readable; events name no endpoint).
     pub endpoints: Option<EndpointLookup>,
@@ -192,7 +192,7 @@ impl Decoder {
             },
             reply: egress_ebpf_common::events::reply_outcome(e.flags).map(|o| o.name()),
             rule: (e.rule_id != NO_RULE)
-                .then(|| self.rules.get(&e.rule_id).cloned().unwrap_or_default()),
+                .then(|| self.rules.get(e.rule_id).unwrap_or_default().to_string()),
             rule_id: (e.rule_id != NO_RULE).then_some(e.rule_id),
             protocol: protocol_name(e.proto),
             src,
