@@ -27,6 +27,7 @@ use crate::{
     prog_cost::Noop,
     setups::Setup,
     stats::median,
+    suite::part,
     workloads::Workload,
     world::{World, exec_with_input, rss_kib},
 };
@@ -56,6 +57,8 @@ pub struct TestRunPair {
 pub struct TrafficPair {
     pub workload: Workload,
     pub reps: u32,
+    /// Repetitions of the 100-endpoint figures (fewer in a quick run).
+    pub reps_100: u32,
     /// Median over reps of `run_time / run_cnt` on docker0, bridge only.
     pub bridge_alone_ns: f64,
     /// The same for the endpoint program on the veth...
@@ -102,9 +105,9 @@ pub struct EndpointsBench {
 }
 
 pub fn measure(world: &mut World, plan: &Plan) -> Result<EndpointsBench> {
-    let test_run = test_run(plan)?;
-    let traffic = traffic(world, plan)?;
-    let attach = attach_hundred(world)?;
+    let test_run = part("endpoints/test-run", || test_run(plan))?;
+    let traffic = part("endpoints/traffic", || traffic(world, plan))?;
+    let attach = part("endpoints/attach-100", || attach_hundred(world, plan))?;
     Ok(EndpointsBench {
         test_run,
         traffic,
@@ -222,37 +225,65 @@ fn with_stats(world: &World, plan: &Plan, wl: Workload, ids: &[u32]) -> Result<V
         .collect())
 }
 
+/// Per-packet figures of one workload, one value per repetition.
+#[derive(Default)]
+struct TrafficRuns {
+    one: Vec<f64>,
+    two: Vec<f64>,
+    alone: Vec<f64>,
+    ep: Vec<f64>,
+    fx: Vec<f64>,
+    sum: Vec<f64>,
+    ep100: Vec<f64>,
+    fx100: Vec<f64>,
+    sum100: Vec<f64>,
+}
+
+/// ns per run of one program: run time over run count.
+fn per_run(r: (u64, u64)) -> f64 {
+    r.0 as f64 / r.1.max(1) as f64
+}
+
 fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
-    let reps = if plan.quick { 2 } else { 3 };
+    let workloads = [Workload::Udp, Workload::Crr];
     let veth = world.topo.container(0).host_veth().to_owned();
     let bridge = world.topo.bridge_name().to_owned();
-    let mut out = Vec::new();
-    for wl in [Workload::Udp, Workload::Crr] {
-        let (mut one, mut two, mut alone, mut ep, mut fx, mut sum) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        let (mut ep100, mut fx100, mut sum100) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..reps {
+    let mut runs: [TrafficRuns; 2] = Default::default();
+    // The workloads that share one activation of each configuration (see
+    // Plan::share_activation); `i` indexes `runs`.
+    let groups: Vec<Vec<(usize, Workload)>> = if plan.share_activation {
+        vec![workloads.iter().copied().enumerate().collect()]
+    } else {
+        workloads
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|w| vec![w])
+            .collect()
+    };
+    for group in &groups {
+        for rep in 0..plan.endpoint_reps {
             // The empty classifier on docker0, then on the veth too.
             {
                 let mut n = Noop::load()?;
                 let id = n.attach(world.host(), &bridge)?;
-                let r = with_stats(world, plan, wl, &[id])?;
-                one.push(r[0].0 as f64 / r[0].1.max(1) as f64);
+                for &(i, wl) in group {
+                    let r = with_stats(world, plan, wl, &[id])?;
+                    runs[i].one.push(per_run(r[0]));
+                }
                 n.attach(world.host(), &veth)?;
-                let r = with_stats(world, plan, wl, &[id])?;
-                // One program, two hooks: its runs count both.
-                two.push(2.0 * r[0].0 as f64 / r[0].1.max(1) as f64);
+                for &(i, wl) in group {
+                    let r = with_stats(world, plan, wl, &[id])?;
+                    // One program, two hooks: its runs count both.
+                    runs[i].two.push(2.0 * per_run(r[0]));
+                }
             }
             let a = Setup::FilterBridgeOnly(0).activate(world)?;
             let id = a.program_id().context("no bridge program id")?;
-            let r = with_stats(world, plan, wl, &[id])?;
-            alone.push(r[0].0 as f64 / r[0].1.max(1) as f64);
+            for &(i, wl) in group {
+                let r = with_stats(world, plan, wl, &[id])?;
+                runs[i].alone.push(per_run(r[0]));
+            }
             a.deactivate(world)?;
 
             let a = Setup::Filter(0).activate(world)?;
@@ -260,18 +291,27 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             let ep_id = a
                 .endpoint_program_id()
                 .context("the endpoint program is not attached to the container's veth")?;
-            let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
-            let (e, f) = (r[0], r[1]);
-            let packets = e.1.max(1) as f64;
-            ep.push(e.0 as f64 / packets);
-            fx.push(f.0 as f64 / f.1.max(1) as f64);
-            sum.push((e.0 + f.0) as f64 / packets);
+            for &(i, wl) in group {
+                let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
+                let (e, f) = (r[0], r[1]);
+                let packets = e.1.max(1) as f64;
+                runs[i].ep.push(e.0 as f64 / packets);
+                runs[i].fx.push(per_run(f));
+                runs[i].sum.push((e.0 + f.0) as f64 / packets);
+            }
             a.deactivate(world)?;
 
+            if rep >= plan.endpoint_100_reps {
+                continue;
+            }
             // With 99 more endpoints: idle veths on docker0, each with its
             // entry and its link.
-            let extra = ExtraPorts::create(world, HUNDRED - 1)?;
-            let a = Setup::Filter(0).activate(world)?;
+            let extra = part("endpoints/99-veths-created", || {
+                ExtraPorts::create(world, HUNDRED - 1)
+            })?;
+            let a = part("endpoints/loader-with-100", || {
+                Setup::Filter(0).activate(world)
+            })?;
             let bridge_id = a.program_id().context("no bridge program id")?;
             let ep_id = a
                 .endpoint_program_id()
@@ -280,27 +320,33 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             if let Some(r) = r {
                 r?;
             }
-            let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
-            let (e, f) = (r[0], r[1]);
-            let packets = e.1.max(1) as f64;
-            ep100.push(e.0 as f64 / packets);
-            fx100.push(f.0 as f64 / f.1.max(1) as f64);
-            sum100.push((e.0 + f.0) as f64 / packets);
+            for &(i, wl) in group {
+                let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
+                let (e, f) = (r[0], r[1]);
+                let packets = e.1.max(1) as f64;
+                runs[i].ep100.push(e.0 as f64 / packets);
+                runs[i].fx100.push(per_run(f));
+                runs[i].sum100.push((e.0 + f.0) as f64 / packets);
+            }
             a.deactivate(world)?;
-            extra.remove(world)?;
+            part("endpoints/99-veths-removed", || extra.remove(world))?;
         }
+    }
+    let mut out = Vec::new();
+    for (wl, r) in workloads.into_iter().zip(&runs) {
         let pair = TrafficPair {
             workload: wl,
-            reps,
-            bridge_alone_ns: median(&alone),
-            endpoint_ns: median(&ep),
-            fast_exit_ns: median(&fx),
-            together_ns: median(&sum),
-            noop_one_ns: median(&one),
-            noop_two_ns: median(&two),
-            endpoint_100_ns: median(&ep100),
-            fast_exit_100_ns: median(&fx100),
-            together_100_ns: median(&sum100),
+            reps: plan.endpoint_reps,
+            reps_100: plan.endpoint_100_reps.min(plan.endpoint_reps),
+            bridge_alone_ns: median(&r.alone),
+            endpoint_ns: median(&r.ep),
+            fast_exit_ns: median(&r.fx),
+            together_ns: median(&r.sum),
+            noop_one_ns: median(&r.one),
+            noop_two_ns: median(&r.two),
+            endpoint_100_ns: median(&r.ep100),
+            fast_exit_100_ns: median(&r.fx100),
+            together_100_ns: median(&r.sum100),
         };
         println!(
             "   {wl:?}: bridge alone {:.1} ns/packet; endpoint {:.1} + fast exit {:.1} = {:.1} ns/packet (empty: {:.1} on one hook, {:.1} on two)",
@@ -369,7 +415,6 @@ impl ExtraPorts {
     }
 }
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-const IDLE: Duration = Duration::from_millis(2500);
 
 /// Pinned links named `ebv*` (the bench's veths).
 fn attached(loader: &LoaderProcess) -> usize {
@@ -398,7 +443,7 @@ fn wait_attached(loader: &LoaderProcess, want: usize) -> Result<Instant> {
     }
 }
 
-fn attach_hundred(world: &mut World) -> Result<AttachHundred> {
+fn attach_hundred(world: &mut World, plan: &Plan) -> Result<AttachHundred> {
     let tag = std::process::id() % 10_000;
     let ns: Vec<String> = (0..HUNDRED).map(|i| format!("eb{tag}n{i}")).collect();
     let mut add = String::new();
@@ -430,7 +475,7 @@ fn attach_hundred(world: &mut World) -> Result<AttachHundred> {
         let create_secs = (created - t0).as_secs_f64();
         let attach_total_secs = (done - t0).as_secs_f64();
         let attach_after_created_secs = done.saturating_duration_since(created).as_secs_f64();
-        std::thread::sleep(IDLE);
+        std::thread::sleep(plan.idle);
         let (idle_rss_kib, _) = rss_kib(loader.pid())?;
         println!(
             "   {HUNDRED} endpoints: created in {create_secs:.2} s, all attached {attach_total_secs:.2} s after the first ({attach_after_created_secs:.2} s after the last); idle VmRSS {idle_rss_kib} KiB"
@@ -446,7 +491,7 @@ fn attach_hundred(world: &mut World) -> Result<AttachHundred> {
         )?;
         let done = wait_attached(&second, HUNDRED)?;
         let startup_secs = (done - t0).as_secs_f64();
-        std::thread::sleep(IDLE);
+        std::thread::sleep(plan.idle);
         let (restarted_idle_rss_kib, _) = rss_kib(second.pid())?;
         println!(
             "   started with {HUNDRED} present: all attached {startup_secs:.2} s after the start; idle VmRSS {restarted_idle_rss_kib} KiB"

@@ -15,8 +15,6 @@ use crate::world::{World, exec_with_input, path_str, rss_kib};
 
 /// How long the loader may take to attach to every new bridge.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-/// Settling time before an "idle" reading (more than one rescan period).
-const IDLE: Duration = Duration::from_millis(2500);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MapMemory {
@@ -66,7 +64,7 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
     )?;
     let status = loader.wait_ready_until(Duration::from_secs(15), |v| attached(v) >= 1)?;
     let program_id = status["interfaces"][0]["program_id"].as_u64().unwrap_or(0);
-    std::thread::sleep(IDLE);
+    std::thread::sleep(plan.idle);
     let pid = loader.pid();
     let (idle_rss_kib, _) = rss_kib(pid)?;
     println!("   idle: VmRSS {idle_rss_kib} KiB");
@@ -114,7 +112,7 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    std::thread::sleep(IDLE);
+    std::thread::sleep(plan.idle);
     let (attached_rss_kib, hwm_kib) = rss_kib(pid)?;
     peak = peak.max(attached_rss_kib);
     println!(
@@ -126,7 +124,7 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
         batch.push_str(&format!("link del {n}\n"));
     }
     exec_with_input(world.host(), &["ip", "-batch", "-"], &batch)?;
-    std::thread::sleep(IDLE);
+    std::thread::sleep(plan.idle);
     let (after_rss_kib, _) = rss_kib(pid)?;
     loader
         .terminate(Duration::from_secs(10))
@@ -148,7 +146,7 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
         ],
     )?;
     loader.wait_ready_until(Duration::from_secs(15), |v| attached(v) >= 1)?;
-    std::thread::sleep(IDLE);
+    std::thread::sleep(plan.idle);
     let (large_policy_rss_kib, _) = rss_kib(loader.pid())?;
     println!("   {n} CIDRs, idle: VmRSS {large_policy_rss_kib} KiB");
     let maps_large = maps(&pin_dir, n)?;

@@ -55,7 +55,8 @@ use plan::{Plan, Section};
         egress-bench --quick --only prog-cost --out /tmp/b"
 )]
 struct Args {
-    /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes).
+    /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes;
+    /// `cargo xtask bench --quick` builds in release first, apart from these).
     #[arg(long)]
     quick: bool,
     /// Exactly N repetitions of every comparison (default: a minimum, then
@@ -102,6 +103,7 @@ fn run(args: &Args) -> Result<()> {
     let plan = Plan::new(args.quick, args.reps, &args.only);
     let started = Instant::now();
     println!("egress-bench: {}", plan.describe());
+    println!("egress-bench: planned: {}", plan.describe_estimate());
     let results = suite::run(&plan)?;
     let elapsed = started.elapsed();
     std::fs::create_dir_all(&args.out)

@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -30,6 +30,7 @@ use crate::plan::{PRECISION, Plan, Repeat};
 use crate::prog_cost::Noop;
 use crate::setups::Setup;
 use crate::stats::{Estimate, median, paired_ratios};
+use crate::suite::part;
 use crate::workloads::{self, Workload};
 use crate::world::{CRR_PORT, SERVER, UDP_PORT, World};
 
@@ -154,38 +155,18 @@ fn process_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-const MAX_CONNECTIONS: u64 = 10_000_000;
 const MAX_DATAGRAMS: u64 = 100_000_000;
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Two threads, each: connect, 1 byte, 1 byte back, close (as workloads::crr).
+/// Two threads, each: connect, 1 byte, 1 byte back, close, timed from when
+/// both are ready (workloads::crr_clients). The process's CPU time is read
+/// at its end, so the threads report none of their own.
 fn crr_client(run: Duration) -> (u64, u64, f64) {
     let sa = SocketAddr::new(SERVER, CRR_PORT);
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
-    let t0 = Instant::now();
-    let deadline = t0 + run;
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                workloads::pin_to(workloads::CLIENT_CPU);
-                while Instant::now() < deadline && done.load(Ordering::Relaxed) < MAX_CONNECTIONS {
-                    match one_connection(sa) {
-                        Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(1));
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            });
-        }
-    });
-    (
-        done.into_inner(),
-        failed.into_inner(),
-        t0.elapsed().as_secs_f64(),
-    )
+    let (_, secs) = workloads::crr_clients(sa, run, &done, &failed, one_connection, || 0);
+    (done.into_inner(), failed.into_inner(), secs)
 }
 
 fn one_connection(sa: SocketAddr) -> io::Result<()> {
@@ -553,10 +534,22 @@ fn prog_stats(id: u32) -> Result<(u64, u64)> {
 }
 
 pub fn exceptions_traffic(world: &mut World, plan: &Plan) -> Result<Vec<ExceptionsTraffic>> {
-    let reps: u32 = if plan.quick { 3 } else { 6 };
-    let mut out = Vec::new();
-    for wl in [Workload::Udp, Workload::Crr] {
-        let (mut with, mut without) = (Vec::new(), Vec::new());
+    let workloads = [Workload::Udp, Workload::Crr];
+    let reps = plan.exception_reps;
+    // (with, without) per workload, one value per repetition.
+    let mut runs: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    // The workloads that share one activation (Plan::share_activation).
+    let groups: Vec<Vec<(usize, Workload)>> = if plan.share_activation {
+        vec![workloads.iter().copied().enumerate().collect()]
+    } else {
+        workloads
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|w| vec![w])
+            .collect()
+    };
+    for group in &groups {
         for rep in 0..reps {
             let order = if rep.is_multiple_of(2) {
                 [false, true]
@@ -571,19 +564,27 @@ pub fn exceptions_traffic(world: &mut World, plan: &Plan) -> Result<Vec<Exceptio
                 };
                 let a = setup.activate(world)?;
                 let id = a.program_id().context("no program id")?;
-                let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .context("BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)")?;
-                let (t0, c0) = prog_stats(id)?;
-                let r = wl.run(world, plan.run_main, plan.iperf_secs);
-                let (t1, c1) = prog_stats(id)?;
-                drop(fd);
+                let mut measured = Vec::new();
+                for &(i, wl) in group {
+                    let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                        .context("BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)")?;
+                    let (t0, c0) = prog_stats(id)?;
+                    let r = wl.run(world, plan.run_main, plan.iperf_secs);
+                    let (t1, c1) = prog_stats(id)?;
+                    drop(fd);
+                    measured.push((i, r.map(|_| (t1 - t0) as f64 / (c1 - c0).max(1) as f64)));
+                }
                 a.deactivate(world)?;
-                r?;
-                let ns = (t1 - t0) as f64 / (c1 - c0).max(1) as f64;
-                let v = if no_exc { &mut without } else { &mut with };
-                v.push(ns);
+                for (i, ns) in measured {
+                    let (with, without) = &mut runs[i];
+                    let v = if no_exc { without } else { with };
+                    v.push(ns?);
+                }
             }
         }
+    }
+    let mut out = Vec::new();
+    for (wl, (with, without)) in workloads.into_iter().zip(runs) {
         let e = ExceptionsTraffic {
             workload: wl,
             reps,
@@ -652,7 +653,7 @@ pub fn network_create(
         "the loader does not follow the engine's networks: {}",
         loader.log()
     );
-    let n = if plan.quick { 3 } else { 6 };
+    let n = plan.networks;
     let mut r = NetworkCreate {
         create_secs: Vec::new(),
         attached_secs: Vec::new(),
@@ -718,18 +719,18 @@ pub struct Paths {
 
 pub fn measure(world: &mut World, plan: &Plan, warnings: &mut Vec<String>) -> Result<Paths> {
     println!("   -- reject path (BPF_PROG_TEST_RUN, one run a call)");
-    let reject = reject_cost(plan)?;
+    let reject = part("paths/reject", || reject_cost(plan))?;
     println!("   -- pass path with and without except_ports, in traffic");
-    let exceptions = exceptions_traffic(world, plan)?;
+    let exceptions = part("paths/except-ports", || exceptions_traffic(world, plan))?;
     println!("   -- host network through the cgroup hooks");
-    let hostnet = hostnet(world, plan).map_err(|e| {
+    let hostnet = part("paths/hostnet", || hostnet(world, plan)).map_err(|e| {
         let w = format!("host-network section not run: {e:#}");
         println!("   {w}");
         warnings.push(w.clone());
         w
     });
     println!("   -- docker network create to attached");
-    let network_create = network_create(world, plan)?;
+    let network_create = part("paths/network-create", || network_create(world, plan))?;
     if let Err(reason) = &network_create {
         let w = format!("`docker network create` to attached: skipped: {reason}");
         println!("   {w}");

@@ -30,6 +30,21 @@ pub enum Section {
     Paths,
 }
 
+impl Section {
+    /// The name `--only` takes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::ProgCost => "prog-cost",
+            Section::Main => "main",
+            Section::Scaling => "scaling",
+            Section::RunTime => "run-time",
+            Section::Footprint => "footprint",
+            Section::Endpoints => "endpoints",
+            Section::Paths => "paths",
+        }
+    }
+}
+
 /// The precision every ratio to no filter is repeated for: its 95%
 /// bootstrap interval within ±2% of its median.
 pub const PRECISION: f64 = 0.02;
@@ -110,6 +125,24 @@ pub struct Plan {
     pub test_run_rounds: u32,
     /// Bridges created to watch the loader reattach.
     pub bridges: usize,
+    /// Repetitions of the endpoints section's traffic figures with one
+    /// endpoint, and of those with 100 (99 idle veths created each time).
+    pub endpoint_reps: u32,
+    pub endpoint_100_reps: u32,
+    /// Repetitions of the pass path with and without except_ports.
+    pub exception_reps: u32,
+    /// Whether one activation of a configuration (a loader started and
+    /// ready, a few seconds) measures both workloads, UDP then CRR, in the
+    /// endpoints and except_ports parts (quick), or each workload gets its
+    /// own activations, all UDP repetitions before the CRR ones (full, as
+    /// the committed figures were measured).
+    pub share_activation: bool,
+    /// `docker network create` timed this many times.
+    pub networks: usize,
+    /// How long the loader is left idle before its resident memory is read
+    /// (more than one rescan period, 1 s by default).
+    #[serde(serialize_with = "secs")]
+    pub idle: Duration,
 }
 
 impl Plan {
@@ -141,9 +174,9 @@ impl Plan {
             Self {
                 quick,
                 sections,
-                main: adaptive(3, 12, 30),
+                main: adaptive(2, 12, 25),
                 scaling: adaptive(2, 2, 30),
-                hostnet: adaptive(3, 12, 12),
+                hostnet: adaptive(2, 12, 8),
                 run_main: Duration::from_millis(500),
                 iperf_secs: 1,
                 run_scaling: Duration::from_millis(500),
@@ -151,6 +184,12 @@ impl Plan {
                 test_run_repeat: 200_000,
                 test_run_rounds: 3,
                 bridges: 50,
+                endpoint_reps: 1,
+                endpoint_100_reps: 1,
+                exception_reps: 2,
+                share_activation: true,
+                networks: 3,
+                idle: Duration::from_millis(1500),
             }
         } else {
             Self {
@@ -166,8 +205,94 @@ impl Plan {
                 test_run_repeat: 1_000_000,
                 test_run_rounds: 5,
                 bridges: 50,
+                endpoint_reps: 3,
+                endpoint_100_reps: 3,
+                exception_reps: 6,
+                share_activation: false,
+                networks: 6,
+                idle: Duration::from_millis(2500),
             }
         }
+    }
+
+    /// What each section is planned to take, seconds, from the counts
+    /// above and the unit costs in [`cost`] (measured on the project's
+    /// 2-CPU VM with other builds running). The adaptive comparisons are
+    /// counted at their bound: the budget, or the minimum repetitions when
+    /// those alone take longer. An estimate for planning (issue 14: the
+    /// full run under 15 minutes, --quick under 3), not a measurement (the report's header has the real times; for the full run
+    /// it comes out about 15% above the 833 s measured on 2026-12-01).
+    pub fn estimate(&self) -> Vec<(Section, f64)> {
+        use cost::*;
+        let run = self.run_main.as_secs_f64() + RUN_OVERHEAD;
+        let iperf = f64::from(self.iperf_secs) + IPERF_OVERHEAD;
+        let rounds = f64::from(self.test_run_rounds);
+        let repeat = f64::from(self.test_run_repeat) * TEST_RUN_NS * 1e-9;
+        let bound = |r: &Repeat, per_rep: f64| {
+            let min = f64::from(r.min) * per_rep;
+            let cap = f64::from(r.max) * per_rep;
+            min.max(r.budget.as_secs_f64().min(cap))
+        };
+        let sizes = self.sizes.len() as f64;
+        let idle = self.idle.as_secs_f64();
+        let per_group = if self.share_activation { 2.0 } else { 1.0 };
+        let groups = 2.0 / per_group;
+        let endpoint_reps = f64::from(self.endpoint_reps);
+        let endpoint_100 = f64::from(self.endpoint_100_reps.min(self.endpoint_reps));
+        let s = |x: Section, secs: f64| (x, secs);
+        let v = vec![
+            s(
+                Section::ProgCost,
+                3.0 * CLASSIFIER_LOAD + rounds * 3.0 * PROG_COST_FRAMES * 2.0 * (repeat + CALL),
+            ),
+            s(
+                Section::Main,
+                bound(&self.main, 3.0 * (3.0 * run + iperf) + LOADER),
+            ),
+            s(
+                Section::Scaling,
+                bound(
+                    &self.scaling,
+                    (1.0 + 3.0 * sizes) * 2.0 * (self.run_scaling.as_secs_f64() + RUN_OVERHEAD)
+                        + sizes * (LOADER + 2.0 * LIST_LOAD),
+                ),
+            ),
+            s(Section::RunTime, 6.0 * run + 2.0 * LOADER + CLASSIFIER_LOAD),
+            s(Section::Footprint, FOOTPRINT + 4.0 * idle),
+            s(
+                Section::Endpoints,
+                2.0 * CLASSIFIER_LOAD
+                    + 3.0 * rounds * (3.0 * repeat + 2.0 * 2001.0 * CALL)
+                    + groups * endpoint_reps * (2.0 * LOADER + 4.0 * per_group * run)
+                    + groups * endpoint_100 * (EXTRA_PORTS + LOADER + per_group * run)
+                    + ATTACH_HUNDRED
+                    + 2.0 * idle,
+            ),
+            s(
+                Section::Paths,
+                2.0 * CLASSIFIER_LOAD
+                    + 3.0 * rounds * 2001.0 * 3.0 * CALL
+                    + groups * f64::from(self.exception_reps) * 2.0 * (LOADER + per_group * run)
+                    + bound(
+                        &self.hostnet,
+                        LOADER + 2.0 * 2.0 * (self.run_main.as_secs_f64() + CLIENT_START),
+                    )
+                    + DOCKER_START
+                    + self.networks as f64 * NETWORK,
+            ),
+        ];
+        v.into_iter().filter(|(x, _)| self.has(*x)).collect()
+    }
+
+    /// "prog-cost 20 s, main 300 s, ...; total 14.2 min" from [`Plan::estimate`].
+    pub fn describe_estimate(&self) -> String {
+        let e = self.estimate();
+        let parts: Vec<String> = e
+            .iter()
+            .map(|(x, secs)| format!("{} {secs:.0} s", x.key()))
+            .collect();
+        let total: f64 = e.iter().map(|x| x.1).sum();
+        format!("{}; total {:.1} min", parts.join(", "), total / 60.0)
     }
 
     pub fn has(&self, s: Section) -> bool {
@@ -182,8 +307,9 @@ impl Plan {
     pub fn describe(&self) -> String {
         format!(
             "{} run: main {} x {:.1} s (iperf3 {} s), scaling {} x {:.1} s at {:?} CIDRs, \
-             host network {}, test_run {} x {} repeats; repeating until every ratio's 95% interval \
-             is within ±{:.0}%",
+             host network {}, test_run {} x {} repeats, endpoints {} reps ({} with 100), \
+             except_ports {} reps{}, {} networks created; repeating until every ratio's 95% \
+             interval is within ±{:.0}%",
             if self.quick { "quick" } else { "full" },
             self.main.describe(),
             self.run_main.as_secs_f64(),
@@ -194,14 +320,105 @@ impl Plan {
             self.hostnet.describe(),
             self.test_run_rounds,
             self.test_run_repeat,
+            self.endpoint_reps,
+            self.endpoint_100_reps.min(self.endpoint_reps),
+            self.exception_reps,
+            if self.share_activation {
+                " (UDP and CRR in one activation)"
+            } else {
+                ""
+            },
+            self.networks,
             PRECISION * 100.0,
         )
     }
 }
 
+/// Unit costs behind [`Plan::estimate`], seconds, from the section times
+/// of a quick and a full run on the project's VM (2 CPUs shared with other
+/// builds, 2026-12-01).
+mod cost {
+    /// A loader started, ready (program verified, attached) and stopped.
+    pub const LOADER: f64 = 2.0;
+    /// A traffic run's own start and end (servers, the UDP sink's drain).
+    pub const RUN_OVERHEAD: f64 = 0.1;
+    pub const IPERF_OVERHEAD: f64 = 0.1;
+    /// The host-network client process's start and the cgroup move.
+    pub const CLIENT_START: f64 = 0.3;
+    /// One BPF_PROG_TEST_RUN repeat (program and loop), ns.
+    pub const TEST_RUN_NS: f64 = 90.0;
+    /// One BPF_PROG_TEST_RUN call's own cost (syscall, copies).
+    pub const CALL: f64 = 60e-6;
+    /// Loading a classifier with its maps and policy in-process.
+    pub const CLASSIFIER_LOAD: f64 = 1.5;
+    /// The representative frames of the program-cost section.
+    pub const PROG_COST_FRAMES: f64 = 10.0;
+    /// Loading and removing a 10,000-entry iptables list or ipset.
+    pub const LIST_LOAD: f64 = 0.5;
+    /// The footprint section besides its four idle waits: two loaders,
+    /// 50 bridges created and deleted, 10,000 CIDRs loaded.
+    pub const FOOTPRINT: f64 = 10.0;
+    /// 99 idle veths in namespaces of their own created and removed, and
+    /// the loader's wait for their links.
+    pub const EXTRA_PORTS: f64 = 2.0;
+    /// Attaching 100 endpoints, twice, and their removal, besides the two
+    /// idle waits.
+    pub const ATTACH_HUNDRED: f64 = 9.0;
+    /// The test engine's start and stop, and one network created.
+    pub const DOCKER_START: f64 = 8.0;
+    pub const NETWORK: f64 = 0.5;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn section_keys_are_the_only_values() {
+        use clap::ValueEnum;
+        for s in Section::value_variants() {
+            assert_eq!(s.to_possible_value().unwrap().get_name(), s.key());
+        }
+    }
+
+    #[test]
+    fn planned_quick_run_fits_in_three_minutes() {
+        let total = |p: &Plan| p.estimate().iter().map(|x| x.1).sum::<f64>();
+        let full = Plan::new(false, None, &[]);
+        let quick = Plan::new(true, None, &[]);
+        assert_eq!(full.estimate().len(), 7);
+        // The full plan is estimated at about 16 minutes with these unit
+        // costs (its comparisons counted at their budgets), where the run
+        // of 2026-12-01 took 13.9: the model is rough for the full run's
+        // long sections, so only the quick bound is held here.
+        assert!(total(&full) > total(&quick));
+        assert!(total(&quick) < 3.0 * 60.0, "{:?}", quick.estimate());
+        // --only counts only what runs.
+        let one = Plan::new(true, None, &[Section::Footprint]);
+        assert_eq!(one.estimate().len(), 1);
+    }
+
+    #[test]
+    fn quick_measures_every_row_with_less() {
+        let q = Plan::new(true, None, &[]);
+        let f = Plan::new(false, None, &[]);
+        // Every row gets a repetition; every paired ratio needs two.
+        assert!(q.endpoint_reps >= 1 && q.endpoint_100_reps >= 1 && q.networks >= 1);
+        assert!(q.exception_reps >= 2 && q.hostnet.min >= 2);
+        assert!(q.main.min >= 2 && q.scaling.min >= 2);
+        // Less of everything than the full run, the largest list the same.
+        assert!(q.endpoint_reps <= f.endpoint_reps);
+        assert!(q.endpoint_100_reps <= f.endpoint_100_reps);
+        assert!(q.exception_reps <= f.exception_reps && q.networks <= f.networks);
+        assert!(q.hostnet.budget <= f.hostnet.budget && q.run_main <= f.run_main);
+        assert_eq!(q.max_size(), f.max_size());
+        // The full run keeps one workload per activation, as its figures
+        // were measured; the 100-endpoint rows every repetition.
+        assert!(!f.share_activation && f.endpoint_100_reps == f.endpoint_reps);
+        // --reps N fixes the adaptive comparisons only.
+        let r = Plan::new(true, Some(4), &[]);
+        assert_eq!((r.main.min, r.main.max, r.hostnet.max), (4, 4, 4));
+    }
 
     #[test]
     fn repeats_until_precise_or_out_of_budget() {

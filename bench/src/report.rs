@@ -118,6 +118,20 @@ impl Report {
              work on the machine during the run shows up as noise in the ranges.\n",
             m.loadavg_start, m.loadavg_end
         );
+        if !r.section_secs.is_empty() {
+            let parts: Vec<String> = r
+                .section_secs
+                .iter()
+                .map(|t| format!("{} {:.0} s", t.section, t.secs))
+                .collect();
+            let _ = writeln!(
+                s,
+                "Time per part of the run (\"world\": building the namespaces): {}. Planned \
+                 (bench/src/plan.rs, `Plan::estimate`): {}.\n",
+                parts.join(", "),
+                self.plan.describe_estimate()
+            );
+        }
 
         s.push_str("## Targets\n\n| target | measured | met |\n|---|---|---|\n");
         for t in &self.targets {
@@ -348,14 +362,18 @@ The CIDRs are /24s of 100.64.0.0/10 that the traffic never matches, so every \
 packet is checked against the whole list.\n\n\
 Workloads (container → cloud): **bulk TCP**: `iperf3 -c`, one stream; \
 **CRR**: two client threads, each connecting, sending one byte, reading one \
-byte and closing, like netperf TCP_CRR; **RR**: one connection, one byte each \
+byte and closing, like netperf TCP_CRR, timed from when both threads are \
+ready on the client CPU (starting them is not in the window); **RR**: one connection, one byte each \
 way, round-trip times recorded per transaction; **UDP**: 64-byte frames \
 (18-byte payload) sent with `sendmmsg` in batches of 64 by one thread, \
 counted by a sink in the cloud namespace. A switch between configurations \
 leaves nothing behind: the nft table and the ipset are deleted, the loader \
 runs with `--detach-on-exit`.\n\n\
 Reproduce: `cargo xtask bench` (full run, writes docs/benchmarks.*), \
-`cargo xtask bench --quick` (under 3 minutes, writes target/bench-quick/), \
+`cargo xtask bench --quick` (under 3 minutes of benchmark after the release \
+build, writes target/bench-quick/: fewer repetitions and list sizes, 0.5 s runs, \
+one repetition of the 100-endpoint rows, UDP and CRR measured in one loader \
+activation in the endpoints and except_ports parts), \
 `--reps N` for exactly N repetitions instead of repeating until the intervals are \
 within ±2%, `--out DIR` to write elsewhere.\n";
 
@@ -584,10 +602,13 @@ fn endpoints_section(s: &mut String, e: &crate::endpoints::EndpointsBench) {
             p.together_ns
         );
     }
-    s.push_str(
+    let (reps, reps_100) = e.traffic.first().map_or((0, 0), |p| (p.reps, p.reps_100));
+    let _ = write!(
+        s,
         "\nIn traffic, kernel run-time stats (`run_time_ns / run_cnt`, switched on with \
-         `BPF_ENABLE_STATS` around each run only), ns per packet, medians over the \
-         repetitions; the two programs' times are added per packet of the veth program:\n\n\
+         `BPF_ENABLE_STATS` around each run only), ns per packet, medians over {reps} \
+         repetitions ({reps_100} with 100 endpoints, each creating the 99 idle veths anew); \
+         the two programs' times are added per packet of the veth program:\n\n\
          | workload | endpoints | bridge alone | endpoint | fast exit | together | together / alone | empty, one hook | empty, two hooks |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for p in &e.traffic {
@@ -605,8 +626,17 @@ fn endpoints_section(s: &mut String, e: &crate::endpoints::EndpointsBench) {
         );
         let _ = writeln!(
             s,
-            "| {} | 100 (99 idle) | – | {:.1} | {:.1} | **{:.1}** | {:.2}× | – | – |",
+            "| {} | 100 (99 idle){} | – | {:.1} | {:.1} | **{:.1}** | {:.2}× | – | – |",
             workload_label(p.workload),
+            if p.reps_100 == p.reps {
+                String::new()
+            } else {
+                format!(
+                    ", {} rep{}",
+                    p.reps_100,
+                    if p.reps_100 == 1 { "" } else { "s" }
+                )
+            },
             p.endpoint_100_ns,
             p.fast_exit_100_ns,
             p.together_100_ns,

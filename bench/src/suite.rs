@@ -152,15 +152,49 @@ pub struct Results {
     pub footprint: Option<Footprint>,
     pub endpoints: Option<crate::endpoints::EndpointsBench>,
     pub paths: Option<crate::paths::Paths>,
+    /// Wall-clock seconds of each part of the run, in the order they ran
+    /// ("world" is building the namespaces and the iperf3 server).
+    pub section_secs: Vec<SectionTime>,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SectionTime {
+    pub section: String,
+    pub secs: f64,
+}
+
+/// Times the parts of the run and prints each one's end.
+#[derive(Default)]
+struct Clock(Vec<SectionTime>);
+
+impl Clock {
+    fn time<T>(&mut self, key: &str, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !name.is_empty() {
+            section(name);
+        }
+        let t0 = Instant::now();
+        let r = f();
+        let secs = t0.elapsed().as_secs_f64();
+        println!("   [{key}: {secs:.1} s]");
+        self.0.push(SectionTime {
+            section: key.to_owned(),
+            secs,
+        });
+        r
+    }
 }
 
 pub fn run(plan: &Plan) -> Result<Results> {
     let mut warnings = Vec::new();
+    let mut clock = Clock::default();
     let machine = machine();
     let prog_cost = if plan.has(Section::ProgCost) {
-        section("program cost (BPF_PROG_TEST_RUN)");
-        Some(prog_cost::measure(plan)?)
+        Some(clock.time(
+            Section::ProgCost.key(),
+            "program cost (BPF_PROG_TEST_RUN)",
+            || prog_cost::measure(plan),
+        )?)
     } else {
         None
     };
@@ -178,50 +212,69 @@ pub fn run(plan: &Plan) -> Result<Results> {
     let mut endpoints = None;
     let mut paths = None;
     if needs_world {
-        let mut world = World::build()?;
+        let mut world = clock.time("world", "", World::build)?;
+        let w = &mut warnings;
         if plan.has(Section::Main) {
-            section("main comparison");
-            main = Some(compare(
-                &mut world,
-                &[Setup::NoFilter, Setup::Iptables(0), Setup::Filter(0)],
-                &Workload::ALL,
-                plan.main,
-                plan.run_main,
-                plan.iperf_secs,
-                &mut warnings,
-            )?);
+            main = Some(clock.time(Section::Main.key(), "main comparison", || {
+                compare(
+                    &mut world,
+                    &[Setup::NoFilter, Setup::Iptables(0), Setup::Filter(0)],
+                    &Workload::ALL,
+                    plan.main,
+                    plan.run_main,
+                    plan.iperf_secs,
+                    w,
+                )
+            })?);
         }
         if plan.has(Section::Scaling) {
-            section("scaling with the blocked-list size");
             let mut setups = vec![Setup::NoFilter];
             for &n in &plan.sizes {
                 setups.extend([Setup::Iptables(n), Setup::Ipset(n), Setup::Filter(n)]);
             }
-            scaling = Some(compare(
-                &mut world,
-                &setups,
-                &[Workload::Udp, Workload::Crr],
-                plan.scaling,
-                plan.run_scaling,
-                plan.iperf_secs,
-                &mut warnings,
+            scaling = Some(clock.time(
+                Section::Scaling.key(),
+                "scaling with the blocked-list size",
+                || {
+                    compare(
+                        &mut world,
+                        &setups,
+                        &[Workload::Udp, Workload::Crr],
+                        plan.scaling,
+                        plan.run_scaling,
+                        plan.iperf_secs,
+                        w,
+                    )
+                },
             )?);
         }
         if plan.has(Section::RunTime) {
-            section("in-kernel run time during traffic (BPF_ENABLE_STATS)");
-            run_time = Some(measure_run_time(&mut world, plan)?);
+            run_time = Some(clock.time(
+                Section::RunTime.key(),
+                "in-kernel run time during traffic (BPF_ENABLE_STATS)",
+                || measure_run_time(&mut world, plan),
+            )?);
         }
         if plan.has(Section::Footprint) {
-            section("loader footprint");
-            footprint = Some(footprint::measure(&mut world, plan)?);
+            footprint = Some(
+                clock.time(Section::Footprint.key(), "loader footprint", || {
+                    footprint::measure(&mut world, plan)
+                })?,
+            );
         }
         if plan.has(Section::Endpoints) {
-            section("endpoints: veth program + bridge fast exit, attaching 100");
-            endpoints = Some(crate::endpoints::measure(&mut world, plan)?);
+            endpoints = Some(clock.time(
+                Section::Endpoints.key(),
+                "endpoints: veth program + bridge fast exit, attaching 100",
+                || crate::endpoints::measure(&mut world, plan),
+            )?);
         }
         if plan.has(Section::Paths) {
-            section("paths: reject, except_ports in traffic, host network, network create");
-            paths = Some(crate::paths::measure(&mut world, plan, &mut warnings)?);
+            paths = Some(clock.time(
+                Section::Paths.key(),
+                "paths: reject, except_ports in traffic, host network, network create",
+                || crate::paths::measure(&mut world, plan, w),
+            )?);
         }
     }
     let mut machine = machine;
@@ -235,8 +288,17 @@ pub fn run(plan: &Plan) -> Result<Results> {
         footprint,
         endpoints,
         paths,
+        section_secs: clock.0,
         warnings,
     })
+}
+
+/// Runs one part of a section and prints how long it took.
+pub(crate) fn part<T>(key: &str, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let r = f();
+    println!("   [{key}: {:.1} s]", t0.elapsed().as_secs_f64());
+    r
 }
 
 fn section(name: &str) {
