@@ -115,9 +115,6 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<EndpointsBench> {
     })
 }
 
-/// Single-run test_run calls per round for the fast exit.
-const SINGLE_RUNS: usize = 2001;
-
 fn test_run(plan: &Plan) -> Result<Vec<TestRunPair>> {
     let mut noop = Noop::load()?;
     let mut c = Classifier::with_policy("");
@@ -165,7 +162,7 @@ fn test_run(plan: &Plan) -> Result<Vec<TestRunPair>> {
             // same way (each call's duration holds the loop's clock reads).
             let mut fr = Vec::new();
             let mut zr = Vec::new();
-            for _ in 0..SINGLE_RUNS {
+            for _ in 0..plan.single_calls {
                 let (_, mark, ns) = c.run_marked_repeat(PROGRAM, &frame, HANDOFF_MARK, 1);
                 anyhow::ensure!(mark & HANDOFF_MARK == 0, "{name}: fast exit kept the mark");
                 fr.push(ns as f64);

@@ -404,9 +404,6 @@ pub struct RejectCost {
     pub reply_ns: f64,
 }
 
-/// Calls per frame and policy.
-const CALLS: usize = 2001;
-
 /// The defaults with a reply budget test_run cannot exhaust (the default
 /// budget, 100/s with a burst of 1000, would turn most calls into silent
 /// drops).
@@ -451,7 +448,7 @@ pub fn reject_cost(plan: &Plan) -> Result<Vec<RejectCost>> {
         let (mut rv, mut dv) = (0, 0);
         for _ in 0..plan.test_run_rounds {
             let (mut rr, mut dd, mut zz) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..CALLS {
+            for _ in 0..plan.single_calls {
                 let (v, ns) = rej.run_repeat(&frame, 1);
                 rv = v;
                 rr.push(ns as f64);

@@ -123,6 +123,10 @@ pub struct Plan {
     /// BPF_PROG_TEST_RUN repeat count, and how many such runs per frame.
     pub test_run_repeat: u32,
     pub test_run_rounds: u32,
+    /// BPF_PROG_TEST_RUN calls of one run each, per frame and round, where
+    /// repeats cannot be used (the reject path, the fast exit); odd, so
+    /// that the median is one of them.
+    pub single_calls: usize,
     /// Bridges created to watch the loader reattach.
     pub bridges: usize,
     /// Repetitions of the endpoints section's traffic figures with one
@@ -181,8 +185,9 @@ impl Plan {
                 iperf_secs: 1,
                 run_scaling: Duration::from_millis(500),
                 sizes: vec![1, 10_000],
-                test_run_repeat: 200_000,
+                test_run_repeat: 100_000,
                 test_run_rounds: 3,
+                single_calls: 1001,
                 bridges: 50,
                 endpoint_reps: 1,
                 endpoint_100_reps: 1,
@@ -204,6 +209,7 @@ impl Plan {
                 sizes: vec![1, 100, 1000, 10_000],
                 test_run_repeat: 1_000_000,
                 test_run_rounds: 5,
+                single_calls: 2001,
                 bridges: 50,
                 endpoint_reps: 3,
                 endpoint_100_reps: 3,
@@ -235,6 +241,7 @@ impl Plan {
         };
         let sizes = self.sizes.len() as f64;
         let idle = self.idle.as_secs_f64();
+        let single = self.single_calls as f64;
         let per_group = if self.share_activation { 2.0 } else { 1.0 };
         let groups = 2.0 / per_group;
         let endpoint_reps = f64::from(self.endpoint_reps);
@@ -262,7 +269,7 @@ impl Plan {
             s(
                 Section::Endpoints,
                 2.0 * CLASSIFIER_LOAD
-                    + 3.0 * rounds * (3.0 * repeat + 2.0 * 2001.0 * CALL)
+                    + 3.0 * rounds * (3.0 * repeat + 2.0 * single * CALL)
                     + groups * endpoint_reps * (2.0 * LOADER + 4.0 * per_group * run)
                     + groups * endpoint_100 * (EXTRA_PORTS + LOADER + per_group * run)
                     + ATTACH_HUNDRED
@@ -271,7 +278,7 @@ impl Plan {
             s(
                 Section::Paths,
                 2.0 * CLASSIFIER_LOAD
-                    + 3.0 * rounds * 2001.0 * 3.0 * CALL
+                    + 3.0 * rounds * single * 3.0 * CALL
                     + groups * f64::from(self.exception_reps) * 2.0 * (LOADER + per_group * run)
                     + bound(
                         &self.hostnet,
@@ -307,8 +314,8 @@ impl Plan {
     pub fn describe(&self) -> String {
         format!(
             "{} run: main {} x {:.1} s (iperf3 {} s), scaling {} x {:.1} s at {:?} CIDRs, \
-             host network {}, test_run {} x {} repeats, endpoints {} reps ({} with 100), \
-             except_ports {} reps{}, {} networks created; repeating until every ratio's 95% \
+             host network {}, test_run {} x {} repeats, endpoint traffic reps {} ({} with 100), \
+             except_ports reps {}{}, {} networks created; repeating until every ratio's 95% \
              interval is within ±{:.0}%",
             if self.quick { "quick" } else { "full" },
             self.main.describe(),
@@ -412,6 +419,7 @@ mod tests {
         assert!(q.exception_reps <= f.exception_reps && q.networks <= f.networks);
         assert!(q.hostnet.budget <= f.hostnet.budget && q.run_main <= f.run_main);
         assert_eq!(q.max_size(), f.max_size());
+        assert!(q.single_calls % 2 == 1 && f.single_calls % 2 == 1);
         // The full run keeps one workload per activation, as its figures
         // were measured; the 100-endpoint rows every repetition.
         assert!(!f.share_activation && f.endpoint_100_reps == f.endpoint_reps);

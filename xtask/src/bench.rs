@@ -41,6 +41,7 @@ const BENCH_BIN: &str = "egress-bench";
 /// The full run (under 15 minutes) writes docs/benchmarks.md, .json and
 /// .png. `--quick` (under 3 minutes: fewer repetitions, shorter runs, fewer
 /// list sizes) writes to target/bench-quick/ unless `--write-docs` is given.
+/// Both times are the benchmark's own, after the release build.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     cargo xtask bench                        # full run, writes docs/benchmarks.*\n  \
@@ -49,7 +50,8 @@ const BENCH_BIN: &str = "egress-bench";
     cargo xtask bench --quick --out /tmp/b   # anywhere else\n  \
     cargo xtask bench --quick -- --only prog-cost --only footprint")]
 pub struct Options {
-    /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes).
+    /// Few repetitions, short runs, fewer rule-list sizes (under 3 minutes,
+    /// the release build apart).
     #[arg(long)]
     quick: bool,
     /// Exactly N repetitions of every comparison (default: a minimum, then
