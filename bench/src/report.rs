@@ -607,9 +607,10 @@ fn endpoints_section(s: &mut String, e: &crate::endpoints::EndpointsBench) {
         s,
         "\nIn traffic, kernel run-time stats (`run_time_ns / run_cnt`, switched on with \
          `BPF_ENABLE_STATS` around each run only), ns per packet, medians over {reps} \
-         repetitions ({reps_100} with 100 endpoints, each creating the 99 idle veths anew); \
+         repetition{} ({reps_100} with 100 endpoints, each creating the 99 idle veths anew); \
          the two programs' times are added per packet of the veth program:\n\n\
          | workload | endpoints | bridge alone | endpoint | fast exit | together | together / alone | empty, one hook | empty, two hooks |\n|---|---|---|---|---|---|---|---|---|\n",
+        if reps == 1 { "" } else { "s" },
     );
     for p in &e.traffic {
         let _ = writeln!(
