@@ -69,13 +69,15 @@ fn in_host_netns<C: EbpfContext>(ctx: &C) -> bool {
 
 /// The maps, with the caller's cgroup as its per-source bucket key: a
 /// host-network container shares the host's addresses, so its source
-/// address cannot tell it from the others.
-struct CgroupView<'a, C: EbpfContext> {
+/// address cannot tell it from the others. The cgroup id is asked of the
+/// kernel only when a bucket or an event needs it, not for every packet
+/// that passes.
+struct CgroupView<'a, C: EbpfContext, F: Fn() -> u64> {
     maps: Maps<'a, C>,
-    key: [u8; 16],
+    cgroup_id: F,
 }
 
-impl<C: EbpfContext> PolicyView for CgroupView<'_, C> {
+impl<C: EbpfContext, F: Fn() -> u64> PolicyView for CgroupView<'_, C, F> {
     #[inline(always)]
     fn blocked_v4(&self, dst: &[u8; 4]) -> Option<&BlockRule> {
         self.maps.blocked_v4(dst)
@@ -94,17 +96,25 @@ impl<C: EbpfContext> PolicyView for CgroupView<'_, C> {
     #[inline(always)]
     fn admit_smtp(&self, gcra: &Gcra, scope: u8, _src: &[u8; 16]) -> bool {
         // The global scope ignores the key.
-        self.maps.admit_smtp(gcra, scope, &self.key)
+        self.maps
+            .admit_smtp(gcra, scope, &cgroup_bucket_key((self.cgroup_id)()))
     }
 }
 
 /// Decide, count and report as the classifier does; `bytes` is 0 for the
-/// socket hooks (a call, not a packet).
+/// socket hooks (a call, not a packet). `cgroup_id` asks the kernel for
+/// the sender's cgroup.
 #[inline(always)]
-fn judge<C: EbpfContext>(ctx: &C, parsed: &Parsed, hook: Hook, cgroup_id: u64, bytes: u32) -> i32 {
+fn judge<C: EbpfContext, F: Fn() -> u64>(
+    ctx: &C,
+    parsed: &Parsed,
+    hook: Hook,
+    cgroup_id: F,
+    bytes: u32,
+) -> i32 {
     let view = CgroupView {
         maps: Maps { ctx },
-        key: cgroup_bucket_key(cgroup_id),
+        cgroup_id: &cgroup_id,
     };
     let decision = decide(parsed, &view);
     counters::count_hook(decision.verdict, decision.rule, hook, bytes);
@@ -117,7 +127,7 @@ fn judge<C: EbpfContext>(ctx: &C, parsed: &Parsed, hook: Hook, cgroup_id: u64, b
                 hook,
                 ifindex: 0,
                 endpoint: 0,
-                cgroup_id,
+                cgroup_id: cgroup_id(),
             },
             config,
             parsed,
@@ -151,8 +161,7 @@ fn sock_addr_v4(ctx: &SockAddrContext, hook: Hook, call: Call) -> i32 {
         proto as u8,
         call,
     );
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    judge(ctx, &parsed, hook, cgroup_id, 0)
+    judge(ctx, &parsed, hook, current_cgroup, 0)
 }
 
 #[inline(always)]
@@ -185,8 +194,13 @@ fn sock_addr_v6(ctx: &SockAddrContext, hook: Hook, call: Call) -> i32 {
         i += 1;
     }
     let parsed = sockaddr::v6(dst, u16::from_be(port as u16), proto as u8, call);
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    judge(ctx, &parsed, hook, cgroup_id, 0)
+    judge(ctx, &parsed, hook, current_cgroup, 0)
+}
+
+/// The calling task's cgroup (a socket hook runs in the caller's context).
+#[inline(always)]
+fn current_cgroup() -> u64 {
+    unsafe { bpf_get_current_cgroup_id() }
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -305,6 +319,7 @@ pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
     {
         return ALLOW;
     }
-    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+    let skb = ctx.skb.skb;
+    let cgroup_id = || unsafe { bpf_skb_cgroup_id(skb) };
     judge(&ctx, &parsed, Hook::CgroupSkb, cgroup_id, pkt.len() as u32)
 }

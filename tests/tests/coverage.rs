@@ -599,6 +599,66 @@ fn cgroup_hooks_judge_host_network_processes_once() {
     assert!(loader.is_running(), "{}", loader.log());
 }
 
+/// Per-source and per-container scopes through the cgroup hooks: host-network
+/// containers share the host's addresses, so each cgroup is its own bucket
+/// (the kernel's cgroup id is the key), and one container's attempts do not
+/// empty another's.
+#[test]
+fn each_host_network_cgroup_has_its_own_smtp_bucket() {
+    const TEST: &str = "each_host_network_cgroup_has_its_own_smtp_bucket";
+    if !skip_unless_privileged(TEST) {
+        return;
+    }
+    let topo = topology("cgb", 0);
+    let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
+    let cg = cgroup("bucket");
+    cg.mkdir("app").unwrap();
+    let bpffs = BpffsMount::new();
+    let target = cg.arg("app");
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &[
+            "--no-docker",
+            "--cgroup",
+            &target,
+            "--scope",
+            "per-source",
+            "--smtp-rate",
+            "1/hour",
+            "--smtp-burst",
+            "2",
+        ],
+    );
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    assert!(
+        wait_until(READY_TIMEOUT, || cgroup_attached(&status(&loader), &target)),
+        "{}",
+        status(&loader)
+    );
+    cg.mkdir("app/c1").unwrap();
+    cg.mkdir("app/c2").unwrap();
+    let smtp = addrs::SMTP_V4.to_string();
+    let attempt = |below: &str| -> bool {
+        let v = cg
+            .probe(topo.host(), below, &["tcp", &smtp, "25"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("{below}: {v}");
+        assert!(
+            v["ok"] == true || refused(&v),
+            "neither passed nor refused: {v}"
+        );
+        v["ok"] == true
+    };
+    let c1: Vec<bool> = (0..3).map(|_| attempt("app/c1")).collect();
+    assert_eq!(c1, [true, true, false], "c1's own burst of 2");
+    let c2: Vec<bool> = (0..3).map(|_| attempt("app/c2")).collect();
+    assert_eq!(c2, [true, true, false], "c2 was charged for c1's attempts");
+    let c = counters(&loader);
+    assert_eq!(packets(&c, "smtp_allowed"), 4, "{c}");
+    assert_eq!(packets(&c, "smtp_limited"), 2, "{c}");
+}
+
 /// The systemd driver's layout: container scopes beside host services in
 /// one slice. A pattern attaches to each scope as it appears.
 #[test]
