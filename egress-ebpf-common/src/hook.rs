@@ -17,10 +17,11 @@ pub enum Hook {
     Connect4 = 2,
     /// `connect()` of an IPv6 socket, v4-mapped destinations included.
     Connect6 = 3,
-    // 4 and 5 were `cgroup/sendmsg4` and `sendmsg6`, no longer attached:
-    // `cgroup_skb/egress` judges those datagrams (egress-ebpf's cgroup
-    // module says why). The numbers stay unused, so that a drop event or a
-    // `HOOK_COUNTERS` slot keeps its meaning across versions.
+    /// `sendto()`/`sendmsg()` with an address on an IPv4 UDP socket: only
+    /// where `cgroup_skb/egress` cannot load (egress-ebpf's cgroup module).
+    Sendmsg4 = 4,
+    /// The same on an IPv6 UDP socket.
+    Sendmsg6 = 5,
     /// `cgroup_skb/egress`: every IP packet a socket of the cgroup sends,
     /// judged here unless `connect()` judged its destination (unconnected
     /// UDP, raw sockets, ICMP, SCTP...).
@@ -30,15 +31,23 @@ pub enum Hook {
 impl Hook {
     /// One more than the highest value: the size of `HOOK_COUNTERS`.
     pub const COUNT: u32 = 7;
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; Self::COUNT as usize] = [
         Hook::Tc,
         Hook::Veth,
         Hook::Connect4,
         Hook::Connect6,
+        Hook::Sendmsg4,
+        Hook::Sendmsg6,
         Hook::CgroupSkb,
     ];
     /// The cgroup hooks, which `HOOK_COUNTERS` counts.
-    pub const CGROUP: [Hook; 3] = [Hook::Connect4, Hook::Connect6, Hook::CgroupSkb];
+    pub const CGROUP: [Hook; 5] = [
+        Hook::Connect4,
+        Hook::Connect6,
+        Hook::Sendmsg4,
+        Hook::Sendmsg6,
+        Hook::CgroupSkb,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -46,6 +55,8 @@ impl Hook {
             Hook::Veth => "veth",
             Hook::Connect4 => "cgroup/connect4",
             Hook::Connect6 => "cgroup/connect6",
+            Hook::Sendmsg4 => "cgroup/sendmsg4",
+            Hook::Sendmsg6 => "cgroup/sendmsg6",
             Hook::CgroupSkb => "cgroup_skb/egress",
         }
     }
@@ -55,7 +66,10 @@ impl Hook {
     }
 
     pub const fn is_cgroup(self) -> bool {
-        matches!(self, Hook::Connect4 | Hook::Connect6 | Hook::CgroupSkb)
+        matches!(
+            self,
+            Hook::Connect4 | Hook::Connect6 | Hook::Sendmsg4 | Hook::Sendmsg6 | Hook::CgroupSkb
+        )
     }
 }
 
@@ -65,13 +79,10 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        for h in Hook::ALL {
-            assert!((h as u32) < Hook::COUNT, "{h:?} outside HOOK_COUNTERS");
-            assert_eq!(Hook::from_u8(h as u8), Some(h));
+        for (i, h) in Hook::ALL.iter().enumerate() {
+            assert_eq!(*h as u8 as usize, i);
+            assert_eq!(Hook::from_u8(*h as u8), Some(*h));
         }
-        // The retired sendmsg4/6 numbers decode to nothing.
-        assert_eq!(Hook::from_u8(4), None);
-        assert_eq!(Hook::from_u8(5), None);
         assert_eq!(Hook::from_u8(Hook::COUNT as u8), None);
         assert!(Hook::CGROUP.iter().all(|h| h.is_cgroup()));
         assert!(!Hook::Tc.is_cgroup() && !Hook::Veth.is_cgroup());

@@ -172,6 +172,14 @@ pub const CGROUP_PROGRAMS: [(&str, crate::hook::Hook); 3] = [
     ("egress_cgroup_skb", crate::hook::Hook::CgroupSkb),
 ];
 
+/// Where `cgroup_skb/egress` cannot load (its `bpf_get_netns_cookie` needs
+/// Linux 6.15), these judge unconnected UDP at each `sendto()` instead:
+/// loaded and attached only then, so that no datagram is judged twice.
+pub const UDP_FALLBACK_PROGRAMS: [(&str, crate::hook::Hook); 2] = [
+    ("egress_sendmsg4", crate::hook::Hook::Sendmsg4),
+    ("egress_sendmsg6", crate::hook::Hook::Sendmsg6),
+];
+
 pub const CONFIG_SLOTS: u32 = 2;
 pub const SMTP_GLOBAL_SLOT: u32 = 0;
 /// Shared by the sources that found the per-source table full: a flood of

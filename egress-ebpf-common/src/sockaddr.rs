@@ -1,4 +1,4 @@
-//! What a socket hook (`cgroup/connect4/6`) knows of a call:
+//! What a socket hook (`cgroup/connect4/6`, `sendmsg4/6`) knows of a call:
 //! the destination the caller named, its socket's protocol, and whether it
 //! opens a TCP connection. Turned into the [`Parsed`] view the decision
 //! reads, so the socket hooks and the packet hooks run one `decide`.
@@ -17,8 +17,8 @@ pub enum Call {
     /// `connect()` (and TCP Fast Open's `sendto(MSG_FASTOPEN)`, which runs
     /// the same hook): on a TCP socket, a connection attempt.
     Connect,
-    /// `sendto()`/`sendmsg()` naming a destination (UDP): no hook judges
-    /// the call itself today (`cgroup_skb/egress` judges its datagram).
+    /// `sendto()`/`sendmsg()` naming a destination (UDP), where
+    /// `cgroup_skb/egress` cannot judge its datagram instead.
     Sendmsg,
 }
 

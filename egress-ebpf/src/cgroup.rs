@@ -15,10 +15,12 @@
 //!   `connect()` judged (TCP; a connected UDP socket sending to its peer)
 //!   pass untouched, so a SYN is never charged a second time.
 //!
-//! There is no `sendmsg4/6` hook: it judged the same UDP datagrams that
-//! `cgroup_skb/egress` sees, with the same EPERM, but it runs under the
-//! socket lock on every `sendto()`, and that was most of what the hooks
-//! cost a host-network container's UDP (docs/benchmarks.md, Host network).
+//! `sendmsg4/6` judge a UDP `sendto()` only on kernels where
+//! `cgroup_skb/egress` cannot load (before Linux 6.15, whose verifier has
+//! no `bpf_get_netns_cookie` for it): where it loads, it judges the same
+//! datagrams with the same EPERM, and a sendmsg hook, run under the socket
+//! lock on every `sendto()`, would only add its cost (docs/benchmarks.md,
+//! Analysis). The loader attaches one or the other, never both.
 //!
 //! Only sockets in the host's network namespace are judged: a bridged
 //! container's sockets live in its own namespace and its packets are judged
@@ -211,6 +213,16 @@ pub fn egress_connect4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect6)]
 pub fn egress_connect6(ctx: SockAddrContext) -> i32 {
     sock_addr_v6(&ctx, Hook::Connect6, Call::Connect)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn egress_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_addr_v4(&ctx, Hook::Sendmsg4, Call::Sendmsg)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_addr_v6(&ctx, Hook::Sendmsg6, Call::Sendmsg)
 }
 
 /// What the socket of a packet told `connect()`, read before the packet is

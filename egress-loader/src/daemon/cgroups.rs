@@ -146,7 +146,8 @@ impl CgroupHooks {
             .map(|(h, _)| match h {
                 Hook::CgroupSkb => {
                     "raw and ICMP sockets not judged: this kernel refused cgroup_skb/egress \
-                     (bpf_get_netns_cookie there needs Linux 6.15)"
+                     (bpf_get_netns_cookie there needs Linux 6.15); UDP is judged at sendto() \
+                     by cgroup/sendmsg4/6 instead"
                         .to_owned()
                 }
                 h => format!("{} not judged: the kernel refused it", h.name()),

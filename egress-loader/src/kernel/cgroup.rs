@@ -21,7 +21,10 @@ use aya::{
     Ebpf,
     programs::{CgroupAttachMode, CgroupSkbAttachType, Program, links::FdLink},
 };
-use egress_ebpf_common::{hook::Hook, maps::CGROUP_PROGRAMS};
+use egress_ebpf_common::{
+    hook::Hook,
+    maps::{CGROUP_PROGRAMS, UDP_FALLBACK_PROGRAMS},
+};
 use serde::Serialize;
 
 use crate::{error::Error, kernel::pins::PinDir};
@@ -163,6 +166,8 @@ pub const fn pin_name(hook: Hook) -> &'static str {
     match hook {
         Hook::Connect4 => "connect4",
         Hook::Connect6 => "connect6",
+        Hook::Sendmsg4 => "sendmsg4",
+        Hook::Sendmsg6 => "sendmsg6",
         Hook::CgroupSkb => "skb_egress",
         Hook::Tc | Hook::Veth => "tc",
     }
@@ -171,21 +176,35 @@ pub const fn pin_name(hook: Hook) -> &'static str {
 /// Loads the cgroup programs into the kernel. A program the kernel refuses
 /// (a helper its type may not call on this kernel) is reported, not fatal:
 /// the bridges are filtered either way, and `status` says what is missing.
+/// Where `cgroup_skb/egress` is refused, the sendmsg hooks are loaded to
+/// judge UDP in its place ([`UDP_FALLBACK_PROGRAMS`]).
 pub fn load_programs(ebpf: &mut Ebpf) -> Vec<(Hook, Result<(), String>)> {
+    let mut results = load_list(ebpf, &CGROUP_PROGRAMS);
+    let skb_refused = results
+        .iter()
+        .any(|(h, r)| *h == Hook::CgroupSkb && r.is_err());
+    if skb_refused {
+        results.extend(load_list(ebpf, &UDP_FALLBACK_PROGRAMS));
+    }
+    results
+}
+
+fn load_list(ebpf: &mut Ebpf, list: &[(&str, Hook)]) -> Vec<(Hook, Result<(), String>)> {
     // At once, a thread each: the verifier is most of the cost
     // (kernel::object::load_parallel).
-    let names: Vec<&str> = CGROUP_PROGRAMS.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = list.iter().map(|(name, _)| *name).collect();
     let results = crate::kernel::object::load_parallel(ebpf, &names, |name, prog| match prog {
         None => Err(format!("program {name} missing from the object")),
         Some(Program::CgroupSockAddr(p)) => p.load().map_err(|e| verifier_text(&e)),
         Some(Program::CgroupSkb(p)) => p.load().map_err(|e| verifier_text(&e)),
         Some(_) => Err(format!("program {name} has an unexpected type")),
     });
-    CGROUP_PROGRAMS
-        .iter()
-        .map(|(_, hook)| *hook)
-        .zip(results)
-        .collect()
+    list.iter().map(|(_, hook)| *hook).zip(results).collect()
+}
+
+/// Every cgroup program this version may attach, the fallbacks included.
+fn every_program() -> impl Iterator<Item = &'static (&'static str, Hook)> {
+    CGROUP_PROGRAMS.iter().chain(UDP_FALLBACK_PROGRAMS.iter())
 }
 
 /// The kernel's reason, cut to what says it (the verifier's last lines).
@@ -213,8 +232,7 @@ fn is_loaded(ebpf: &Ebpf, name: &str) -> bool {
 
 /// The hooks whose program is loaded.
 pub fn loaded_hooks(ebpf: &Ebpf) -> Vec<Hook> {
-    CGROUP_PROGRAMS
-        .iter()
+    every_program()
         .filter(|(name, _)| is_loaded(ebpf, name))
         .map(|&(_, h)| h)
         .collect()
@@ -269,12 +287,14 @@ fn hook_names<S: serde::Serializer>(hooks: &[Hook], s: S) -> Result<S::Ok, S::Er
 }
 
 impl CgroupAttachment {
-    /// Whether every hook is live: `connect()` of both families, and the
-    /// packets of every other call (`cgroup_skb`: unconnected UDP, raw).
+    /// Whether TCP and UDP are judged: `connect()` of both families, and
+    /// unconnected UDP by `cgroup_skb` (or, where it cannot load, by both
+    /// sendmsg hooks).
     pub fn judges_sockets(&self) -> bool {
-        [Hook::Connect4, Hook::Connect6, Hook::CgroupSkb]
-            .iter()
-            .all(|h| self.live.contains(h))
+        let live = |h: Hook| self.live.contains(&h);
+        live(Hook::Connect4)
+            && live(Hook::Connect6)
+            && (live(Hook::CgroupSkb) || (live(Hook::Sendmsg4) && live(Hook::Sendmsg6)))
     }
 }
 
@@ -289,7 +309,7 @@ pub fn attachments(pins: &PinDir, fs: Option<&CgroupFs>) -> Vec<CgroupAttachment
                 stale: Vec::new(),
                 program_ids: Vec::new(),
             };
-            for &(_, hook) in &CGROUP_PROGRAMS {
+            for &(_, hook) in every_program() {
                 if !pins.cgroup_link(&rel, pin_name(hook)).exists() {
                     continue;
                 }
@@ -332,7 +352,7 @@ pub fn attach(
         ))
     })?;
     let mut done = Vec::new();
-    for &(name, hook) in &CGROUP_PROGRAMS {
+    for &(name, hook) in every_program() {
         if !is_loaded(ebpf, name) {
             continue;
         }
@@ -394,21 +414,23 @@ pub fn attach(
         })?;
         done.push((hook, Outcome::Attached));
     }
-    // Links of hooks this version no longer attaches, pinned by an earlier
-    // one: released only now that the programs above judge what they did
-    // (a moment of judging twice, never one of judging nothing).
-    for retired in RETIRED_PINS {
-        let path = pins.cgroup_link(rel, retired);
-        if path.exists() {
-            std::fs::remove_file(&path)?;
+    // sendmsg links an earlier run pinned (an earlier version attached them
+    // everywhere) where cgroup_skb now judges UDP: released only once the
+    // programs above are attached (a moment of judging twice, never one of
+    // judging nothing).
+    let skb_loaded = CGROUP_PROGRAMS
+        .iter()
+        .any(|&(name, hook)| hook == Hook::CgroupSkb && is_loaded(ebpf, name));
+    if skb_loaded {
+        for &(name, hook) in &UDP_FALLBACK_PROGRAMS {
+            let path = pins.cgroup_link(rel, pin_name(hook));
+            if !is_loaded(ebpf, name) && path.exists() {
+                std::fs::remove_file(&path)?;
+            }
         }
     }
     Ok(done)
 }
-
-/// Pin names of hooks an earlier version attached: `sendmsg4/6`, whose UDP
-/// datagrams `cgroup_skb/egress` judges now (egress-ebpf's cgroup module).
-const RETIRED_PINS: [&str; 2] = ["sendmsg4", "sendmsg6"];
 
 /// Unpins every link pinned for cgroup `rel` (the kernel detaches a link
 /// when its last reference goes) and removes its directory. Returns
@@ -566,5 +588,22 @@ mod tests {
         assert!(normalize("").is_err());
         assert!(normalize("a/../b").is_err());
         assert!(normalize("a//b").is_err());
+    }
+
+    #[test]
+    fn udp_is_judged_by_cgroup_skb_or_by_both_sendmsg_hooks() {
+        let with = |live: &[Hook]| CgroupAttachment {
+            cgroup: "docker".into(),
+            live: live.to_vec(),
+            stale: Vec::new(),
+            program_ids: Vec::new(),
+        };
+        use Hook::*;
+        assert!(with(&[Connect4, Connect6, CgroupSkb]).judges_sockets());
+        // Linux < 6.15: cgroup_skb refused, the fallback in its place.
+        assert!(with(&[Connect4, Connect6, Sendmsg4, Sendmsg6]).judges_sockets());
+        assert!(!with(&[Connect4, Connect6, Sendmsg4]).judges_sockets());
+        assert!(!with(&[Connect4, Connect6]).judges_sockets());
+        assert!(!with(&[Connect4, CgroupSkb, Sendmsg4, Sendmsg6]).judges_sockets());
     }
 }
