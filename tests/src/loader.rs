@@ -132,6 +132,27 @@ impl LoaderProcess {
         pin_dir: &Path,
         args: &[S],
     ) -> Result<Self> {
+        Self::run_bin_in_ns_with_env(bin, ns, pin_dir, args, &[])
+    }
+
+    /// [`run_in_ns`](Self::run_in_ns) with these environment variables
+    /// set for the loader alone (not for the other tests of the process).
+    pub fn run_in_ns_with_env<S: AsRef<OsStr>>(
+        ns: &NetNs,
+        pin_dir: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::run_bin_in_ns_with_env(&loader_bin()?, ns, pin_dir, args, env)
+    }
+
+    fn run_bin_in_ns_with_env<S: AsRef<OsStr>>(
+        bin: &Path,
+        ns: &NetNs,
+        pin_dir: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let bin = bin.to_owned();
         let log_path =
             std::env::temp_dir().join(format!("egress-loader-{}.log", crate::unique_suffix()));
@@ -146,6 +167,7 @@ impl LoaderProcess {
             cmd.args(["--cgroup", "none"]);
         }
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

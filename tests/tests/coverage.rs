@@ -599,6 +599,93 @@ fn cgroup_hooks_judge_host_network_processes_once() {
     assert!(loader.is_running(), "{}", loader.log());
 }
 
+/// What a kernel before Linux 6.15 does: its verifier refuses
+/// `cgroup_skb/egress` (no `bpf_get_netns_cookie` there). This machine's
+/// loads it, so the test names it in the loader's refuse list: the sendmsg
+/// hooks are then attached to judge UDP in its place, and TCP is judged at
+/// connect() as everywhere.
+#[test]
+fn where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp() {
+    const TEST: &str = "where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp";
+    if !skip_unless_privileged(TEST) {
+        return;
+    }
+    let topo = topology("cgf", 0);
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let cg = cgroup("fallback");
+    cg.mkdir("app").unwrap();
+    let bpffs = BpffsMount::new();
+    let target = cg.arg("app");
+    let mut loader = LoaderProcess::run_in_ns_with_env(
+        topo.host(),
+        &pin_dir(&bpffs),
+        &["--rescan", RESCAN, "--no-docker", "--cgroup", &target],
+        &[(
+            egress_loader::kernel::cgroup::REFUSE_ENV,
+            "egress_cgroup_skb",
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_attached(&mut loader, "docker0", READY_TIMEOUT);
+    let live = |st: &Value| -> Vec<String> {
+        cgroup_status(st, &target)
+            .and_then(|c| c["live"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        wait_until(READY_TIMEOUT, || live(&status(&loader)).len() == 4),
+        "{}",
+        status(&loader)
+    );
+    let mut hooks = live(&status(&loader));
+    hooks.sort();
+    assert_eq!(
+        hooks,
+        [
+            "cgroup/connect4",
+            "cgroup/connect6",
+            "cgroup/sendmsg4",
+            "cgroup/sendmsg6"
+        ],
+        "{}",
+        loader.log()
+    );
+    assert!(
+        loader
+            .log()
+            .contains("cgroup_skb/egress: the kernel refused it"),
+        "{}",
+        loader.log()
+    );
+    cg.mkdir("app/c1").unwrap();
+    let imds = addrs::IMDS_V4.to_string();
+    let probe = |args: &[&str]| -> Value {
+        let v = cg
+            .probe(topo.host(), "app/c1", args)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("{args:?} -> {v}");
+        v
+    };
+    let v = probe(&["udp-sendto", &imds, "8125"]);
+    assert!(refused(&v), "{v}");
+    assert!(refused(&probe(&["tcp", &imds, "80"])));
+    let c = counters(&loader);
+    assert_eq!(
+        hook_packets(&c, "cgroup/sendmsg4", "metadata_blocked"),
+        1,
+        "{c}"
+    );
+    assert_eq!(
+        hook_packets(&c, "cgroup/connect4", "metadata_blocked"),
+        1,
+        "{c}"
+    );
+    assert!(loader.is_running(), "{}", loader.log());
+}
+
 /// Per-source and per-container scopes through the cgroup hooks: host-network
 /// containers share the host's addresses, so each cgroup is its own bucket
 /// (the kernel's cgroup id is the key), and one container's attempts do not
