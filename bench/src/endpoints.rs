@@ -248,16 +248,7 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
     let mut runs: [TrafficRuns; 2] = Default::default();
     // The workloads that share one activation of each configuration (see
     // Plan::share_activation); `i` indexes `runs`.
-    let groups: Vec<Vec<(usize, Workload)>> = if plan.share_activation {
-        vec![workloads.iter().copied().enumerate().collect()]
-    } else {
-        workloads
-            .iter()
-            .copied()
-            .enumerate()
-            .map(|w| vec![w])
-            .collect()
-    };
+    let groups = plan.activation_groups(&workloads);
     for group in &groups {
         for rep in 0..plan.endpoint_reps {
             // The empty classifier on docker0, then on the veth too.

@@ -536,16 +536,7 @@ pub fn exceptions_traffic(world: &mut World, plan: &Plan) -> Result<Vec<Exceptio
     // (with, without) per workload, one value per repetition.
     let mut runs: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     // The workloads that share one activation (Plan::share_activation).
-    let groups: Vec<Vec<(usize, Workload)>> = if plan.share_activation {
-        vec![workloads.iter().copied().enumerate().collect()]
-    } else {
-        workloads
-            .iter()
-            .copied()
-            .enumerate()
-            .map(|w| vec![w])
-            .collect()
-    };
+    let groups = plan.activation_groups(&workloads);
     for group in &groups {
         for rep in 0..reps {
             let order = if rep.is_multiple_of(2) {

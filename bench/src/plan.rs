@@ -150,6 +150,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The workloads that share one activation of each configuration (see
+    /// [`Plan::share_activation`]), each with its index in `workloads`.
+    pub fn activation_groups<W: Copy>(&self, workloads: &[W]) -> Vec<Vec<(usize, W)>> {
+        let indexed = workloads.iter().copied().enumerate();
+        if self.share_activation {
+            vec![indexed.collect()]
+        } else {
+            indexed.map(|w| vec![w]).collect()
+        }
+    }
+
     pub fn new(quick: bool, reps: Option<u32>, only: &[Section]) -> Self {
         let sections = if only.is_empty() {
             vec![

@@ -44,7 +44,7 @@ use crate::{
         engine::DockerEndpoint,
         identity::Container,
     },
-    kernel::cgroup::CgroupFs,
+    kernel::cgroup::{CgroupFs, unescape_octal},
     policy::cgroups::CgroupSpec,
 };
 
@@ -146,26 +146,6 @@ pub fn host_tree_in(mountinfo: &str, is_root: impl Fn(&Path) -> bool) -> HostTre
         None if mounts.is_empty() => HostTree::NotMounted,
         None => HostTree::SubtreeOnly(mounts),
     }
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why `run` cannot do what `specs` ask of this tree: `kubepods` names a

@@ -705,7 +705,7 @@ impl DockerHost {
         let mut mounts: Vec<PathBuf> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
+            .map(egress_loader::kernel::cgroup::unescape_octal)
             .map(PathBuf::from)
             .filter(|p| p.starts_with(&self.dir))
             .collect();
@@ -818,26 +818,6 @@ fn rmdir_tree(dir: &Path) {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Drop for DockerHost {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -876,8 +856,17 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo(r"/tmp/a\040b"), "/tmp/a b");
-        assert_eq!(unescape_mountinfo("/tmp/plain"), "/tmp/plain");
-        assert_eq!(unescape_mountinfo(r"/tmp/x\04"), r"/tmp/x\04");
+        assert_eq!(
+            egress_loader::kernel::cgroup::unescape_octal(r"/tmp/a\040b"),
+            "/tmp/a b"
+        );
+        assert_eq!(
+            egress_loader::kernel::cgroup::unescape_octal("/tmp/plain"),
+            "/tmp/plain"
+        );
+        assert_eq!(
+            egress_loader::kernel::cgroup::unescape_octal(r"/tmp/x\04"),
+            r"/tmp/x\04"
+        );
     }
 }
