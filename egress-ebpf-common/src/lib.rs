@@ -23,6 +23,7 @@ pub mod parse;
 pub mod prefilter;
 pub mod reply;
 pub mod rules;
+pub mod shortcut;
 pub mod sockaddr;
 
 /// Asserts at compile time that a shared type has exactly the expected size,

@@ -110,13 +110,13 @@ pub fn admit_per_source<C: EbpfContext>(
 /// sends newcomers to the shared overflow bucket (never evicting anyone).
 #[inline(always)]
 pub fn admit_per_endpoint<C: EbpfContext>(ctx: &C, g: &Gcra, id: u32, clock: &mut Clock) -> bool {
-    if let Some(tat) = SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
+    if let Some(tat) = SMTP_ENDPOINT_BUCKETS.get_ptr_mut(id) {
         return admit(tat, g, clock);
     }
     let Some(first) = g.admit(0, clock.precise()) else {
         return false;
     };
-    match SMTP_ENDPOINT_BUCKETS.insert(&id, &first, BPF_NOEXIST as u64) {
+    match SMTP_ENDPOINT_BUCKETS.insert(id, first, BPF_NOEXIST as u64) {
         Ok(()) => true,
         Err(e) if e == -E2BIG => {
             log::endpoint_table_full(ctx, id, clock.coarse);
@@ -125,7 +125,7 @@ pub fn admit_per_endpoint<C: EbpfContext>(ctx: &C, g: &Gcra, id: u32, clock: &mu
                 None => false,
             }
         }
-        Err(_) => match SMTP_ENDPOINT_BUCKETS.get_ptr_mut(&id) {
+        Err(_) => match SMTP_ENDPOINT_BUCKETS.get_ptr_mut(id) {
             Some(tat) => admit(tat, g, clock),
             None => false,
         },

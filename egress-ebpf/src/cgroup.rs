@@ -38,15 +38,22 @@ use aya_ebpf::{
 use egress_ebpf_common::{
     bucket::Gcra,
     config::PolicyConfig,
+    counters::CounterId,
     decide::{Action, PolicyView, decide},
     hook::Hook,
     packet::Packet,
     parse::{Family, Parsed, parse_ip},
-    rules::{BlockRule, PROTO_TCP, PROTO_UDP},
+    rules::{BlockRule, NO_RULE, PROTO_TCP, PROTO_UDP},
+    shortcut::open_udp_datagram,
     sockaddr::{self, Call, PROTO_UDPLITE, cgroup_bucket_key},
 };
 
-use crate::{counters, events, maps::HOST_NETNS_COOKIE, skb::CgroupSkb, view::Maps};
+use crate::{
+    counters, events,
+    maps::{HOST_NETNS_COOKIE, PREFILTER},
+    skb::CgroupSkb,
+    view::Maps,
+};
 
 /// Return values of cgroup programs: 1 lets the call or packet go on; 0
 /// refuses it (EPERM for connect/sendmsg; a dropped packet for cgroup_skb).
@@ -325,6 +332,19 @@ pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
         return ALLOW;
     }
     let pkt = CgroupSkb(&ctx);
+    // An unconnected socket's datagram to an open destination, what a
+    // host-network `sendto()` loop sends: passed on four header bytes and
+    // the pre-filter, as the full decision would pass it (the shortcut's
+    // proof and its test: egress_ebpf_common::shortcut).
+    if conn.is_none() && open_udp_datagram(&pkt, |family| PREFILTER.get(family)) {
+        counters::count_hook(
+            CounterId::Passed,
+            NO_RULE,
+            Hook::CgroupSkb,
+            pkt.len() as u32,
+        );
+        return ALLOW;
+    }
     let parsed = parse_ip(&pkt);
     if let Some(c) = &conn
         && judged_at_connect(c, &parsed)

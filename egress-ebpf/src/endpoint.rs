@@ -31,7 +31,7 @@ fn lookup(id: u32) -> Option<&'static Endpoint> {
     {
         return Some(e);
     }
-    unsafe { ENDPOINT_OVERFLOW.get(&id) }
+    unsafe { ENDPOINT_OVERFLOW.get(id) }
 }
 
 #[inline(always)]

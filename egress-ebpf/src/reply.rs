@@ -331,7 +331,7 @@ fn answer(
 #[inline(always)]
 fn verdict_of(outcome: ReplyOutcome) -> i32 {
     match outcome {
-        ReplyOutcome::Sent => aya_ebpf::bindings::TC_ACT_REDIRECT as i32,
+        ReplyOutcome::Sent => aya_ebpf::bindings::TC_ACT_REDIRECT,
         _ => TC_ACT_SHOT,
     }
 }

@@ -171,6 +171,6 @@ impl PolicyView for EndpointMaps<'_> {
             rule,
             _pad: 0,
         };
-        unsafe { EXCEPTIONS.get(&key) }.is_some()
+        unsafe { EXCEPTIONS.get(key) }.is_some()
     }
 }
