@@ -157,7 +157,7 @@ fn client(a: &Args, pins: &PinDir) -> Result<(Option<IpAddr>, Client)> {
         .iter()
         .find(|c| c.id == info.id)
         .expect("compute covers every container it is given");
-    let hook = container_hook(mine, Some(info), &attach::interfaces());
+    let hook = container_hook(mine, Some(info), &attach::interfaces(), &attached.cgroups);
     let addrs = rt
         .block_on(container_addresses(&endpoint, &info.id))
         .map_err(engine_error)?;

@@ -44,7 +44,7 @@ use crate::{
         containers::ContainerInfo,
         coverage::{ContainerCoverage, HookKind},
     },
-    kernel::{clock::monotonic_ns, maps, netlink, pins::PinDir},
+    kernel::{cgroup::CgroupAttachment, clock::monotonic_ns, maps, netlink, pins::PinDir},
     observe::{
         counters::rule_texts,
         endpoints::{EndpointInfo, EndpointLookup},
@@ -142,11 +142,14 @@ impl Hook {
 
 /// The hook of a container, from its coverage (the same computation
 /// `status` shows); `info` is its engine entry (its cgroup), `names` the
-/// host's interfaces (name, ifindex).
+/// host's interfaces (name, ifindex), `cgroups` the cgroup hooks' links as
+/// the kernel has them (which hooks a host-network container meets: the
+/// sendmsg hooks where `cgroup_skb` cannot load).
 pub fn container_hook(
     c: &ContainerCoverage,
     info: Option<&ContainerInfo>,
     names: &[(String, u32)],
+    cgroups: &[CgroupAttachment],
 ) -> Hook {
     let ifindex = |n: &str| names.iter().find(|(m, _)| m == n).map(|(_, i)| *i);
     match c.hook {
@@ -172,12 +175,23 @@ pub fn container_hook(
             let id = crate::endpoint::cgroup::find_host_tree()
                 .fs()
                 .and_then(|f| f.id(&cgroup));
+            let mut hooks: Vec<&str> = Vec::new();
+            for a in cgroups
+                .iter()
+                .filter(|a| c.via.contains(&format!("/{}", a.cgroup)))
+            {
+                for h in &a.live {
+                    if !hooks.contains(&h.name()) {
+                        hooks.push(h.name());
+                    }
+                }
+            }
             Hook {
                 kind: "cgroup",
                 via: Some(format!("/{cgroup}")),
                 text: format!(
-                    "cgroup /{cgroup} (cgroup/connect4, connect6, cgroup_skb/egress \
-                     attached at {})",
+                    "cgroup /{cgroup} ({} attached at {})",
+                    hooks.join(", "),
                     c.via.join(", ")
                 ),
                 reason: (!c.caveats.is_empty()).then(|| c.caveats.join("; ")),
@@ -932,6 +946,48 @@ mod tests {
             ),
             (0, 0)
         );
+    }
+
+    /// The cgroup hook's text names the hooks whose links are live: the
+    /// sendmsg pair on a kernel that refuses cgroup_skb.
+    #[test]
+    fn a_host_network_container_meets_the_live_cgroup_hooks() {
+        use egress_ebpf_common::hook::Hook as H;
+        let c = ContainerCoverage {
+            name: "agent".into(),
+            id: "0123456789ab".into(),
+            network_mode: "host".into(),
+            networks: vec![],
+            hook: HookKind::Cgroup,
+            via: vec!["/docker".into()],
+            reason: None,
+            caveats: vec![],
+        };
+        let attachment = |live: Vec<H>| CgroupAttachment {
+            cgroup: "docker".into(),
+            live,
+            stale: vec![],
+            program_ids: vec![],
+        };
+        let older = [
+            attachment(vec![H::Connect4, H::Connect6, H::Sendmsg4, H::Sendmsg6]),
+            // Another cgroup's links are not this container's.
+            CgroupAttachment {
+                cgroup: "system.slice".into(),
+                ..attachment(vec![H::CgroupSkb])
+            },
+        ];
+        let h = container_hook(&c, None, &[], &older);
+        assert_eq!(h.kind, "cgroup");
+        assert_eq!(
+            h.text,
+            "cgroup / (cgroup/connect4, cgroup/connect6, cgroup/sendmsg4, cgroup/sendmsg6 \
+             attached at /docker)"
+        );
+        let newer = [attachment(vec![H::Connect4, H::Connect6, H::CgroupSkb])];
+        let h = container_hook(&c, None, &[], &newer);
+        assert!(h.text.contains("cgroup_skb/egress"), "{}", h.text);
+        assert!(!h.text.contains("sendmsg"), "{}", h.text);
     }
 
     fn host() -> HostNet {
