@@ -55,7 +55,10 @@ pub struct HostnetSample {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Hostnet {
+    /// The cgroup the hooks are attached to (`--cgroup`).
     pub cgroup: String,
+    /// Its sibling without them, where the no-filter runs go.
+    pub baseline: String,
     pub run_secs: f64,
     pub repeat: Repeat,
     pub reps: u32,
@@ -318,77 +321,86 @@ pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
     for ns in [h, world.cloud()] {
         ns.sysctl("net.ipv4.tcp_max_tw_buckets", "4096")?;
     }
+    // The hooks on `app`; no filter is the same client in `plain`, a
+    // sibling the hooks are not attached to, with the loader running all
+    // along. No loader starts between the two halves of a pair, so they
+    // lie 1.5 s apart: with a loader start per pair (and runs of 3 s) the
+    // machine's drift between them was most of the spread. What `plain`
+    // still pays is the kernel's check that its cgroup has no program
+    // (the hooks' static key is on), as on any host where some cgroup has
+    // a BPF program.
     let tree = TestCgroup::new("bench")?;
     tree.mkdir("app")?;
+    tree.mkdir("plain")?;
     let app = tree.dir("app");
+    let plain = tree.dir("plain");
     let target = tree.arg("app");
-    let run = plan.run_main;
+    let run = plan.run_main / 2;
     let mut out = Hostnet {
         cgroup: target.clone(),
+        baseline: tree.arg("plain"),
         run_secs: run.as_secs_f64(),
         repeat: plan.hostnet,
         reps: 0,
         samples: Vec::new(),
         hook_packets: 0,
     };
+    let pin_dir = world.new_pin_dir()?;
+    let mut loader = LoaderProcess::run_in_ns(
+        world.host(),
+        &pin_dir,
+        &[
+            "--iface",
+            "docker0",
+            "--detach-on-exit",
+            "--no-docker",
+            "--events-socket",
+            "none",
+            "--cgroup",
+            &target,
+        ],
+    )?;
+    loader
+        .wait_ready_until(LOADER_READY, |v| cgroup_attached(v, &target))
+        .with_context(|| format!("the cgroup hooks on {target}"))?;
     let started = Instant::now();
     let mut precise = false;
-    while plan.hostnet.another(out.reps, started.elapsed(), precise) {
-        let rep = out.reps;
-        let order: &[bool] = if rep.is_multiple_of(2) {
-            &[false, true]
-        } else {
-            &[true, false]
-        };
-        for &hooks in order {
-            let mut loader = None;
-            if hooks {
-                let pin_dir = world.new_pin_dir()?;
-                let mut l = LoaderProcess::run_in_ns(
-                    world.host(),
-                    &pin_dir,
-                    &[
-                        "--iface",
-                        "docker0",
-                        "--detach-on-exit",
-                        "--no-docker",
-                        "--events-socket",
-                        "none",
-                        "--cgroup",
-                        &target,
-                    ],
-                )?;
-                l.wait_ready_until(LOADER_READY, |v| cgroup_attached(v, &target))
-                    .with_context(|| format!("the cgroup hooks on {target}"))?;
-                loader = Some(l);
+    let result = (|| -> Result<()> {
+        while plan.hostnet.another(out.reps, started.elapsed(), precise) {
+            let rep = out.reps;
+            let order: &[bool] = if rep.is_multiple_of(2) {
+                &[false, true]
+            } else {
+                &[true, false]
+            };
+            for &hooks in order {
+                let v = hostnet_once(world, if hooks { &app } else { &plain }, run)?;
+                let setup = if hooks { "cgroup-hooks" } else { "no-filter" };
+                println!(
+                    "   rep {} {setup:<13} crr/s={:.0} cpu_us/conn={:.1} udp_sendto/s={:.0} cpu_ns/pkt={:.0}",
+                    rep + 1,
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3]
+                );
+                out.samples.push(HostnetSample {
+                    rep,
+                    setup: setup.into(),
+                    crr_per_sec: v[0],
+                    crr_cpu_us: v[1],
+                    udp_pps: v[2],
+                    udp_cpu_ns: v[3],
+                });
             }
-            let v = hostnet_once(world, &app, run);
-            if let Some(l) = loader.as_mut() {
-                out.hook_packets += connect4_packets(l);
-                l.terminate(Duration::from_secs(10))?;
-            }
-            let v = v?;
-            let setup = if hooks { "cgroup-hooks" } else { "no-filter" };
-            println!(
-                "   rep {} {setup:<13} crr/s={:.0} cpu_us/conn={:.1} udp_sendto/s={:.0} cpu_ns/pkt={:.0}",
-                rep + 1,
-                v[0],
-                v[1],
-                v[2],
-                v[3]
-            );
-            out.samples.push(HostnetSample {
-                rep,
-                setup: setup.into(),
-                crr_per_sec: v[0],
-                crr_cpu_us: v[1],
-                udp_pps: v[2],
-                udp_cpu_ns: v[3],
-            });
+            out.reps += 1;
+            precise = out.precise();
         }
-        out.reps += 1;
-        precise = out.precise();
-    }
+        Ok(())
+    })();
+    out.hook_packets = connect4_packets(&loader);
+    loader.terminate(Duration::from_secs(10))?;
+    result?;
     Ok(out)
 }
 

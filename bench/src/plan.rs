@@ -213,7 +213,7 @@ impl Plan {
                 sections,
                 main: adaptive(5, 40, 300),
                 scaling: adaptive(3, 12, 150),
-                hostnet: adaptive(5, 40, 45),
+                hostnet: adaptive(6, 40, 60),
                 run_main: Duration::from_secs(3),
                 iperf_secs: 3,
                 run_scaling: Duration::from_secs(2),
@@ -291,9 +291,10 @@ impl Plan {
                 2.0 * CLASSIFIER_LOAD
                     + 3.0 * rounds * single * 3.0 * CALL
                     + groups * f64::from(self.exception_reps) * 2.0 * (LOADER + per_group * run)
+                    + LOADER
                     + bound(
                         &self.hostnet,
-                        LOADER + 2.0 * 2.0 * (self.run_main.as_secs_f64() + CLIENT_START),
+                        2.0 * 2.0 * (self.run_main.as_secs_f64() / 2.0 + CLIENT_START),
                     )
                     + DOCKER_START
                     + self.networks as f64 * NETWORK,

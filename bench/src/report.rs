@@ -711,10 +711,13 @@ fn paths_section(
                  in the bench's host namespace (whose cookie the loader writes, so the hooks \
                  judge its sockets), talking to the cloud namespace: CRR as in the container \
                  (two client threads, connect4 on every connection) and 64-byte UDP datagrams \
-                 with one unconnected `sendto()` each (`cgroup_skb/egress` judges every datagram). No filter \
-                 against `egress-loader run --cgroup` (the hooks attached to that cgroup only), \
+                 with one unconnected `sendto()` each (`cgroup_skb/egress` judges every datagram). One \
+                 `egress-loader run --cgroup` (the hooks attached to that cgroup only) runs all along; \
+                 no filter is the same client in `{}`, a sibling cgroup without the hooks (it still \
+                 pays the kernel's check for a program, as any host with a cgroup BPF program does); \
                  interleaved, runs of {:.1} s. {} The hooks counted {} connect4 calls.\n",
                 h.cgroup,
+                h.baseline,
                 h.run_secs,
                 hostnet_precision(h),
                 thousands(h.hook_packets as usize)
