@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::{
     plan::Plan,
     prog_cost::Noop,
-    setups::Setup,
+    setups::{Active, Setup},
     stats::median,
     suite::part,
     workloads::Workload,
@@ -228,12 +228,39 @@ struct TrafficRuns {
     one: Vec<f64>,
     two: Vec<f64>,
     alone: Vec<f64>,
+    /// The endpoint program and the fast exit, with 1 and with 100 endpoints.
+    with_1: EndpointPath,
+    with_100: EndpointPath,
+}
+
+/// The endpoint program and the bridge's fast exit behind it, ns per
+/// packet (the endpoint program's runs), one value per repetition.
+#[derive(Default)]
+struct EndpointPath {
     ep: Vec<f64>,
     fx: Vec<f64>,
     sum: Vec<f64>,
-    ep100: Vec<f64>,
-    fx100: Vec<f64>,
-    sum100: Vec<f64>,
+}
+
+impl EndpointPath {
+    /// From the run-time stats (time, runs) of the endpoint program `e`
+    /// and of the bridge program `f`.
+    fn push(&mut self, e: (u64, u64), f: (u64, u64)) {
+        let packets = e.1.max(1) as f64;
+        self.ep.push(e.0 as f64 / packets);
+        self.fx.push(per_run(f));
+        self.sum.push((e.0 + f.0) as f64 / packets);
+    }
+}
+
+/// The endpoint program's id and the bridge program's, in the order
+/// [`EndpointPath::push`] takes their stats.
+fn endpoint_path_ids(a: &Active) -> Result<[u32; 2]> {
+    let bridge_id = a.program_id().context("no bridge program id")?;
+    let ep_id = a
+        .endpoint_program_id()
+        .context("the endpoint program is not attached to the container's veth")?;
+    Ok([ep_id, bridge_id])
 }
 
 /// ns per run of one program: run time over run count.
@@ -275,17 +302,10 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             a.deactivate(world)?;
 
             let a = Setup::Filter(0).activate(world)?;
-            let bridge_id = a.program_id().context("no bridge program id")?;
-            let ep_id = a
-                .endpoint_program_id()
-                .context("the endpoint program is not attached to the container's veth")?;
+            let ids = endpoint_path_ids(&a)?;
             for &(i, wl) in group {
-                let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
-                let (e, f) = (r[0], r[1]);
-                let packets = e.1.max(1) as f64;
-                runs[i].ep.push(e.0 as f64 / packets);
-                runs[i].fx.push(per_run(f));
-                runs[i].sum.push((e.0 + f.0) as f64 / packets);
+                let r = with_stats(world, plan, wl, &ids)?;
+                runs[i].with_1.push(r[0], r[1]);
             }
             a.deactivate(world)?;
 
@@ -300,21 +320,14 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             let a = part("endpoints/loader-with-100", || {
                 Setup::Filter(0).activate(world)
             })?;
-            let bridge_id = a.program_id().context("no bridge program id")?;
-            let ep_id = a
-                .endpoint_program_id()
-                .context("the endpoint program is not attached to the container's veth")?;
+            let ids = endpoint_path_ids(&a)?;
             let r = a.with_loader(|l| wait_attached(l, HUNDRED - 1).map(|_| ()));
             if let Some(r) = r {
                 r?;
             }
             for &(i, wl) in group {
-                let r = with_stats(world, plan, wl, &[ep_id, bridge_id])?;
-                let (e, f) = (r[0], r[1]);
-                let packets = e.1.max(1) as f64;
-                runs[i].ep100.push(e.0 as f64 / packets);
-                runs[i].fx100.push(per_run(f));
-                runs[i].sum100.push((e.0 + f.0) as f64 / packets);
+                let r = with_stats(world, plan, wl, &ids)?;
+                runs[i].with_100.push(r[0], r[1]);
             }
             a.deactivate(world)?;
             part("endpoints/99-veths-removed", || extra.remove(world))?;
@@ -327,14 +340,14 @@ fn traffic(world: &mut World, plan: &Plan) -> Result<Vec<TrafficPair>> {
             reps: plan.endpoint_reps,
             reps_100: plan.endpoint_100_reps.min(plan.endpoint_reps),
             bridge_alone_ns: median(&r.alone),
-            endpoint_ns: median(&r.ep),
-            fast_exit_ns: median(&r.fx),
-            together_ns: median(&r.sum),
+            endpoint_ns: median(&r.with_1.ep),
+            fast_exit_ns: median(&r.with_1.fx),
+            together_ns: median(&r.with_1.sum),
             noop_one_ns: median(&r.one),
             noop_two_ns: median(&r.two),
-            endpoint_100_ns: median(&r.ep100),
-            fast_exit_100_ns: median(&r.fx100),
-            together_100_ns: median(&r.sum100),
+            endpoint_100_ns: median(&r.with_100.ep),
+            fast_exit_100_ns: median(&r.with_100.fx),
+            together_100_ns: median(&r.with_100.sum),
         };
         println!(
             "   {wl:?}: bridge alone {:.1} ns/packet; endpoint {:.1} + fast exit {:.1} = {:.1} ns/packet (empty: {:.1} on one hook, {:.1} on two)",
