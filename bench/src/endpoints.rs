@@ -461,12 +461,7 @@ fn attach_hundred(world: &mut World, plan: &Plan) -> Result<AttachHundred> {
     for n in &ns {
         del.push_str(&format!("netns del {n}\n"));
     }
-    let pin_dir = world.new_pin_dir()?;
-    let mut loader = LoaderProcess::run_in_ns(
-        world.host(),
-        &pin_dir,
-        &["--iface", "docker0", "--detach-on-exit", "--no-docker"],
-    )?;
+    let mut loader = world.start_loader(&["--no-docker"])?;
     loader.wait_ready(Duration::from_secs(15))?;
     let result = (|| -> Result<AttachHundred> {
         let t0 = Instant::now();
@@ -483,13 +478,8 @@ fn attach_hundred(world: &mut World, plan: &Plan) -> Result<AttachHundred> {
         );
         // A loader that starts with the hundred present.
         loader.terminate(Duration::from_secs(10))?;
-        let pin_dir = world.new_pin_dir()?;
         let t0 = Instant::now();
-        let mut second = LoaderProcess::run_in_ns(
-            world.host(),
-            &pin_dir,
-            &["--iface", "docker0", "--detach-on-exit", "--no-docker"],
-        )?;
+        let mut second = world.start_loader(&["--no-docker"])?;
         let done = wait_attached(&second, HUNDRED)?;
         let startup_secs = (done - t0).as_secs_f64();
         std::thread::sleep(plan.idle);

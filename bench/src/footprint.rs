@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use egress_ebpf_common::maps as names;
-use egress_tests::LoaderProcess;
 use serde::Serialize;
 
 use crate::cidrs;
@@ -56,19 +55,14 @@ pub struct Footprint {
 
 pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
     // Default policy, following docker0 and br-*.
-    let pin_dir = world.new_pin_dir()?;
-    let mut loader = LoaderProcess::run_in_ns(
-        world.host(),
-        &pin_dir,
-        &["--iface", "docker0", "--iface", "br-*", "--detach-on-exit"],
-    )?;
+    let mut loader = world.start_loader(&["--iface", "br-*"])?;
     let status = loader.wait_ready_until(Duration::from_secs(15), |v| attached(v) >= 1)?;
     let program_id = status["interfaces"][0]["program_id"].as_u64().unwrap_or(0);
     std::thread::sleep(plan.idle);
     let pid = loader.pid();
     let (idle_rss_kib, _) = rss_kib(pid)?;
     println!("   idle: VmRSS {idle_rss_kib} KiB");
-    let maps_default = maps(&pin_dir, 0)?;
+    let maps_default = maps(loader.pin_dir(), 0)?;
     let program = world
         .host()
         .exec_stdout(&[
@@ -132,24 +126,13 @@ pub fn measure(world: &mut World, plan: &Plan) -> Result<Footprint> {
 
     // The largest blocked list, docker0 only.
     let n = plan.max_size();
-    let pin_dir = world.new_pin_dir()?;
     let config = world.scratch_file("footprint.toml", &cidrs::filter_config(&cidrs::blocked(n)))?;
-    let mut loader = LoaderProcess::run_in_ns(
-        world.host(),
-        &pin_dir,
-        &[
-            "--iface",
-            "docker0",
-            "--detach-on-exit",
-            "--config",
-            &path_str(&config),
-        ],
-    )?;
+    let mut loader = world.start_loader(&["--config", &path_str(&config)])?;
     loader.wait_ready_until(Duration::from_secs(15), |v| attached(v) >= 1)?;
     std::thread::sleep(plan.idle);
     let (large_policy_rss_kib, _) = rss_kib(loader.pid())?;
     println!("   {n} CIDRs, idle: VmRSS {large_policy_rss_kib} KiB");
-    let maps_large = maps(&pin_dir, n)?;
+    let maps_large = maps(loader.pin_dir(), n)?;
     loader
         .terminate(Duration::from_secs(10))
         .context("stopping egress-loader")?;

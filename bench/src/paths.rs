@@ -345,21 +345,13 @@ pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
         samples: Vec::new(),
         hook_packets: 0,
     };
-    let pin_dir = world.new_pin_dir()?;
-    let mut loader = LoaderProcess::run_in_ns(
-        world.host(),
-        &pin_dir,
-        &[
-            "--iface",
-            "docker0",
-            "--detach-on-exit",
-            "--no-docker",
-            "--events-socket",
-            "none",
-            "--cgroup",
-            &target,
-        ],
-    )?;
+    let mut loader = world.start_loader(&[
+        "--no-docker",
+        "--events-socket",
+        "none",
+        "--cgroup",
+        &target,
+    ])?;
     loader
         .wait_ready_until(LOADER_READY, |v| cgroup_attached(v, &target))
         .with_context(|| format!("the cgroup hooks on {target}"))?;

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use egress_tests::{BpffsMount, ChildGuard, NetNs, Topology, addrs};
+use egress_tests::{BpffsMount, ChildGuard, LoaderProcess, NetNs, Topology, addrs};
 
 /// The "internet" host every workload talks to (in the cloud namespace).
 pub const SERVER: IpAddr = IpAddr::V4(addrs::SMTP_V4);
@@ -78,6 +78,15 @@ impl World {
     pub fn new_pin_dir(&mut self) -> Result<PathBuf> {
         self.next_pin += 1;
         self.bpffs.subdir(&format!("run{}", self.next_pin))
+    }
+
+    /// A loader in the host namespace filtering docker0, with a pin
+    /// directory of its own, detaching on exit; `extra` adds to its flags.
+    pub fn start_loader(&mut self, extra: &[&str]) -> Result<LoaderProcess> {
+        let pin_dir = self.new_pin_dir()?;
+        let mut args = vec!["--iface", "docker0", "--detach-on-exit"];
+        args.extend_from_slice(extra);
+        LoaderProcess::run_in_ns(self.host(), &pin_dir, &args)
     }
 
     /// Writes `text` to a file in the scratch directory.
