@@ -827,6 +827,10 @@ fn the_udp_shortcut_passes_only_what_the_decision_passes() {
         v4_dst,
         v6_dst,
         prop::collection::vec(any::<u8>(), 0..96),
+        // The transport header's destination port (a limited SMTP port
+        // among them) and TCP flags (SYN, or anything).
+        prop::sample::select(vec![25u16, 465, 587, 53, 443]),
+        prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x00]),
     );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 20_000,
@@ -834,50 +838,57 @@ fn the_udp_shortcut_passes_only_what_the_decision_passes() {
         ..ProptestConfig::default()
     });
     let taken = std::cell::Cell::new(0usize);
-    let result = runner.run(&strategy, |(first, proto, frag, d4, d6, body)| {
-        let mut pkt = body;
-        let header = if first >> 4 == 6 { 40 } else { 20 };
-        if pkt.len() < header {
-            // Keep some cut-short headers, but mostly whole ones.
-            if pkt.len() % 4 != 0 {
-                pkt.resize(header + pkt.len(), 0);
+    let result = runner.run(
+        &strategy,
+        |(first, proto, frag, d4, d6, body, dport, flags)| {
+            let mut pkt = body;
+            let header = if first >> 4 == 6 { 40 } else { 20 };
+            if pkt.len() < header {
+                // Keep some cut-short headers, but mostly whole ones.
+                if pkt.len() % 4 != 0 {
+                    pkt.resize(header + pkt.len(), 0);
+                }
             }
-        }
-        let mut put = |i: usize, b: u8| {
-            if let Some(x) = pkt.get_mut(i) {
-                *x = b;
+            let mut put = |i: usize, b: u8| {
+                if let Some(x) = pkt.get_mut(i) {
+                    *x = b;
+                }
+            };
+            // Where the transport header starts when nothing comes between.
+            put(header + 2, (dport >> 8) as u8);
+            put(header + 3, dport as u8);
+            put(header + 13, flags);
+            put(0, first);
+            if first >> 4 == 6 {
+                put(6, proto);
+                for (i, w) in d6.iter().enumerate() {
+                    put(24 + 2 * i, (w >> 8) as u8);
+                    put(25 + 2 * i, *w as u8);
+                }
+            } else {
+                put(6, frag[0]);
+                put(7, frag[1]);
+                put(9, proto);
+                for (i, b) in d4.iter().enumerate() {
+                    put(16 + i, *b);
+                }
             }
-        };
-        put(0, first);
-        if first >> 4 == 6 {
-            put(6, proto);
-            for (i, w) in d6.iter().enumerate() {
-                put(24 + 2 * i, (w >> 8) as u8);
-                put(25 + 2 * i, *w as u8);
+            if !open_udp_datagram(&pkt[..], prefilter) {
+                return Ok(());
             }
-        } else {
-            put(6, frag[0]);
-            put(7, frag[1]);
-            put(9, proto);
-            for (i, b) in d4.iter().enumerate() {
-                put(16 + i, *b);
-            }
-        }
-        if !open_udp_datagram(&pkt[..], prefilter) {
-            return Ok(());
-        }
-        taken.set(taken.get() + 1);
-        let parsed = parse_ip(&pkt[..]);
-        let d = decide(&parsed, &m);
-        prop_assert_eq!(
-            (d.verdict, d.action),
-            (Passed, Action::Pass),
-            "the shortcut passed {:02x?} ({:?})",
-            pkt,
-            parsed
-        );
-        Ok(())
-    });
+            taken.set(taken.get() + 1);
+            let parsed = parse_ip(&pkt[..]);
+            let d = decide(&parsed, &m);
+            prop_assert_eq!(
+                (d.verdict, d.action),
+                (Passed, Action::Pass),
+                "the shortcut passed {:02x?} ({:?})",
+                pkt,
+                parsed
+            );
+            Ok(())
+        },
+    );
     if let Err(e) = result {
         panic!("{e}");
     }
