@@ -42,7 +42,8 @@ const LOADER_READY: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Serialize)]
 pub struct HostnetSample {
     pub rep: u32,
-    /// "no-filter" or "cgroup-hooks".
+    /// "no-filter", "empty-program" (UDP only: its CRR fields are NaN,
+    /// null in the JSON) or "cgroup-hooks".
     pub setup: String,
     pub crr_per_sec: f64,
     /// CPU µs per connection (client process, servers, ksoftirqd).
@@ -90,9 +91,19 @@ impl Hostnet {
 
     /// The hooks' ratio to no filter on metric `i` of [`HOSTNET_METRICS`].
     pub fn ratio(&self, i: usize) -> Option<Estimate> {
+        self.ratio_of(CGROUP_HOOKS, i)
+    }
+
+    /// The empty program's ratio to no filter, on the UDP metrics (2, 3):
+    /// the kernel's hook before any work of a program.
+    pub fn floor(&self, i: usize) -> Option<Estimate> {
+        self.ratio_of(EMPTY_PROGRAM, i)
+    }
+
+    fn ratio_of(&self, setup: &str, i: usize) -> Option<Estimate> {
         let r = paired_ratios(
-            &self.values("no-filter", i),
-            &self.values("cgroup-hooks", i),
+            &self.values(NO_FILTER, i),
+            &self.values(setup, i),
             HOSTNET_METRICS[i].1,
         );
         Estimate::of(&r)
@@ -120,12 +131,24 @@ pub struct ClientResult {
     pub cpu_ns: u64,
 }
 
-/// `egress-bench --hostnet-client crr|udp CGROUP_DIR MILLIS`: joins the
+/// `egress-bench --hostnet-client crr CGROUP_DIR MILLIS`: joins the
 /// cgroup, runs the client side against the cloud server, prints one JSON
 /// line. Run by [`hostnet`] in the bench's host namespace.
 pub fn client_main(args: &[String]) -> Result<()> {
+    if let [op, millis, cgroups @ ..] = args
+        && op == "udp-turns"
+    {
+        let run = Duration::from_millis(millis.parse().context("MILLIS")?);
+        let cgroups: Vec<&str> = cgroups.iter().map(String::as_str).collect();
+        let results = udp_turns(&cgroups, run)?;
+        println!("{}", serde_json::to_string(&results)?);
+        return Ok(());
+    }
     let [op, cgroup, millis] = args else {
-        bail!("usage: --hostnet-client crr|udp CGROUP_DIR MILLIS");
+        bail!(
+            "usage: --hostnet-client crr CGROUP_DIR MILLIS, \
+             or --hostnet-client udp-turns MILLIS CGROUP_DIR..."
+        );
     };
     let run = Duration::from_millis(millis.parse().context("MILLIS")?);
     std::fs::write(
@@ -135,7 +158,6 @@ pub fn client_main(args: &[String]) -> Result<()> {
     .with_context(|| format!("joining {cgroup}"))?;
     let (done, failed, secs) = match op.as_str() {
         "crr" => crr_client(run),
-        "udp" => udp_client(run)?,
         other => bail!("unknown client {other:?}"),
     };
     let r = ClientResult {
@@ -149,16 +171,23 @@ pub fn client_main(args: &[String]) -> Result<()> {
 }
 
 fn process_cpu_ns() -> u64 {
+    cpu_clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn thread_cpu_ns() -> u64 {
+    cpu_clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-const MAX_DATAGRAMS: u64 = 100_000_000;
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Two threads, each: connect, 1 byte, 1 byte back, close, timed from when
@@ -181,55 +210,105 @@ fn one_connection(sa: SocketAddr) -> io::Result<()> {
     s.read_exact(&mut b)
 }
 
-/// 64-byte datagrams, one unconnected `sendto()` each: `cgroup_skb/egress`
-/// judges every one (a connected socket's would be judged at connect4).
-fn udp_client(run: Duration) -> Result<(u64, u64, f64)> {
+/// Datagrams a socket sends in one turn of [`udp_turns`]: a few ms of
+/// work, so that the turns are many and the clock reads few.
+pub const TURN: u64 = 2048;
+/// Turns between fresh sockets: a socket's own placement (its slab
+/// object, its cache lines) moved a comparison of two sockets in the same
+/// cgroup by up to ±5% when one pair served a whole run.
+const TURNS_PER_SOCKET: u32 = 8;
+
+/// The host-network UDP comparison in one process, on one CPU, turn by
+/// turn: one socket per cgroup of `cgroups`, each made while the process
+/// was in that cgroup. The hooks judge a packet by its socket's cgroup
+/// (`__cgroup_bpf_run_filter_skb` takes `sock_cgroup_ptr(&sk->sk_cgrp_data)`,
+/// set when the socket is made), so the sockets differ in the programs on
+/// their cgroups alone. Turns of [`TURN`] datagrams go round the sockets,
+/// the first cgroup of the round rotating, until `run` has passed and
+/// every socket has had as many turns: the machine's drift, which spread
+/// runs 1.5 s apart by up to ±20%, falls on all of them alike. Each
+/// result's `secs` and `cpu_ns` (this thread's CPU time, softirq work in
+/// its context included) are sums over its turns.
+fn udp_turns(cgroups: &[&str], run: Duration) -> Result<Vec<ClientResult>> {
     workloads::pin_to(workloads::CLIENT_CPU);
+    let join = |cg: &str| {
+        std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining {cg}"))
+    };
+    let sockets = || -> Result<Vec<UdpSocket>> {
+        cgroups
+            .iter()
+            .map(|cg| {
+                join(cg)?;
+                // A send buffer no turn fills: a socket that waits for the
+                // sink to free its datagrams would time the sink.
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP socket")?;
+                workloads::set_sndbuf(&s, 32 << 20);
+                Ok(s)
+            })
+            .collect()
+    };
     let sa = SocketAddr::new(SERVER, UDP_PORT);
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     let payload = [0x42u8; 18];
-    let (mut sent, mut failed) = (0u64, 0u64);
-    let t0 = Instant::now();
-    let deadline = t0 + run;
-    while sent < MAX_DATAGRAMS {
-        // The clock is read every 64 datagrams, as the container's UDP
-        // workload checks it once per sendmmsg batch.
-        if sent.is_multiple_of(64) && Instant::now() >= deadline {
-            break;
+    let n = cgroups.len();
+    // Per cgroup: done, failed, ns of wall clock, ns of CPU.
+    let mut acc = vec![[0u64; 4]; n];
+    let deadline = Instant::now() + run;
+    let mut round = 0u32;
+    let mut socks = Vec::new();
+    while Instant::now() < deadline {
+        if round.is_multiple_of(TURNS_PER_SOCKET) {
+            socks = sockets()?;
         }
-        match sock.send_to(&payload, sa) {
-            Ok(_) => sent += 1,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => failed += 1,
-            Err(e) => return Err(e).context("sendto"),
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let (t0, c0) = (Instant::now(), thread_cpu_ns());
+            let (mut sent, mut failed) = (0u64, 0u64);
+            while sent < TURN && failed < 10 * TURN {
+                match socks[i].send_to(&payload, sa) {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => failed += 1,
+                    Err(e) => return Err(e).context("sendto"),
+                }
+            }
+            let a = &mut acc[i];
+            a[0] += sent;
+            a[1] += failed;
+            a[2] += t0.elapsed().as_nanos() as u64;
+            a[3] += thread_cpu_ns() - c0;
         }
-        if failed > 10_000_000 {
-            break;
-        }
+        round += 1;
     }
-    Ok((sent, failed, t0.elapsed().as_secs_f64()))
+    Ok(acc
+        .into_iter()
+        .map(|a| ClientResult {
+            done: a[0],
+            failed: a[1],
+            secs: a[2] as f64 / 1e9,
+            cpu_ns: a[3],
+        })
+        .collect())
 }
 
-fn run_client(
+/// Runs `egress-bench --hostnet-client ARGS...` in the bench's host
+/// namespace and parses the one JSON line it prints.
+fn run_client<T: serde::de::DeserializeOwned>(
     world: &World,
-    op: &str,
-    cgroup: &std::path::Path,
-    run: Duration,
-) -> Result<ClientResult> {
+    args: &[&std::ffi::OsStr],
+) -> Result<T> {
     let exe = std::env::current_exe()?;
     let out = world
         .host()
         .command(&exe)
         .arg("--hostnet-client")
-        .arg(op)
-        .arg(cgroup)
-        .arg(run.as_millis().to_string())
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .context("running the host-network client")?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(
         out.status.success(),
-        "host-network client {op} failed ({}): {}{}",
+        "host-network client {args:?} failed ({}): {}{}",
         out.status,
         text,
         String::from_utf8_lossy(&out.stderr)
@@ -237,11 +316,14 @@ fn run_client(
     serde_json::from_str(text.trim()).with_context(|| format!("client output: {text}"))
 }
 
-fn hostnet_once(world: &World, cg: &std::path::Path, run: Duration) -> Result<[f64; 4]> {
-    // CRR: the servers in the cloud namespace, the client in the cgroup.
+/// One CRR run from `cg`: connections/s and CPU µs per connection.
+fn crr_once(world: &World, cg: &std::path::Path, run: Duration) -> Result<[f64; 2]> {
+    // The servers in the cloud namespace, the client in the cgroup.
     let servers = workloads::crr_servers(world)?;
     let k0 = workloads::ksoftirqd_ns();
-    let c = run_client(world, "crr", cg, run);
+    let millis = run.as_millis().to_string();
+    let c: Result<ClientResult> =
+        run_client(world, &["crr".as_ref(), cg.as_os_str(), millis.as_ref()]);
     let server_cpu = servers.stop();
     let c = c?;
     if c.failed * 100 > c.done.max(1) {
@@ -252,29 +334,72 @@ fn hostnet_once(world: &World, cg: &std::path::Path, run: Duration) -> Result<[f
         );
     }
     let cpu = c.cpu_ns + server_cpu + (workloads::ksoftirqd_ns() - k0);
-    let crr = (
+    Ok([
         c.done as f64 / c.secs,
         cpu as f64 / 1000.0 / c.done.max(1) as f64,
-    );
-    // UDP: the busy-polling sink in the cloud counts what arrives.
-    let sink = workloads::UdpSink::start(world)?;
-    let k0 = workloads::ksoftirqd_ns();
-    let u = run_client(world, "udp", cg, run);
-    let got = sink.stop();
-    let u = u?;
-    if got * 2 < u.done {
-        bail!(
-            "host-network UDP: only {got} of {} datagrams arrived",
-            u.done
-        );
-    }
-    let cpu = u.cpu_ns + (workloads::ksoftirqd_ns() - k0);
-    Ok([
-        crr.0,
-        crr.1,
-        got as f64 / u.secs,
-        cpu as f64 / got.max(1) as f64,
     ])
+}
+
+/// One UDP run of [`udp_turns`] over `cgroups`: per cgroup, datagrams/s
+/// sent in its turns and CPU ns per datagram. The busy-polling sink in the
+/// cloud counts what arrives, to show the datagrams got there.
+fn udp_once(world: &World, cgroups: &[&std::path::Path], run: Duration) -> Result<Vec<[f64; 2]>> {
+    let sink = workloads::UdpSink::start(world)?;
+    let millis = run.as_millis().to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["udp-turns".as_ref(), millis.as_ref()];
+    args.extend(cgroups.iter().map(|c| c.as_os_str()));
+    let results: Result<Vec<ClientResult>> = run_client(world, &args);
+    let got = sink.stop();
+    let results = results?;
+    let sent: u64 = results.iter().map(|r| r.done).sum();
+    if got * 2 < sent {
+        bail!("host-network UDP: only {got} of {sent} datagrams arrived");
+    }
+    Ok(results
+        .iter()
+        .map(|r| {
+            [
+                r.done as f64 / r.secs,
+                r.cpu_ns as f64 / r.done.max(1) as f64,
+            ]
+        })
+        .collect())
+}
+
+const NO_FILTER: &str = "no-filter";
+const EMPTY_PROGRAM: &str = "empty-program";
+const CGROUP_HOOKS: &str = "cgroup-hooks";
+
+/// The empty `cgroup_skb/egress` program of the object, attached to one
+/// of the bench's cgroups until dropped.
+struct CgroupNoop {
+    _ebpf: aya::Ebpf,
+    _mount: egress_tests::BpffsMount,
+}
+
+impl CgroupNoop {
+    fn attach(cgroup: &std::path::Path) -> Result<Self> {
+        use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
+        let name = egress_ebpf_common::maps::CGROUP_NOOP_PROGRAM;
+        let mount = egress_tests::BpffsMount::try_new()?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(mount.path())
+            .load(egress_loader::kernel::object::OBJECT)
+            .context("loading the eBPF object")?;
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the object"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+        let dir =
+            std::fs::File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+        prog.attach(&dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            _mount: mount,
+        })
+    }
 }
 
 /// The hooks' counters: packets counted on cgroup/connect4.
@@ -323,17 +448,25 @@ pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
     }
     // The hooks on `app`; no filter is the same client in `plain`, a
     // sibling the hooks are not attached to, with the loader running all
-    // along. No loader starts between the two halves of a pair, so they
-    // lie 1.5 s apart: with a loader start per pair (and runs of 3 s) the
-    // machine's drift between them was most of the spread. What `plain`
+    // along. No loader starts between the two halves of a CRR pair, so
+    // they lie 1.5 s apart: with a loader start per pair (and runs of 3 s)
+    // the machine's drift between them was most of the spread. What `plain`
     // still pays is the kernel's check that its cgroup has no program
     // (the hooks' static key is on), as on any host where some cgroup has
     // a BPF program.
+    //
+    // UDP runs once per repetition for the three of them, turn by turn in
+    // one process (udp_turns): no filter, `empty` with an empty
+    // cgroup_skb/egress program (what the kernel's hook costs before any
+    // work of a program), and the hooks.
     let tree = TestCgroup::new("bench")?;
     tree.mkdir("app")?;
     tree.mkdir("plain")?;
+    tree.mkdir("empty")?;
     let app = tree.dir("app");
     let plain = tree.dir("plain");
+    let empty = tree.dir("empty");
+    let _noop = CgroupNoop::attach(&empty)?;
     let target = tree.arg("app");
     let run = plan.run_main / 2;
     let mut out = Hostnet {
@@ -365,24 +498,37 @@ pub fn hostnet(world: &mut World, plan: &Plan) -> Result<Hostnet> {
             } else {
                 &[true, false]
             };
+            let mut crr = [[f64::NAN; 2]; 2];
             for &hooks in order {
-                let v = hostnet_once(world, if hooks { &app } else { &plain }, run)?;
-                let setup = if hooks { "cgroup-hooks" } else { "no-filter" };
+                crr[usize::from(hooks)] = crr_once(world, if hooks { &app } else { &plain }, run)?;
+            }
+            let udp = udp_once(world, &[&plain, &empty, &app], run)?;
+            for (k, setup) in [NO_FILTER, EMPTY_PROGRAM, CGROUP_HOOKS]
+                .into_iter()
+                .enumerate()
+            {
+                // The empty program is measured on UDP alone.
+                let c = match k {
+                    0 => crr[0],
+                    2 => crr[1],
+                    _ => [f64::NAN; 2],
+                };
+                let u = udp[k];
                 println!(
                     "   rep {} {setup:<13} crr/s={:.0} cpu_us/conn={:.1} udp_sendto/s={:.0} cpu_ns/pkt={:.0}",
                     rep + 1,
-                    v[0],
-                    v[1],
-                    v[2],
-                    v[3]
+                    c[0],
+                    c[1],
+                    u[0],
+                    u[1]
                 );
                 out.samples.push(HostnetSample {
                     rep,
                     setup: setup.into(),
-                    crr_per_sec: v[0],
-                    crr_cpu_us: v[1],
-                    udp_pps: v[2],
-                    udp_cpu_ns: v[3],
+                    crr_per_sec: c[0],
+                    crr_cpu_us: c[1],
+                    udp_pps: u[0],
+                    udp_cpu_ns: u[1],
                 });
             }
             out.reps += 1;

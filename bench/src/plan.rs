@@ -294,7 +294,8 @@ impl Plan {
                     + LOADER
                     + bound(
                         &self.hostnet,
-                        2.0 * 2.0 * (self.run_main.as_secs_f64() / 2.0 + CLIENT_START),
+                        // Two CRR runs and one UDP run of three sockets.
+                        3.0 * (self.run_main.as_secs_f64() / 2.0 + CLIENT_START),
                     )
                     + DOCKER_START
                     + self.networks as f64 * NETWORK,

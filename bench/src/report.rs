@@ -737,6 +737,23 @@ fn paths_section(
                 );
             }
             s.push('\n');
+            if let (Some(rate), Some(cpu)) = (h.floor(2), h.floor(3)) {
+                let _ = writeln!(
+                    s,
+                    "UDP runs once per repetition for three sockets at once, turn by turn in one \
+                     process ({} datagrams a turn, fresh sockets every few rounds): one made in `{}`, \
+                     one in `{}`, and one in a third sibling with an empty `cgroup_skb/egress` \
+                     program (`{}`), which measures what the kernel's hook costs before any work of \
+                     a program. Rates are datagrams sent per second of a socket's own turns. The \
+                     empty program against no filter: UDP sendto rate {}, CPU per UDP datagram {}.\n",
+                    crate::paths::TURN,
+                    h.baseline,
+                    h.cgroup,
+                    egress_ebpf_common::maps::CGROUP_NOOP_PROGRAM,
+                    ratio_cell(Some(rate)),
+                    ratio_cell(Some(cpu)),
+                );
+            }
         }
     }
     s.push_str(
@@ -1078,14 +1095,25 @@ fn paths_targets(
                 "host-network {what} through the cgroup hooks ≥ {RATIO_TARGET:.2}× no filter"
             ),
             measured: match (&e, &cpu) {
-                (Some(e), Some(c)) => format!(
-                    "{:.2}×{}; {}: {:.2}×{}",
-                    e.median,
-                    ci(e),
-                    HOSTNET_METRICS[i + 1].0,
-                    c.median,
-                    ci(c)
-                ),
+                (Some(e), Some(c)) => {
+                    let mut m = format!(
+                        "{:.2}×{}; {}: {:.2}×{}",
+                        e.median,
+                        ci(e),
+                        HOSTNET_METRICS[i + 1].0,
+                        c.median,
+                        ci(c)
+                    );
+                    if let Some(f) = p.hostnet.as_ref().ok().and_then(|h| h.floor(i)) {
+                        let _ = write!(
+                            m,
+                            "; an empty cgroup_skb program (the kernel's hook alone): {:.2}×{}",
+                            f.median,
+                            ci(&f)
+                        );
+                    }
+                    m
+                }
                 _ => "–".into(),
             },
             met: e.map(|e| e.median >= RATIO_TARGET),

@@ -534,12 +534,21 @@ impl UdpSink {
 
 fn set_rcvbuf(s: &UdpSocket, bytes: i32) {
     // SO_RCVBUFFORCE (root) ignores net.core.rmem_max.
+    set_buf(s, libc::SO_RCVBUFFORCE, bytes);
+}
+
+/// SO_SNDBUFFORCE (root; net.core.wmem_max does not apply).
+pub(crate) fn set_sndbuf(s: &UdpSocket, bytes: i32) {
+    set_buf(s, libc::SO_SNDBUFFORCE, bytes);
+}
+
+fn set_buf(s: &UdpSocket, opt: libc::c_int, bytes: i32) {
     // SAFETY: valid fd, pointer to an int of the given size.
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
+            opt,
             (&bytes as *const i32).cast(),
             std::mem::size_of::<i32>() as libc::socklen_t,
         );

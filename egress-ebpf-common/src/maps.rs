@@ -160,6 +160,8 @@ pub const PROGRAM: &str = "egress_filter";
 pub const ENDPOINT_PROGRAM: &str = "egress_endpoint";
 /// An empty classifier in the same object, for benchmark baselines.
 pub const NOOP_PROGRAM: &str = "egress_noop";
+/// An empty `cgroup_skb/egress` program, for the host-network baseline.
+pub const CGROUP_NOOP_PROGRAM: &str = "egress_cgroup_noop";
 /// The classifier that answers a reject, tail-called from slot 0 of
 /// `REPLY_PROGRAM`; never attached.
 pub const REPLY_PROGRAM_NAME: &str = "egress_reply";

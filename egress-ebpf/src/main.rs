@@ -100,6 +100,14 @@ pub fn egress_noop(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// An empty `cgroup_skb/egress` program, never attached by the loader:
+/// `cargo xtask bench` attaches it to a cgroup of its own to measure what
+/// the kernel's hook costs a host-network datagram before any program work.
+#[aya_ebpf::macros::cgroup_skb(egress)]
+pub fn egress_cgroup_noop(_ctx: aya_ebpf::programs::SkBuffContext) -> i32 {
+    1
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
