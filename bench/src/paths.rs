@@ -381,11 +381,7 @@ impl CgroupNoop {
     fn attach(cgroup: &std::path::Path) -> Result<Self> {
         use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
         let name = egress_ebpf_common::maps::CGROUP_NOOP_PROGRAM;
-        let mount = egress_tests::BpffsMount::try_new()?;
-        let mut ebpf = aya::EbpfLoader::new()
-            .default_map_pin_directory(mount.path())
-            .load(egress_loader::kernel::object::OBJECT)
-            .context("loading the eBPF object")?;
+        let (mut ebpf, mount) = crate::prog_cost::object()?;
         let prog: &mut CgroupSkb = ebpf
             .program_mut(name)
             .with_context(|| format!("no program {name} in the object"))?

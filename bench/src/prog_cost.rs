@@ -111,13 +111,21 @@ pub struct Noop {
     _mount: BpffsMount,
 }
 
+/// The loader's eBPF object, its maps pinned in a bpffs mount of its own
+/// (so that nothing of a running filter is shared), for one of its empty
+/// programs.
+pub fn object() -> Result<(aya::Ebpf, BpffsMount)> {
+    let mount = BpffsMount::try_new()?;
+    let ebpf = EbpfLoader::new()
+        .default_map_pin_directory(mount.path())
+        .load(egress_loader::kernel::object::OBJECT)
+        .context("loading the eBPF object")?;
+    Ok((ebpf, mount))
+}
+
 impl Noop {
     pub fn load() -> Result<Self> {
-        let mount = BpffsMount::try_new()?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(mount.path())
-            .load(egress_loader::kernel::object::OBJECT)
-            .context("loading the eBPF object")?;
+        let (mut ebpf, mount) = object()?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(NOOP_PROGRAM)
             .with_context(|| format!("no program {NOOP_PROGRAM} in the object"))?
