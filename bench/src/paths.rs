@@ -48,9 +48,10 @@ pub struct HostnetSample {
     pub crr_per_sec: f64,
     /// CPU µs per connection (client process, servers, ksoftirqd).
     pub crr_cpu_us: f64,
-    /// UDP datagrams per second received, one `sendto()` each.
+    /// UDP datagrams per second sent in the socket's own turns of
+    /// [`udp_turns`], one `sendto()` each.
     pub udp_pps: f64,
-    /// CPU ns per datagram received (sender process, ksoftirqd).
+    /// CPU ns of the sending thread per datagram, over the same turns.
     pub udp_cpu_ns: f64,
 }
 
@@ -151,11 +152,7 @@ pub fn client_main(args: &[String]) -> Result<()> {
         );
     };
     let run = Duration::from_millis(millis.parse().context("MILLIS")?);
-    std::fs::write(
-        format!("{cgroup}/cgroup.procs"),
-        std::process::id().to_string(),
-    )
-    .with_context(|| format!("joining {cgroup}"))?;
+    join_cgroup(cgroup)?;
     let (done, failed, secs) = match op.as_str() {
         "crr" => crr_client(run),
         other => bail!("unknown client {other:?}"),
@@ -168,6 +165,12 @@ pub fn client_main(args: &[String]) -> Result<()> {
     };
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
+}
+
+/// Moves this process into the cgroup at directory `cg`.
+fn join_cgroup(cg: &str) -> Result<()> {
+    std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
+        .with_context(|| format!("joining {cg}"))
 }
 
 fn process_cpu_ns() -> u64 {
@@ -213,10 +216,11 @@ fn one_connection(sa: SocketAddr) -> io::Result<()> {
 /// Datagrams a socket sends in one turn of [`udp_turns`]: a few ms of
 /// work, so that the turns are many and the clock reads few.
 pub const TURN: u64 = 2048;
-/// Turns between fresh sockets: a socket's own placement (its slab
-/// object, its cache lines) moved a comparison of two sockets in the same
-/// cgroup by up to ±5% when one pair served a whole run.
-const TURNS_PER_SOCKET: u32 = 8;
+/// Rounds between fresh sockets, so that no one socket's placement (its
+/// slab object, its cache lines) weighs on a whole run. Two sockets in the
+/// same cgroup still differed by up to ±5% in single runs, with or without
+/// it; the medians over repetitions are what the report uses.
+pub const TURNS_PER_SOCKET: u32 = 8;
 
 /// The host-network UDP comparison in one process, on one CPU, turn by
 /// turn: one socket per cgroup of `cgroups`, each made while the process
@@ -231,15 +235,11 @@ const TURNS_PER_SOCKET: u32 = 8;
 /// its context included) are sums over its turns.
 fn udp_turns(cgroups: &[&str], run: Duration) -> Result<Vec<ClientResult>> {
     workloads::pin_to(workloads::CLIENT_CPU);
-    let join = |cg: &str| {
-        std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
-            .with_context(|| format!("joining {cg}"))
-    };
     let sockets = || -> Result<Vec<UdpSocket>> {
         cgroups
             .iter()
             .map(|cg| {
-                join(cg)?;
+                join_cgroup(cg)?;
                 // A send buffer no turn fills: a socket that waits for the
                 // sink to free its datagrams would time the sink.
                 let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP socket")?;

@@ -741,12 +741,13 @@ fn paths_section(
                 let _ = writeln!(
                     s,
                     "UDP runs once per repetition for three sockets at once, turn by turn in one \
-                     process ({} datagrams a turn, fresh sockets every few rounds): one made in `{}`, \
+                     process ({} datagrams a turn, fresh sockets every {} rounds): one made in `{}`, \
                      one in `{}`, and one in a third sibling with an empty `cgroup_skb/egress` \
                      program (`{}`), which measures what the kernel's hook costs before any work of \
                      a program. Rates are datagrams sent per second of a socket's own turns. The \
                      empty program against no filter: UDP sendto rate {}, CPU per UDP datagram {}.\n",
                     crate::paths::TURN,
+                    crate::paths::TURNS_PER_SOCKET,
                     h.baseline,
                     h.cgroup,
                     egress_ebpf_common::maps::CGROUP_NOOP_PROGRAM,
