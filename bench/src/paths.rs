@@ -101,6 +101,17 @@ impl Hostnet {
         self.ratio_of(EMPTY_PROGRAM, i)
     }
 
+    /// The hooks' ratio to the empty program on the UDP metrics (2, 3):
+    /// what the program's own work costs, the kernel's hook set aside.
+    pub fn over_floor(&self, i: usize) -> Option<Estimate> {
+        let r = paired_ratios(
+            &self.values(EMPTY_PROGRAM, i),
+            &self.values(CGROUP_HOOKS, i),
+            HOSTNET_METRICS[i].1,
+        );
+        Estimate::of(&r)
+    }
+
     fn ratio_of(&self, setup: &str, i: usize) -> Option<Estimate> {
         let r = paired_ratios(
             &self.values(NO_FILTER, i),
@@ -108,6 +119,22 @@ impl Hostnet {
             HOSTNET_METRICS[i].1,
         );
         Estimate::of(&r)
+    }
+
+    /// The median over repetitions of `setup`'s CPU ns per UDP datagram
+    /// minus `base`'s in the same repetition: what `setup` adds to each
+    /// datagram.
+    pub fn added_udp_ns(&self, base: &str, setup: &str) -> Option<Estimate> {
+        let base = self.values(base, 3);
+        let d: Vec<f64> = self
+            .values(setup, 3)
+            .iter()
+            .filter_map(|&(rep, v)| {
+                let &(_, b) = base.iter().find(|(r, _)| *r == rep)?;
+                (v - b).is_finite().then_some(v - b)
+            })
+            .collect();
+        Estimate::of(&d)
     }
 
     pub fn median(&self, setup: &str, i: usize) -> f64 {
@@ -366,9 +393,9 @@ fn udp_once(world: &World, cgroups: &[&std::path::Path], run: Duration) -> Resul
         .collect())
 }
 
-const NO_FILTER: &str = "no-filter";
-const EMPTY_PROGRAM: &str = "empty-program";
-const CGROUP_HOOKS: &str = "cgroup-hooks";
+pub(crate) const NO_FILTER: &str = "no-filter";
+pub(crate) const EMPTY_PROGRAM: &str = "empty-program";
+pub(crate) const CGROUP_HOOKS: &str = "cgroup-hooks";
 
 /// The empty `cgroup_skb/egress` program of the object, attached to one
 /// of the bench's cgroups until dropped.
@@ -885,4 +912,88 @@ pub fn measure(world: &mut World, plan: &Plan, warnings: &mut Vec<String>) -> Re
         exceptions,
         network_create,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rep: u32, setup: &str, pps: f64, ns: f64) -> HostnetSample {
+        HostnetSample {
+            rep,
+            setup: setup.into(),
+            crr_per_sec: f64::NAN,
+            crr_cpu_us: f64::NAN,
+            udp_pps: pps,
+            udp_cpu_ns: ns,
+        }
+    }
+
+    /// Three repetitions, each a no-filter / empty / hooks triple whose
+    /// absolute level drifts from one repetition to the next; written out
+    /// of order, so that a pairing by position instead of by repetition
+    /// would give other figures.
+    fn drifting() -> Hostnet {
+        let mut samples = Vec::new();
+        for (rep, level) in [(2u32, 1.2), (0, 1.0), (1, 0.8)] {
+            samples.push(sample(
+                rep,
+                CGROUP_HOOKS,
+                1e9 / (1360.0 * level),
+                1360.0 * level,
+            ));
+            samples.push(sample(
+                rep,
+                NO_FILTER,
+                1e9 / (1300.0 * level),
+                1300.0 * level,
+            ));
+            samples.push(sample(
+                rep,
+                EMPTY_PROGRAM,
+                1e9 / (1340.0 * level),
+                1340.0 * level,
+            ));
+        }
+        Hostnet {
+            cgroup: "/t/app".into(),
+            baseline: "/t/plain".into(),
+            run_secs: 1.5,
+            repeat: Repeat::fixed(3),
+            reps: 3,
+            samples,
+            hook_packets: 0,
+        }
+    }
+
+    #[test]
+    fn the_program_is_measured_against_the_empty_one_within_each_repetition() {
+        let h = drifting();
+        // CPU: empty ÷ hooks, the same in every repetition.
+        let cpu = h.over_floor(3).unwrap();
+        assert!((cpu.median - 1340.0 / 1360.0).abs() < 1e-9, "{cpu:?}");
+        assert!((cpu.lo - cpu.median).abs() < 1e-9 && (cpu.hi - cpu.median).abs() < 1e-9);
+        // Rate: hooks ÷ empty, the same figure seen from the other side.
+        let rate = h.over_floor(2).unwrap();
+        assert!((rate.median - 1340.0 / 1360.0).abs() < 1e-9, "{rate:?}");
+        // The differences follow each repetition's level: 40, 32, 48 ns
+        // for the hook, 20, 16, 24 ns for the work; their medians.
+        let hook = h.added_udp_ns(NO_FILTER, EMPTY_PROGRAM).unwrap();
+        assert!((hook.median - 40.0).abs() < 1e-9, "{hook:?}");
+        assert_eq!((hook.min, hook.max, hook.n), (32.0, 48.0, 3));
+        let work = h.added_udp_ns(EMPTY_PROGRAM, CGROUP_HOOKS).unwrap();
+        assert!((work.median - 20.0).abs() < 1e-9, "{work:?}");
+    }
+
+    #[test]
+    fn a_repetition_missing_a_setup_is_left_out() {
+        let mut h = drifting();
+        h.samples
+            .retain(|s| !(s.rep == 1 && s.setup == EMPTY_PROGRAM));
+        assert_eq!(h.added_udp_ns(NO_FILTER, EMPTY_PROGRAM).unwrap().n, 2);
+        assert_eq!(h.over_floor(3).unwrap().n, 2);
+        h.samples.retain(|s| s.setup != EMPTY_PROGRAM);
+        assert!(h.added_udp_ns(NO_FILTER, EMPTY_PROGRAM).is_none());
+        assert!(h.over_floor(2).is_none());
+    }
 }

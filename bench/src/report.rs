@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::paths::{CGROUP_HOOKS, EMPTY_PROGRAM, NO_FILTER};
 use crate::plan::{PRECISION, Plan};
 use crate::setups::{Setup, thousands};
 use crate::stats::{CONFIDENCE, Estimate, RESAMPLES, SEED, Summary, median};
@@ -402,6 +403,15 @@ fn workload_label(w: Workload) -> &'static str {
     }
 }
 
+/// "+39 ns [37, 41]": a difference in ns with its interval.
+fn ns_cell(e: &Estimate) -> String {
+    if e.n > 1 {
+        format!("{:+.0} ns [{:+.0}, {:+.0}]", e.median, e.lo, e.hi)
+    } else {
+        format!("{:+.0} ns", e.median)
+    }
+}
+
 fn ratio_cell(r: Option<Estimate>) -> String {
     match r {
         Some(r) if r.n > 1 => format!("{:.2}× [{:.2}, {:.2}]", r.median, r.lo, r.hi),
@@ -731,8 +741,8 @@ fn paths_section(
                     s,
                     "| {name} ({}) | {} | {} | {} |",
                     units[i],
-                    fmt(h.median("no-filter", i)),
-                    fmt(h.median("cgroup-hooks", i)),
+                    fmt(h.median(NO_FILTER, i)),
+                    fmt(h.median(CGROUP_HOOKS, i)),
                     ratio_cell(h.ratio(i))
                 );
             }
@@ -751,6 +761,24 @@ fn paths_section(
                     h.baseline,
                     h.cgroup,
                     egress_ebpf_common::maps::CGROUP_NOOP_PROGRAM,
+                    ratio_cell(Some(rate)),
+                    ratio_cell(Some(cpu)),
+                );
+            }
+            if let (Some(rate), Some(cpu), Some(hook), Some(work)) = (
+                h.over_floor(2),
+                h.over_floor(3),
+                h.added_udp_ns(NO_FILTER, EMPTY_PROGRAM),
+                h.added_udp_ns(EMPTY_PROGRAM, CGROUP_HOOKS),
+            ) {
+                let _ = writeln!(
+                    s,
+                    "What each part adds to a datagram (CPU ns, the median of the repetitions' \
+                     differences): the kernel's hook {} (empty program − no filter), the \
+                     program's own work {} (cgroup hooks − empty program). The hooks against the \
+                     empty program: UDP sendto rate {}, CPU per UDP datagram {}.\n",
+                    ns_cell(&hook),
+                    ns_cell(&work),
                     ratio_cell(Some(rate)),
                     ratio_cell(Some(cpu)),
                 );
@@ -1111,6 +1139,14 @@ fn paths_targets(
                             "; an empty cgroup_skb program (the kernel's hook alone): {:.2}×{}",
                             f.median,
                             ci(&f)
+                        );
+                    }
+                    if let Some(o) = p.hostnet.as_ref().ok().and_then(|h| h.over_floor(i)) {
+                        let _ = write!(
+                            m,
+                            "; the hooks against that empty program: {:.2}×{}",
+                            o.median,
+                            ci(&o)
                         );
                     }
                     m
