@@ -147,6 +147,9 @@ fn single<T>(value: T) -> [(Vec<(&'static str, String)>, T); 1] {
 }
 
 impl Collector for FilterCollector {
+    /// The families in a fixed order: the loader itself, what it covers,
+    /// the configuration, the engine, then the kernel's counters (left out
+    /// when the pinned maps cannot be read).
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let src = &self.0;
         // Every scrape reads the kernel's maps afresh; a failure leaves the
@@ -156,283 +159,322 @@ impl Collector for FilterCollector {
             debug!("metrics: reading the pinned maps: {e}");
         }
         let e = &mut encoder;
-        gauge(
-            e,
-            "egress_loader_healthy",
-            "1 while the loader runs and every pinned map reads back, 0 when they cannot be read",
-            &single(i64::from(reading.is_ok())),
-        )?;
-        let started = src
-            .started
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as i64;
-        gauge(
-            e,
-            "egress_loader_start_time_seconds",
-            "When this loader started, in seconds since the Unix epoch",
-            &single(started),
-        )?;
-        gauge(
-            e,
-            "egress_loader_build_info",
-            "The loader's version, as a label",
-            &[(
-                vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
-                1i64,
-            )],
-        )?;
-        let attached = src.attached_now();
-        gauge(
-            e,
-            "egress_attached_interfaces",
-            "Interfaces whose ingress runs the filter",
-            &single(attached.iter().filter(|(_, live)| *live).count() as i64),
-        )?;
-        let per_iface: Vec<_> = attached
-            .iter()
-            .map(|(n, live)| (vec![("interface", n.clone())], i64::from(*live)))
-            .collect();
-        gauge(
-            e,
-            "egress_interface_attached",
-            "1 for each interface the loader attached to while the filter runs there, 0 once its link is gone",
-            &per_iface,
-        )?;
-        let cgroups = kcgroup::attachments(&src.pins, src.cgroups.as_ref());
-        gauge(
-            e,
-            "egress_cgroup_attached",
-            "1 for each cgroup whose cgroup hooks are all attached (host-network containers below it are judged), 0 when a link is gone",
-            &cgroups
-                .iter()
-                .map(|a| {
-                    (
-                        vec![("cgroup", format!("/{}", a.cgroup))],
-                        i64::from(a.stale.is_empty() && !a.live.is_empty()),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        )?;
-        if let Some(cov) = &src.coverage {
-            let cov = cov.read().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(cov) = cov {
-                gauge(
-                    e,
-                    "egress_uncovered_containers",
-                    "Running containers no hook of the filter sees (macvlan, ipvlan, a host-network container outside the attached cgroups...): egress-loader status names them",
-                    &single(cov.uncovered_containers as i64),
-                )?;
-                gauge(
-                    e,
-                    "egress_uncovered_networks",
-                    "Engine networks whose containers the filter does not see (macvlan, ipvlan, a bridge not attached)",
-                    &single(cov.uncovered_networks as i64),
-                )?;
-            }
-        }
+        encode_loader(e, src, reading.is_ok())?;
+        encode_coverage(e, src)?;
         if let Some(config) = &src.config {
-            let r = config.read().unwrap_or_else(|e| e.into_inner()).clone();
-            counter(
-                e,
-                "egress_config_reloads",
-                "Configuration reloads (SIGHUP, egress-loader reload, the file changing), applied or refused",
-                &[
-                    (vec![("result", "ok".to_owned())], r.reloads_ok),
-                    (vec![("result", "refused".to_owned())], r.reloads_refused),
-                ],
-            )?;
-            gauge(
-                e,
-                "egress_config_generation",
-                "Version of the policy in force: 1 at start, one more per applied reload",
-                &single(r.generation as i64),
-            )?;
-            gauge(
-                e,
-                "egress_config_info",
-                "The configuration in force: its file (\"\" for defaults and flags) and the SHA-256 of its bytes",
-                &[(
-                    vec![
-                        ("path", r.path.clone().unwrap_or_default()),
-                        ("sha256", r.sha256.clone().unwrap_or_default()),
-                    ],
-                    1i64,
-                )],
-            )?;
-            gauge(
-                e,
-                "egress_config_applied_timestamp_seconds",
-                "When the policy in force was applied, in seconds since the Unix epoch",
-                &single(r.applied_at as i64),
-            )?;
+            encode_config(e, config)?;
         }
         if let Some(docker) = &src.docker {
+            encode_engine(e, docker)?;
+        }
+        match reading {
+            Ok(s) => encode_counters(e, &s),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The loader's health, start time and version.
+fn encode_loader(
+    e: &mut DescriptorEncoder,
+    src: &MetricsSource,
+    healthy: bool,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "egress_loader_healthy",
+        "1 while the loader runs and every pinned map reads back, 0 when they cannot be read",
+        &single(i64::from(healthy)),
+    )?;
+    let started = src
+        .started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    gauge(
+        e,
+        "egress_loader_start_time_seconds",
+        "When this loader started, in seconds since the Unix epoch",
+        &single(started),
+    )?;
+    gauge(
+        e,
+        "egress_loader_build_info",
+        "The loader's version, as a label",
+        &[(
+            vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+            1i64,
+        )],
+    )?;
+    Ok(())
+}
+
+/// The interfaces and cgroups the filter runs on, and what no hook sees.
+fn encode_coverage(e: &mut DescriptorEncoder, src: &MetricsSource) -> Result<(), std::fmt::Error> {
+    let attached = src.attached_now();
+    gauge(
+        e,
+        "egress_attached_interfaces",
+        "Interfaces whose ingress runs the filter",
+        &single(attached.iter().filter(|(_, live)| *live).count() as i64),
+    )?;
+    let per_iface: Vec<_> = attached
+        .iter()
+        .map(|(n, live)| (vec![("interface", n.clone())], i64::from(*live)))
+        .collect();
+    gauge(
+        e,
+        "egress_interface_attached",
+        "1 for each interface the loader attached to while the filter runs there, 0 once its link is gone",
+        &per_iface,
+    )?;
+    let cgroups = kcgroup::attachments(&src.pins, src.cgroups.as_ref());
+    gauge(
+        e,
+        "egress_cgroup_attached",
+        "1 for each cgroup whose cgroup hooks are all attached (host-network containers below it are judged), 0 when a link is gone",
+        &cgroups
+            .iter()
+            .map(|a| {
+                (
+                    vec![("cgroup", format!("/{}", a.cgroup))],
+                    i64::from(a.stale.is_empty() && !a.live.is_empty()),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    if let Some(cov) = &src.coverage {
+        let cov = cov.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(cov) = cov {
             gauge(
                 e,
-                "egress_docker_engine_connected",
-                "1 while the Docker engine is followed (drop events name containers), 0 otherwise",
-                &single(i64::from(docker.is_connected())),
+                "egress_uncovered_containers",
+                "Running containers no hook of the filter sees (macvlan, ipvlan, a host-network container outside the attached cgroups...): egress-loader status names them",
+                &single(cov.uncovered_containers as i64),
             )?;
             gauge(
                 e,
-                "egress_docker_known_addresses",
-                "Container addresses known from the Docker engine",
-                &single(docker.known_addresses() as i64),
+                "egress_uncovered_networks",
+                "Engine networks whose containers the filter does not see (macvlan, ipvlan, a bridge not attached)",
+                &single(cov.uncovered_networks as i64),
             )?;
         }
-        let Ok(s) = reading else {
-            return Ok(());
-        };
-        gauge(
-            e,
-            "egress_dry_run",
-            "1 in dry-run (every match counted, nothing dropped), 0 when enforcing",
-            &single(i64::from(s.dry_run)),
-        )?;
-        let host = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
-            s.counters
-                .iter()
-                .map(|c| (vec![("verdict", c.name.to_owned())], f(c)))
-                .collect()
-        };
-        counter(
-            e,
-            "egress_host_packets",
-            "Packets per verdict on every filtered interface together (egress-loader counters)",
-            &host(|c| c.packets),
-        )?;
-        counter(
-            e,
-            "egress_host_bytes",
-            "Bytes per verdict on every filtered interface together (egress-loader counters)",
-            &host(|c| c.bytes),
-        )?;
-        let iface = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
-            s.interfaces
-                .iter()
-                .flat_map(|i| {
-                    i.counters.iter().map(|c| {
-                        (
-                            vec![
-                                ("verdict", c.name.to_owned()),
-                                ("interface", i.interface.clone()),
-                            ],
-                            f(c),
-                        )
-                    })
-                })
-                .collect()
-        };
-        counter(
-            e,
-            "egress_packets",
-            "Packets per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
-            &iface(|c| c.packets),
-        )?;
-        counter(
-            e,
-            "egress_bytes",
-            "Bytes per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
-            &iface(|c| c.bytes),
-        )?;
-        // Per endpoint: the live ones only (a gone container's series end).
-        let endpoint = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
-            s.endpoints
-                .iter()
-                .flat_map(|ep| {
-                    let container = ep
-                        .endpoint
-                        .container
-                        .as_ref()
-                        .map(|c| c.name.clone())
-                        .unwrap_or_default();
-                    ep.counters.iter().map(move |c| {
-                        (
-                            vec![
-                                ("verdict", c.name.to_owned()),
-                                ("veth", ep.endpoint.veth.clone()),
-                                ("container", container.clone()),
-                            ],
-                            f(c),
-                        )
-                    })
-                })
-                .collect()
-        };
-        counter(
-            e,
-            "egress_endpoint_packets",
-            "Packets per verdict and endpoint (a container's veth; container \"\" when no engine named it); containers that are gone are dropped",
-            &endpoint(|c| c.packets),
-        )?;
-        counter(
-            e,
-            "egress_endpoint_bytes",
-            "Bytes per verdict and endpoint (a container's veth)",
-            &endpoint(|c| c.bytes),
-        )?;
-        let rules = |f: fn(&RuleCounter) -> u64| -> Vec<_> {
-            s.rules
-                .iter()
-                .map(|r| (vec![("rule", r.destination.clone())], f(r)))
-                .collect()
-        };
-        let hooks = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
-            s.hooks
-                .iter()
-                .flat_map(|h| {
-                    h.counters.iter().map(|c| {
-                        (
-                            vec![("verdict", c.name.to_owned()), ("hook", h.hook.to_owned())],
-                            f(c),
-                        )
-                    })
-                })
-                .collect()
-        };
-        counter(
-            e,
-            "egress_hook_decisions",
-            "Decisions per verdict of each cgroup hook (host-network containers): calls of connect, packets of cgroup_skb",
-            &hooks(|c| c.packets),
-        )?;
-        counter(
-            e,
-            "egress_rule_packets",
-            "Packets that matched each blocked destination",
-            &rules(|r| r.packets),
-        )?;
-        counter(
-            e,
-            "egress_rule_bytes",
-            "Bytes that matched each blocked destination",
-            &rules(|r| r.bytes),
-        )?;
-        counter(
-            e,
-            "egress_events_lost",
-            "Drop events lost because the ring buffer was full",
-            &single(s.events.lost),
-        )?;
-        counter(
-            e,
-            "egress_events_suppressed",
-            "Drop events not reported because they exceeded the in-kernel event budget",
-            &single(s.events.suppressed),
-        )?;
-        let rejects: Vec<_> = egress_ebpf_common::reply::ReplyOutcome::ALL
-            .into_iter()
-            .map(|o| (vec![("reply", o.name().to_string())], s.replies.get(o)))
-            .collect();
-        counter(
-            e,
-            "egress_rejects",
-            "Packets a rejecting rule matched, by what became of the reply: sent, suppressed (over the reply budget), refused (no single sender to answer), unanswerable",
-            &rejects,
-        )?;
-        Ok(())
     }
+    Ok(())
+}
+
+/// The configuration in force and its reloads.
+fn encode_config(e: &mut DescriptorEncoder, config: &SharedRecord) -> Result<(), std::fmt::Error> {
+    let r = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+    counter(
+        e,
+        "egress_config_reloads",
+        "Configuration reloads (SIGHUP, egress-loader reload, the file changing), applied or refused",
+        &[
+            (vec![("result", "ok".to_owned())], r.reloads_ok),
+            (vec![("result", "refused".to_owned())], r.reloads_refused),
+        ],
+    )?;
+    gauge(
+        e,
+        "egress_config_generation",
+        "Version of the policy in force: 1 at start, one more per applied reload",
+        &single(r.generation as i64),
+    )?;
+    gauge(
+        e,
+        "egress_config_info",
+        "The configuration in force: its file (\"\" for defaults and flags) and the SHA-256 of its bytes",
+        &[(
+            vec![
+                ("path", r.path.clone().unwrap_or_default()),
+                ("sha256", r.sha256.clone().unwrap_or_default()),
+            ],
+            1i64,
+        )],
+    )?;
+    gauge(
+        e,
+        "egress_config_applied_timestamp_seconds",
+        "When the policy in force was applied, in seconds since the Unix epoch",
+        &single(r.applied_at as i64),
+    )?;
+    Ok(())
+}
+
+/// The container engine that names senders.
+fn encode_engine(
+    e: &mut DescriptorEncoder,
+    docker: &DockerIdentity,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "egress_docker_engine_connected",
+        "1 while the Docker engine is followed (drop events name containers), 0 otherwise",
+        &single(i64::from(docker.is_connected())),
+    )?;
+    gauge(
+        e,
+        "egress_docker_known_addresses",
+        "Container addresses known from the Docker engine",
+        &single(docker.known_addresses() as i64),
+    )?;
+    Ok(())
+}
+
+/// The kernel's counters, as `counters` prints them.
+fn encode_counters(
+    e: &mut DescriptorEncoder,
+    s: &counters::Snapshot,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        e,
+        "egress_dry_run",
+        "1 in dry-run (every match counted, nothing dropped), 0 when enforcing",
+        &single(i64::from(s.dry_run)),
+    )?;
+    let host = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+        s.counters
+            .iter()
+            .map(|c| (vec![("verdict", c.name.to_owned())], f(c)))
+            .collect()
+    };
+    counter(
+        e,
+        "egress_host_packets",
+        "Packets per verdict on every filtered interface together (egress-loader counters)",
+        &host(|c| c.packets),
+    )?;
+    counter(
+        e,
+        "egress_host_bytes",
+        "Bytes per verdict on every filtered interface together (egress-loader counters)",
+        &host(|c| c.bytes),
+    )?;
+    let iface = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+        s.interfaces
+            .iter()
+            .flat_map(|i| {
+                i.counters.iter().map(|c| {
+                    (
+                        vec![
+                            ("verdict", c.name.to_owned()),
+                            ("interface", i.interface.clone()),
+                        ],
+                        f(c),
+                    )
+                })
+            })
+            .collect()
+    };
+    counter(
+        e,
+        "egress_packets",
+        "Packets per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
+        &iface(|c| c.packets),
+    )?;
+    counter(
+        e,
+        "egress_bytes",
+        "Bytes per verdict and interface (the bridge whose ingress saw them; \"ifindex N\" once it is gone)",
+        &iface(|c| c.bytes),
+    )?;
+    // Per endpoint: the live ones only (a gone container's series end).
+    let endpoint = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+        s.endpoints
+            .iter()
+            .flat_map(|ep| {
+                let container = ep
+                    .endpoint
+                    .container
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                ep.counters.iter().map(move |c| {
+                    (
+                        vec![
+                            ("verdict", c.name.to_owned()),
+                            ("veth", ep.endpoint.veth.clone()),
+                            ("container", container.clone()),
+                        ],
+                        f(c),
+                    )
+                })
+            })
+            .collect()
+    };
+    counter(
+        e,
+        "egress_endpoint_packets",
+        "Packets per verdict and endpoint (a container's veth; container \"\" when no engine named it); containers that are gone are dropped",
+        &endpoint(|c| c.packets),
+    )?;
+    counter(
+        e,
+        "egress_endpoint_bytes",
+        "Bytes per verdict and endpoint (a container's veth)",
+        &endpoint(|c| c.bytes),
+    )?;
+    let rules = |f: fn(&RuleCounter) -> u64| -> Vec<_> {
+        s.rules
+            .iter()
+            .map(|r| (vec![("rule", r.destination.clone())], f(r)))
+            .collect()
+    };
+    let hooks = |f: fn(&NamedCounter) -> u64| -> Vec<_> {
+        s.hooks
+            .iter()
+            .flat_map(|h| {
+                h.counters.iter().map(|c| {
+                    (
+                        vec![("verdict", c.name.to_owned()), ("hook", h.hook.to_owned())],
+                        f(c),
+                    )
+                })
+            })
+            .collect()
+    };
+    counter(
+        e,
+        "egress_hook_decisions",
+        "Decisions per verdict of each cgroup hook (host-network containers): calls of connect, packets of cgroup_skb",
+        &hooks(|c| c.packets),
+    )?;
+    counter(
+        e,
+        "egress_rule_packets",
+        "Packets that matched each blocked destination",
+        &rules(|r| r.packets),
+    )?;
+    counter(
+        e,
+        "egress_rule_bytes",
+        "Bytes that matched each blocked destination",
+        &rules(|r| r.bytes),
+    )?;
+    counter(
+        e,
+        "egress_events_lost",
+        "Drop events lost because the ring buffer was full",
+        &single(s.events.lost),
+    )?;
+    counter(
+        e,
+        "egress_events_suppressed",
+        "Drop events not reported because they exceeded the in-kernel event budget",
+        &single(s.events.suppressed),
+    )?;
+    let rejects: Vec<_> = egress_ebpf_common::reply::ReplyOutcome::ALL
+        .into_iter()
+        .map(|o| (vec![("reply", o.name().to_string())], s.replies.get(o)))
+        .collect();
+    counter(
+        e,
+        "egress_rejects",
+        "Packets a rejecting rule matched, by what became of the reply: sent, suppressed (over the reply budget), refused (no single sender to answer), unanswerable",
+        &rejects,
+    )?;
+    Ok(())
 }
 
 /// The registry every scrape encodes.
