@@ -23,11 +23,10 @@ use egress_tests::{
 use serde::Serialize;
 
 use crate::{
-    plan::Plan,
+    plan::{Plan, part},
     prog_cost::Noop,
     setups::{Active, Setup},
     stats::median,
-    suite::part,
     workloads::Workload,
     world::{World, exec_with_input, rss_kib},
 };

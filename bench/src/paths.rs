@@ -26,11 +26,10 @@ use egress_tests::{
 };
 use serde::Serialize;
 
-use crate::plan::{PRECISION, Plan, Repeat};
+use crate::plan::{PRECISION, Plan, Repeat, part};
 use crate::prog_cost::Noop;
 use crate::setups::Setup;
 use crate::stats::{Estimate, median, paired_ratios};
-use crate::suite::part;
 use crate::workloads::{self, Workload};
 use crate::world::{CRR_PORT, SERVER, UDP_PORT, World};
 

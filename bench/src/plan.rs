@@ -1,8 +1,9 @@
 //! How much to measure: repetitions (a minimum, then more until every ratio
 //! is precise enough or the time budget is spent), durations and rule-list
-//! sizes for the full run and for `--quick`.
+//! sizes for the full run and for `--quick`; and each part's time, printed
+//! as it ends.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -387,6 +388,14 @@ mod cost {
     /// The test engine's start and stop, and one network created.
     pub const DOCKER_START: f64 = 8.0;
     pub const NETWORK: f64 = 0.5;
+}
+
+/// Runs one part of a section and prints how long it took.
+pub(crate) fn part<T>(key: &str, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let r = f();
+    println!("   [{key}: {:.1} s]", t0.elapsed().as_secs_f64());
+    r
 }
 
 #[cfg(test)]

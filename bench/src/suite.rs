@@ -293,14 +293,6 @@ pub fn run(plan: &Plan) -> Result<Results> {
     })
 }
 
-/// Runs one part of a section and prints how long it took.
-pub(crate) fn part<T>(key: &str, f: impl FnOnce() -> T) -> T {
-    let t0 = Instant::now();
-    let r = f();
-    println!("   [{key}: {:.1} s]", t0.elapsed().as_secs_f64());
-    r
-}
-
 fn section(name: &str) {
     println!("== {name}");
 }

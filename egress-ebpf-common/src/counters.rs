@@ -15,48 +15,28 @@ impl Counter {
     }
 }
 
-/// What happened to a packet; the index into the `COUNTERS` map.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CounterId {
-    /// Destination in the blocked set (dropped, or would be in dry-run).
-    MetadataBlocked = 0,
-    /// A TCP connection attempt to a rate-limited port, within the rate.
-    SmtpAllowed = 1,
-    /// A TCP connection attempt to a rate-limited port, over the rate.
-    SmtpLimited = 2,
-    /// No rule matched: passed to the next program untouched.
-    Passed = 3,
-    /// A shape no conforming stack sends that hides what the rules look at
-    /// (see docs/threat-model.md); dropped.
-    Evasive = 4,
-    /// Destination in the blocked set, but the sending endpoint has an
-    /// exception for it (and no other rule applied): passed.
-    Excepted = 5,
+wire_enum! {
+    /// What happened to a packet; the index into the `COUNTERS` map.
+    #[repr(u32)]
+    pub enum CounterId {
+        /// Destination in the blocked set (dropped, or would be in dry-run).
+        MetadataBlocked = 0 => "metadata_blocked",
+        /// A TCP connection attempt to a rate-limited port, within the rate.
+        SmtpAllowed = 1 => "smtp_allowed",
+        /// A TCP connection attempt to a rate-limited port, over the rate.
+        SmtpLimited = 2 => "smtp_limited",
+        /// No rule matched: passed to the next program untouched.
+        Passed = 3 => "passed",
+        /// A shape no conforming stack sends that hides what the rules look at
+        /// (see docs/threat-model.md); dropped.
+        Evasive = 4 => "evasive_dropped",
+        /// Destination in the blocked set, but the sending endpoint has an
+        /// exception for it (and no other rule applied): passed.
+        Excepted = 5 => "excepted",
+    }
 }
 
 impl CounterId {
-    pub const COUNT: u32 = 6;
-    pub const ALL: [CounterId; Self::COUNT as usize] = [
-        CounterId::MetadataBlocked,
-        CounterId::SmtpAllowed,
-        CounterId::SmtpLimited,
-        CounterId::Passed,
-        CounterId::Evasive,
-        CounterId::Excepted,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            CounterId::MetadataBlocked => "metadata_blocked",
-            CounterId::SmtpAllowed => "smtp_allowed",
-            CounterId::SmtpLimited => "smtp_limited",
-            CounterId::Passed => "passed",
-            CounterId::Evasive => "evasive_dropped",
-            CounterId::Excepted => "excepted",
-        }
-    }
-
     /// Whether this outcome drops the packet when not in dry-run.
     pub const fn drops(self) -> bool {
         matches!(

@@ -2,8 +2,9 @@
 //! for every packet it drops (or would drop, in dry-run), rate-limited in the
 //! kernel so a flood cannot swamp the reader.
 
-pub const FAMILY_V4: u8 = 4;
-pub const FAMILY_V6: u8 = 6;
+/// `DropEvent::family`: the parser's [`Family`](crate::parse::Family).
+pub const FAMILY_V4: u8 = crate::parse::Family::V4 as u8;
+pub const FAMILY_V6: u8 = crate::parse::Family::V6 as u8;
 
 /// `DropEvent::flags` bit: the packet was not dropped (dry-run).
 pub const EVENT_DRY_RUN: u8 = 1;

@@ -5,22 +5,19 @@
 
 use crate::bucket::Gcra;
 
-/// Index into `LOG_BUDGET`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RareCondition {
-    /// The per-source SMTP table is full: new sources share the overflow bucket.
-    SourceTableFull = 0,
-    /// A packet needed the policy config and the active slot was never written.
-    ConfigMissing = 1,
-    /// A drop event was refused by the drop-event budget (counted as suppressed).
-    EventBudgetExhausted = 2,
-    /// The per-endpoint SMTP table is full: new endpoints share the overflow bucket.
-    EndpointTableFull = 3,
-}
-
-impl RareCondition {
-    pub const COUNT: u32 = 4;
+wire_enum! {
+    /// Index into `LOG_BUDGET`.
+    #[repr(u32)]
+    pub enum RareCondition {
+        /// The per-source SMTP table is full: new sources share the overflow bucket.
+        SourceTableFull = 0 => "source_table_full",
+        /// A packet needed the policy config and the active slot was never written.
+        ConfigMissing = 1 => "config_missing",
+        /// A drop event was refused by the drop-event budget (counted as suppressed).
+        EventBudgetExhausted = 2 => "event_budget_exhausted",
+        /// The per-endpoint SMTP table is full: new endpoints share the overflow bucket.
+        EndpointTableFull = 3 => "endpoint_table_full",
+    }
 }
 
 pub const LOG_INTERVAL_NS: u64 = 1_000_000_000;

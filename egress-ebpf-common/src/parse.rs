@@ -92,13 +92,11 @@ impl Transport {
 pub enum Family {
     /// Not IP, or malformed so that the host's IP layer discards it anyway.
     NotIp = 0,
-    /// The values are `events::FAMILY_V4` and `FAMILY_V6`.
+    /// The values are the wire format of `DropEvent::family`
+    /// (`events::FAMILY_V4`, `FAMILY_V6`).
     V4 = 4,
     V6 = 6,
 }
-const _: () = assert!(
-    Family::V4 as u8 == crate::events::FAMILY_V4 && Family::V6 as u8 == crate::events::FAMILY_V6
-);
 
 /// What the parser learned about a frame.
 ///

@@ -33,47 +33,19 @@ use crate::{
     parse::{Family, Fragment, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-/// What happened to the reply of one rejected packet; the index into the
-/// `REPLY_STATS` map.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplyOutcome {
-    /// Built and sent back through the port the packet came from.
-    Sent = 0,
-    /// Over the reply budget: dropped silently.
-    Suppressed = 1,
-    /// The reply would not go to one sender (see the module documentation).
-    Refused = 2,
-    /// The packet is one no reply is sent for, or the rewrite failed.
-    Unanswerable = 3,
-}
-
-impl ReplyOutcome {
-    pub const COUNT: u32 = 4;
-    pub const ALL: [ReplyOutcome; Self::COUNT as usize] = [
-        ReplyOutcome::Sent,
-        ReplyOutcome::Suppressed,
-        ReplyOutcome::Refused,
-        ReplyOutcome::Unanswerable,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            ReplyOutcome::Sent => "sent",
-            ReplyOutcome::Suppressed => "suppressed",
-            ReplyOutcome::Refused => "refused",
-            ReplyOutcome::Unanswerable => "unanswerable",
-        }
-    }
-
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(ReplyOutcome::Sent),
-            1 => Some(ReplyOutcome::Suppressed),
-            2 => Some(ReplyOutcome::Refused),
-            3 => Some(ReplyOutcome::Unanswerable),
-            _ => None,
-        }
+wire_enum! {
+    /// What happened to the reply of one rejected packet; the index into the
+    /// `REPLY_STATS` map.
+    #[repr(u32)]
+    pub enum ReplyOutcome {
+        /// Built and sent back through the port the packet came from.
+        Sent = 0 => "sent",
+        /// Over the reply budget: dropped silently.
+        Suppressed = 1 => "suppressed",
+        /// The reply would not go to one sender (see the module documentation).
+        Refused = 2 => "refused",
+        /// The packet is one no reply is sent for, or the rewrite failed.
+        Unanswerable = 3 => "unanswerable",
     }
 }
 

@@ -1,13 +1,7 @@
 //! Shared GCRA buckets, updated with compare-and-swap because every CPU runs
 //! the program at once (per-CPU buckets would admit N times the rate).
 
-use core::intrinsics::{AtomicOrdering, atomic_cxchg};
-
-use aya_ebpf::{
-    EbpfContext,
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
-};
+use aya_ebpf::{EbpfContext, bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use egress_ebpf_common::{
     bucket::{COARSE_CLOCK_SLACK_NS, Gcra},
     maps::{SMTP_GLOBAL_SLOT, SMTP_OVERFLOW_SLOT},
@@ -16,11 +10,8 @@ use egress_ebpf_common::{
 use crate::{
     log,
     maps::{EVENT_BUCKET, SMTP_BUCKET, SMTP_ENDPOINT_BUCKETS, SMTP_SOURCE_BUCKETS},
+    tat::{coarse_now, update},
 };
-
-/// CAS attempts before giving up. Each failure means another CPU admitted or
-/// refused an attempt in between; running out refuses this one (fail closed).
-const MAX_CAS_ATTEMPTS: usize = 8;
 
 const E2BIG: i32 = 7;
 
@@ -36,12 +27,6 @@ const E2BIG: i32 = 7;
 pub struct Clock {
     coarse: u64,
     precise: u64,
-}
-
-/// bpf_ktime_get_coarse_ns (Linux 5.11).
-#[inline(always)]
-pub fn coarse_now() -> u64 {
-    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 impl Clock {
@@ -158,29 +143,4 @@ fn admit(tat: *mut u64, g: &Gcra, clock: &mut Clock) -> bool {
         }
         g.admit(seen, clock.precise())
     })
-}
-
-/// Compare-and-swap loop: `decide` maps the TAT seen to the TAT to store
-/// (`None` refuses, leaving the bucket as it was).
-#[inline(always)]
-pub fn update(tat: *mut u64, mut decide: impl FnMut(u64) -> Option<u64>) -> bool {
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        // A plain volatile read: the CAS below validates it.
-        let seen = unsafe { core::ptr::read_volatile(tat) };
-        let Some(next) = decide(seen) else {
-            return false;
-        };
-        // SeqCst: with a relaxed ordering LLVM may drop BPF_FETCH and the
-        // returned success flag would be wrong (docs/design.md, verifier
-        // notes: the LLVM relaxed-atomic fetch bug).
-        let (_, swapped) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                tat, seen, next,
-            )
-        };
-        if swapped {
-            return true;
-        }
-    }
-    false
 }

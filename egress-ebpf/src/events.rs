@@ -16,6 +16,7 @@ use egress_ebpf_common::{
 use crate::{
     bucket, log,
     maps::{EVENT_STATS, EVENTS},
+    tat,
 };
 
 #[inline(always)]
@@ -134,7 +135,7 @@ pub fn emit<C: EbpfContext>(
         burst_window_ns: config.event_burst_window_ns,
     };
     // The coarse clock: see admit_event.
-    let now = bucket::coarse_now();
+    let now = tat::coarse_now();
     if !bucket::admit_event(&budget, now) {
         bump(EVENTS_SUPPRESSED);
         log::event_budget_exhausted(ctx, ifindex, now);

@@ -13,12 +13,12 @@ use aya_ebpf::EbpfContext;
 use aya_log_ebpf::{error, warn};
 use egress_ebpf_common::logs::{self, RareCondition};
 
-use crate::{bucket, maps::LOG_BUDGET};
+use crate::{maps::LOG_BUDGET, tat};
 
 #[inline(always)]
 fn budget_allows(condition: RareCondition, coarse_now: u64) -> bool {
     match LOG_BUDGET.get_ptr_mut(condition as u32) {
-        Some(tat) => bucket::update(tat, |seen| logs::BUDGET.admit(seen, coarse_now)),
+        Some(slot) => tat::update(slot, |seen| logs::BUDGET.admit(seen, coarse_now)),
         None => false,
     }
 }
@@ -51,7 +51,7 @@ pub fn endpoint_table_full<C: EbpfContext>(ctx: &C, id: u32, coarse_now: u64) {
 /// A packet needed the policy config and none is in force.
 #[inline(never)]
 pub fn config_missing<C: EbpfContext>(ctx: &C) {
-    if budget_allows(RareCondition::ConfigMissing, bucket::coarse_now()) {
+    if budget_allows(RareCondition::ConfigMissing, tat::coarse_now()) {
         error!(
             ctx,
             "no policy config in force: SMTP limits and dry-run are off"

@@ -36,9 +36,10 @@ use egress_ebpf_common::{
 };
 
 use crate::{
-    bucket, events,
+    events,
     maps::{REPLY_BUCKET, REPLY_PROGRAM, REPLY_SCRATCH, REPLY_STATS},
     skb::Skb,
+    tat::{self, update},
     view,
 };
 
@@ -219,9 +220,9 @@ fn within_budget(config: Option<&PolicyConfig>) -> bool {
     if g.emission_ns == 0 {
         return false;
     }
-    let now = bucket::coarse_now();
+    let now = tat::coarse_now();
     match REPLY_BUCKET.get_ptr_mut(0) {
-        Some(tat) => bucket::update(tat, |seen| g.admit(seen, now)),
+        Some(tat) => update(tat, |seen| g.admit(seen, now)),
         None => false,
     }
 }

@@ -45,6 +45,9 @@ use crate::netns::{ChildGuard, NetNs};
 
 /// How long the daemons get to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tag of the busybox test image (in the test's own engine; `images`
+/// builds it, [`DockerHost::run_sleeper`] runs it).
+pub const BUSYBOX_IMAGE: &str = "egress-e2e-busybox:latest";
 /// Default bound on one `docker` CLI call.
 pub const DOCKER_CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// Grace period after SIGTERM before SIGKILL when stopping a daemon.
@@ -337,7 +340,7 @@ impl DockerHost {
         for l in labels {
             args.extend(["--label", l]);
         }
-        args.extend([super::images::BUSYBOX_IMAGE, "sleep", "3600"]);
+        args.extend([BUSYBOX_IMAGE, "sleep", "3600"]);
         self.docker(&args)
             .with_context(|| format!("starting {name}"))?;
         let ip = self.docker(&[

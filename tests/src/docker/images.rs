@@ -11,10 +11,9 @@ use egress_devtools::build::build_static_loader;
 use egress_devtools::image::{fresh_dir, is_static_elf, stage_context};
 use egress_devtools::machine::find_program;
 
+pub use super::engine::BUSYBOX_IMAGE;
 use super::engine::DockerHost;
 
-/// Tag of the busybox test image (in the test's own engine).
-pub const BUSYBOX_IMAGE: &str = "egress-e2e-busybox:latest";
 /// Busybox applets linked into the test image's /bin.
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "wget", "nc", "ping", "sleep", "timeout", "echo", "cat", "true", "false", "seq", "date",
