@@ -5,7 +5,7 @@
 //! and the rescan), links released when their cgroup goes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, RwLock},
 };
@@ -27,23 +27,6 @@ use crate::{
     },
     policy::cgroups::CgroupSpec,
 };
-
-/// What `run` knows beyond its patterns: the engine's bridges and cgroups,
-/// the cgroup hooks, and what is attached (for coverage).
-pub struct CoverageState {
-    pub hooks: CgroupHooks,
-    /// The engine's bridge interfaces (`attach.docker_networks`).
-    pub bridges: BTreeSet<String>,
-    /// The engine answered (or none is asked): pins of interfaces and
-    /// cgroups it does not name can be released.
-    pub settled: bool,
-    /// The engine's cgroup driver and containers' cgroups, for `auto`.
-    pub engine_cgroups: Option<EngineCgroups>,
-    /// An engine is asked (`--docker-host`, not `--no-docker`).
-    pub engine: bool,
-    /// Published after each reconcile, for the coverage task.
-    pub attached: Arc<RwLock<Attached>>,
-}
 
 /// The cgroup hooks' state in `run`.
 pub struct CgroupHooks {

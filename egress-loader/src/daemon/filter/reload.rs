@@ -7,7 +7,7 @@ use std::path::Path;
 use log::{debug, error, info, warn};
 
 use crate::{
-    daemon::{readiness, reconcile::Filter},
+    daemon::{filter::Filter, readiness},
     observe::config_record::Trigger,
     policy::{Overrides, Policy, apply, build::sha256_hex},
 };

@@ -1,5 +1,6 @@
 //! Keeping the endpoints in line with the veths of the filtered bridges:
-//! entry first, then the program (daemon::endpoints says why and how).
+//! entry first, then the program (daemon::endpoints, which holds their
+//! state, says why and how).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,7 +13,7 @@ use log::{debug, error, info, warn};
 use crate::{
     daemon::{
         endpoints::{Endpoints, Kept, desired, policy_tag},
-        reconcile::Filter,
+        filter::Filter,
     },
     endpoint::veth::{self, Veth},
     error::Error,
@@ -26,7 +27,7 @@ impl Filter {
     /// Names of the veths that are endpoints now (ports of filtered
     /// bridges): their pinned links are the endpoint layer's, not stale
     /// bridge links.
-    pub fn endpoint_veth_names(&self) -> Vec<String> {
+    pub(super) fn endpoint_veth_names(&self) -> Vec<String> {
         if !self.policy.endpoints {
             return Vec::new();
         }
