@@ -238,63 +238,41 @@ fn say_applied(opts: &RunOptions, loaded: &Loaded, report: &ApplyReport) {
 /// filter attached to every interface, endpoint and cgroup that exists and
 /// matches; then an older layout's pins go.
 fn attach(opts: RunOptions, loaded: Loaded, applied: Applied) -> Result<InForce, Error> {
-    let RunOptions {
-        policy,
-        config_path,
-        config_sha256,
-        watch_config,
-        state_file,
-        overrides,
-        pins,
-        mode,
-        detach_on_exit,
-        rescan,
-        events_socket,
-        docker,
-        metrics_addr: _,
-    } = opts;
-    let Loaded {
-        ebpf,
-        prepared,
-        hooks,
-        cgroup_changes,
-        timing,
-        ..
-    } = loaded;
     // The engine first: the endpoints' exceptions follow its containers.
-    let identity = docker.clone().map(|endpoint| {
+    let docker = opts.docker.clone().map(|endpoint| {
         let identity = DockerIdentity::new(endpoint);
         identity.spawn();
         identity
     });
-    let endpoints = Endpoints::open(&pins, identity.clone())?;
+    let endpoints = Endpoints::open(&opts.pins, docker.clone())?;
     // The engine's networks and containers (attach.docker_networks,
     // coverage, `auto` cgroups), followed from here on.
-    let networks = docker.clone().map(|endpoint| {
+    let networks = opts.docker.clone().map(|endpoint| {
         let w = NetworkWatch::new(endpoint);
         w.spawn();
         w
     });
     let config = ConfigTracker::new(
         ConfigRecord::new(
-            pins.root(),
-            config_path.as_deref(),
-            config_sha256,
-            watch_config,
+            opts.pins.root(),
+            opts.config_path.as_deref(),
+            opts.config_sha256,
+            opts.watch_config,
         ),
-        state_file,
+        opts.state_file,
     );
     let mut filter = Filter::new(Parts {
-        ebpf,
-        hooks,
+        ebpf: loaded.ebpf,
+        hooks: loaded.hooks,
         maps: applied.maps,
         endpoints,
-        pins: pins.clone(),
-        mode,
-        policy,
+        pins: opts.pins.clone(),
+        mode: opts.mode,
+        policy: opts.policy,
         config,
         engine: networks.is_some(),
     });
+    let timing = loaded.timing;
     filter.release_unwanted_pins();
     let opened = timing.started.elapsed();
     filter.reconcile();
@@ -310,30 +288,31 @@ fn attach(opts: RunOptions, loaded: Loaded, applied: Applied) -> Result<InForce,
         reconciled - opened,
         timing.started.elapsed() - reconciled,
     );
-    if !prepared.older.is_empty() {
+    let older = loaded.prepared.older;
+    if !older.is_empty() {
         // Every link now runs this program (one whose swap failed keeps the
         // old program, and its maps by reference, enforcing as before).
-        match layout::remove_older(&pins, &prepared.older) {
+        match layout::remove_older(&opts.pins, &older) {
             Ok(n) => info!(
                 "removed {n} pin(s) of map layout(s) {:?}: the links run this loader's program",
-                prepared.older
+                older
             ),
-            Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", prepared.older),
+            Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", older),
         }
     }
     Ok(InForce {
         filter,
-        docker: identity,
+        docker,
         networks,
-        cgroup_changes,
+        cgroup_changes: loaded.cgroup_changes,
         options: Options {
-            config_path,
-            watch_config,
-            overrides,
-            rescan,
-            events_socket,
-            docker,
-            detach_on_exit,
+            config_path: opts.config_path,
+            watch_config: opts.watch_config,
+            overrides: opts.overrides,
+            rescan: opts.rescan,
+            events_socket: opts.events_socket,
+            docker: opts.docker,
+            detach_on_exit: opts.detach_on_exit,
         },
     })
 }

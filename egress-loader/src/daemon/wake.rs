@@ -99,13 +99,28 @@ pub enum End {
     PinsRemoved,
 }
 
+/// SIGINT, SIGTERM, SIGHUP: ours from `observe` on.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Error> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// The daemon between wakes: the filter, and every source of a wake.
 pub struct Daemon {
     filter: Filter,
     options: Options,
-    sigint: Signal,
-    sigterm: Signal,
-    sighup: Signal,
+    signals: Signals,
     watch: Option<ConfigWatch>,
     reader: EventReader,
     publisher: Publisher,
@@ -137,9 +152,7 @@ pub fn observe(in_force: InForce, metrics_listener: Option<TcpListener>) -> Resu
     } = in_force;
     // The signals are ours before READY=1: a stop that follows READY at once
     // (systemd, a test) must find the orderly exit, not the default action.
-    let sigint = signal(SignalKind::interrupt())?;
-    let sigterm = signal(SignalKind::terminate())?;
-    let sighup = signal(SignalKind::hangup())?;
+    let signals = Signals::install()?;
     // In force: the policy is in the maps and every interface that exists
     // and matches runs the filter. Units ordered after this one start now.
     let (interfaces, cgroups) = filter.attached_counts();
@@ -152,34 +165,10 @@ pub fn observe(in_force: InForce, metrics_listener: Option<TcpListener>) -> Resu
             None => String::new(),
         }
     ));
-    let watch = match (&opts.config_path, opts.watch_config) {
-        (Some(path), true) => match ConfigWatch::start(path) {
-            Ok(w) => {
-                info!(
-                    "following {}: a change is applied like SIGHUP",
-                    path.display()
-                );
-                Some(w)
-            }
-            Err(e) => {
-                warn!(
-                    "cannot follow {} ({e}); it is re-read on SIGHUP only",
-                    path.display()
-                );
-                None
-            }
-        },
-        _ => None,
-    };
+    let watch = follow_config(&opts);
     let reader = EventReader::open(filter.pins())?;
     let publisher = Publisher::start(opts.events_socket.as_deref());
-    let identity: Arc<dyn Identity> = match &docker {
-        Some(d) => d.clone(),
-        None => {
-            info!("no Docker engine to ask: drop events carry addresses only");
-            Arc::new(AddressesOnly)
-        }
-    };
+    let identity = identity(&docker);
     let latest_coverage = SharedCoverage::default();
     let (engine_cgroups_tx, engine_cgroups) = watch::channel(None);
     let _engine_cgroups_keep = engine_cgroups_tx.clone();
@@ -220,19 +209,11 @@ pub fn observe(in_force: InForce, metrics_listener: Option<TcpListener>) -> Resu
     }
 
     let tick = tokio::time::interval(opts.rescan);
-    let link_events = netlink::link_events().map(StreamExt::boxed);
-    if link_events.is_none() {
-        warn!(
-            "no netlink link events; new interfaces are found by the rescan every {:?}",
-            opts.rescan
-        );
-    }
+    let link_events = link_events(opts.rescan);
     Ok(Daemon {
         filter,
         options: opts,
-        sigint,
-        sigterm,
-        sighup,
+        signals,
         watch,
         reader,
         publisher,
@@ -249,14 +230,61 @@ pub fn observe(in_force: InForce, metrics_listener: Option<TcpListener>) -> Resu
     })
 }
 
+/// The `--config` file followed on disk, unless turned off or not
+/// watchable (then SIGHUP only).
+fn follow_config(opts: &Options) -> Option<ConfigWatch> {
+    match (&opts.config_path, opts.watch_config) {
+        (Some(path), true) => match ConfigWatch::start(path) {
+            Ok(w) => {
+                info!(
+                    "following {}: a change is applied like SIGHUP",
+                    path.display()
+                );
+                Some(w)
+            }
+            Err(e) => {
+                warn!(
+                    "cannot follow {} ({e}); it is re-read on SIGHUP only",
+                    path.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// Who names the sender of a drop event: the engine, or nobody.
+fn identity(docker: &Option<Arc<DockerIdentity>>) -> Arc<dyn Identity> {
+    match docker {
+        Some(d) => d.clone(),
+        None => {
+            info!("no Docker engine to ask: drop events carry addresses only");
+            Arc::new(AddressesOnly)
+        }
+    }
+}
+
+/// The kernel's link events; without them the rescan finds new interfaces.
+fn link_events(rescan: Duration) -> Option<BoxStream<'static, ()>> {
+    let events = netlink::link_events().map(StreamExt::boxed);
+    if events.is_none() {
+        warn!(
+            "no netlink link events; new interfaces are found by the rescan every {:?}",
+            rescan
+        );
+    }
+    events
+}
+
 impl Daemon {
     /// Waits for the first thing that wakes the loop. Fails only when the
     /// drop events cannot be read.
     pub async fn next_wake(&mut self) -> Result<Wake, Error> {
         Ok(tokio::select! {
-            _ = self.sigint.recv() => Wake::Stop("SIGINT"),
-            _ = self.sigterm.recv() => Wake::Stop("SIGTERM"),
-            _ = self.sighup.recv() => Wake::Reload,
+            _ = self.signals.int.recv() => Wake::Stop("SIGINT"),
+            _ = self.signals.term.recv() => Wake::Stop("SIGTERM"),
+            _ = self.signals.hup.recv() => Wake::Reload,
             () = next_change(&mut self.watch) => Wake::ConfigChanged,
             batch = self.reader.next_batch() => Wake::Events(batch?),
             () = engine_changed(&self.docker) => Wake::EngineChanged,
