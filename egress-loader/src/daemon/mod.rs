@@ -1,16 +1,11 @@
 //! The daemon: `run`'s phases and loop, which wire the layers below together.
 //!
 //! ```text
-//! run        the phases in order: check_host, load, apply, attach; then observe, the loop, shutdown
-//! wake       observe (every source of a wake), the Wake enum, and Daemon: the state between
-//!            wakes, one method per kind of wake
-//! filter     Filter: what is in the kernel while `run` runs; fields private, methods by concern:
-//!   filter/interfaces  the bridges' program in line with the interfaces that exist and match
-//!   filter/endpoints   the veths' program and entries in line with the filtered bridges' ports
-//!   filter/cgroups     the cgroup hooks in line with their targets; what is attached, for coverage
-//!   filter/reload      SIGHUP or a file change: re-read --config, apply it without detaching
-//! endpoints  the endpoint maps' state: entries, counters slots, exceptions
-//! cgroups    the cgroup hooks' state: programs, targets, attached cgroups, their watch
+//! run        the phases in order: check_host, load, apply, attach; observe, the loop, shutdown
+//! wake       observe, what wakes the loop (Wake), and Daemon: one method per kind of wake
+//! filter     Filter, what is in the kernel; its methods by concern in filter/ (filter.rs says which)
+//! endpoints  the endpoint maps: entries, counters slots, exceptions
+//! cgroups    the cgroup hooks: programs, targets, attached cgroups, their watch
 //! coverage   which hook filters each container, followed while running
 //! watch      follow the --config file (its directory: renames, symlink swaps)
 //! record     the config in force, for status (state file) and /metrics
@@ -18,9 +13,10 @@
 //! gc         forget refilled per-source SMTP buckets
 //! ```
 //!
-//! Within the layer, a module uses only those below it in this order:
-//! run -> wake -> filter -> (endpoints, cgroups, record, readiness, gc);
-//! wake -> (coverage, watch).
+//! `Filter`'s fields and `Daemon`'s are private to their modules: the
+//! phases and the loop ask them through methods. Within the layer a module
+//! uses only modules listed after it (`run` uses `wake` and `filter`,
+//! `wake` uses `filter`), never one before it.
 
 mod cgroups;
 mod coverage;

@@ -76,6 +76,7 @@ pub struct RunOptions {
 /// `kubepods` cgroup entry with no kubepods cgroup (exit 1), before anything
 /// in the kernel changes.
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
+    // Holds the pin directory's lock until `run` returns.
     let host = check_host(&opts).await?;
     let loaded = load(&opts)?;
     let applied = apply(&opts, &loaded)?;
@@ -88,7 +89,6 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         }
     };
     daemon.shutdown(end)
-    // The pin directory's lock (`host`) goes last.
 }
 
 /// What `check_host` leaves for the run.
