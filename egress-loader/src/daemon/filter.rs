@@ -130,7 +130,7 @@ impl Filter {
     /// (interfaces, cgroups) the bridge program and the cgroup hooks are
     /// attached to.
     pub fn attached_counts(&self) -> (usize, usize) {
-        (self.attached.len(), self.coverage.hooks.attached.len())
+        (self.attached.len(), self.coverage.hooks.attached_count())
     }
 
     /// The generation of the configuration in force.
@@ -156,7 +156,7 @@ impl Filter {
     ) -> MetricsSource {
         MetricsSource {
             coverage,
-            cgroups: self.coverage.hooks.fs.clone(),
+            cgroups: self.coverage.hooks.fs().cloned(),
             pins: self.pins.clone(),
             mode: self.mode,
             attached: self.published.clone(),

@@ -50,7 +50,7 @@ impl Filter {
     /// The cgroup2 mount and the attached cgroups' paths: where the cgroup
     /// hooks' senders are named. `None`: no cgroup2 here.
     pub fn hooked_cgroups(&self) -> Option<(CgroupFs, Vec<String>)> {
-        let fs = self.coverage.hooks.fs.clone()?;
+        let fs = self.coverage.hooks.fs()?.clone();
         Some((fs, self.coverage.hooks.roots()))
     }
 }

@@ -40,7 +40,7 @@ impl Filter {
             }
         };
         if let Some(e) =
-            crate::endpoint::cgroup::missing_required(&policy.cgroups, &self.coverage.hooks.tree)
+            crate::endpoint::cgroup::missing_required(&policy.cgroups, self.coverage.hooks.tree())
         {
             error!(
                 "{what}: {}: {e}; refused, keeping the policy in force",
