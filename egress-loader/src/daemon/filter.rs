@@ -118,6 +118,7 @@ impl Filter {
         }
     }
 
+    /// Where the filter's pins are.
     pub fn pins(&self) -> &PinDir {
         &self.pins
     }
@@ -143,7 +144,7 @@ impl Filter {
         counters::rule_descriptions(&self.maps)
     }
 
-    /// What attaches the coverage task reads.
+    /// What is attached, as the coverage task reads it.
     pub fn coverage_attached(&self) -> Arc<RwLock<Attached>> {
         self.coverage.attached.clone()
     }
