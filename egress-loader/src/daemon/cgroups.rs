@@ -5,7 +5,7 @@
 //! and the rescan), links released when their cgroup goes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, RwLock},
 };
@@ -28,36 +28,19 @@ use crate::{
     policy::cgroups::CgroupSpec,
 };
 
-/// What `run` knows beyond its patterns: the engine's bridges and cgroups,
-/// the cgroup hooks, and what is attached (for coverage).
-pub struct CoverageState {
-    pub hooks: CgroupHooks,
-    /// The engine's bridge interfaces (`attach.docker_networks`).
-    pub bridges: BTreeSet<String>,
-    /// The engine answered (or none is asked): pins of interfaces and
-    /// cgroups it does not name can be released.
-    pub settled: bool,
-    /// The engine's cgroup driver and containers' cgroups, for `auto`.
-    pub engine_cgroups: Option<EngineCgroups>,
-    /// An engine is asked (`--docker-host`, not `--no-docker`).
-    pub engine: bool,
-    /// Published after each reconcile, for the coverage task.
-    pub attached: Arc<RwLock<Attached>>,
-}
-
 /// The cgroup hooks' state in `run`.
 pub struct CgroupHooks {
     /// The host's cgroup2 tree, as this process sees it.
-    pub tree: HostTree,
-    pub fs: Option<CgroupFs>,
+    tree: HostTree,
+    fs: Option<CgroupFs>,
     /// Why the hooks cannot run here, if they cannot (no cgroup2, no netns
     /// cookie, every program refused).
-    pub problem: Option<String>,
+    problem: Option<String>,
     /// Hooks the kernel refused, with its reason.
-    pub refused: Vec<(Hook, String)>,
+    refused: Vec<(Hook, String)>,
     /// The targets in force, and the cgroups attached (path -> cgroup id).
-    pub targets: Vec<Target>,
-    pub attached: BTreeMap<String, u64>,
+    targets: Vec<Target>,
+    attached: BTreeMap<String, u64>,
     /// Paths that could not be created (said once).
     failed: Vec<String>,
     watcher: Option<RecommendedWatcher>,
@@ -287,6 +270,21 @@ impl CgroupHooks {
     /// The attached cgroups' paths: where a hook's cgroup id is found.
     pub fn roots(&self) -> Vec<String> {
         self.attached.keys().cloned().collect()
+    }
+
+    /// How many cgroups the hooks are attached to.
+    pub fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// The host's cgroup2 tree, as this process sees it.
+    pub fn tree(&self) -> &HostTree {
+        &self.tree
+    }
+
+    /// The cgroup2 mount; `None`: no cgroup2 here.
+    pub fn fs(&self) -> Option<&CgroupFs> {
+        self.fs.as_ref()
     }
 
     /// Publishes what is attached, for coverage.

@@ -1,29 +1,32 @@
-//! The daemon: `run`'s loop, which wires the layers below together.
+//! The daemon: `run`'s phases and loop, which wire the layers below together.
 //!
 //! ```text
-//! run        load, apply, attach, then follow signals, link events, drop events
-//! reconcile  attachments in line with the interfaces that exist and match
+//! run        the phases in order: check_host, load, apply, attach; observe, the loop, shutdown
+//! wake       observe, what wakes the loop (Wake), and Daemon: one method per kind of wake
+//! filter     Filter, what is in the kernel; its methods by concern in filter/ (filter.rs says which)
 //! endpoints  the endpoint maps: entries, counters slots, exceptions
-//! attach_endpoints  the program on each container's veth, following the veths
-//! cgroups    the cgroup hooks in line with the cgroups containers run under
+//! cgroups    the cgroup hooks: programs, targets, attached cgroups, their watch
 //! coverage   which hook filters each container, followed while running
-//! reload     SIGHUP or a file change: re-read --config, apply it without detaching
 //! watch      follow the --config file (its directory: renames, symlink swaps)
 //! record     the config in force, for status (state file) and /metrics
 //! readiness  READY=1 for systemd once the filter is in force
 //! gc         forget refilled per-source SMTP buckets
 //! ```
+//!
+//! `Filter`'s fields and `Daemon`'s are private to their modules: the
+//! phases and the loop ask them through methods. Within the layer a module
+//! uses only modules listed after it (`run` uses `wake` and `filter`,
+//! `wake` uses `filter`), never one before it.
 
-mod attach_endpoints;
 mod cgroups;
 mod coverage;
 mod endpoints;
+mod filter;
 mod gc;
 mod readiness;
-mod reconcile;
 mod record;
-mod reload;
 mod run;
+mod wake;
 mod watch;
 
 pub use run::{RunOptions, run};

@@ -1,52 +1,47 @@
 //! `run`: load, apply the policy, attach to every matching interface, follow
 //! interfaces as they come and go, and leave everything pinned on exit (or
 //! remove it with `--detach-on-exit`).
+//!
+//! `run` reads as its phases, in order, each taking what the previous one
+//! produced: `check_host` (refusals, before anything in the kernel
+//! changes), `load` (the object, the cgroup programs), `apply` (the policy
+//! into the maps), `attach` (the filter in force), then `wake::observe`
+//! (what wakes the loop), the loop, and `Daemon::shutdown`.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use aya::util::KernelVersion;
-use futures::{FutureExt, StreamExt};
 use log::{info, warn};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
     daemon::{
-        cgroups::{CgroupHooks, CoverageState},
-        coverage,
+        cgroups::CgroupHooks,
         endpoints::Endpoints,
-        gc, readiness,
-        reconcile::Filter,
+        filter::{Filter, Parts},
         record::ConfigTracker,
-        watch::ConfigWatch,
+        wake::{self, InForce, Options},
     },
     endpoint::{
-        cgroup::CgroupNames,
+        cgroup::{find_host_tree, missing_required},
         engine::{DockerEndpoint, DockerIdentity},
-        identity::{AddressesOnly, Identity},
         networks::NetworkWatch,
     },
     error::Error,
     kernel::{
-        attach::{self, AttachMode, detach_all},
-        layout,
+        attach::AttachMode,
+        layout::{self, Prepared},
         maps::PolicyMaps,
-        netlink, object,
-        pins::PinDir,
+        object,
+        pins::{LAYOUT_VERSION, PinDir},
         system::{self, PinDirLock},
     },
-    observe::{
-        config_record::{ConfigRecord, Trigger},
-        counters,
-        events::{Decoder, EventReader, Publisher},
-        metrics::{self, MetricsSource},
-    },
-    policy::{Overrides, Policy, apply},
+    observe::{config_record::ConfigRecord, kernel_log, metrics},
+    policy::{Overrides, Policy, apply::ApplyReport, check},
 };
 
 pub struct RunOptions {
@@ -81,6 +76,33 @@ pub struct RunOptions {
 /// `kubepods` cgroup entry with no kubepods cgroup (exit 1), before anything
 /// in the kernel changes.
 pub async fn run(opts: RunOptions) -> Result<(), Error> {
+    // Holds the pin directory's lock until `run` returns.
+    let host = check_host(&opts).await?;
+    let loaded = load(&opts)?;
+    let applied = apply(&opts, &loaded)?;
+    let in_force = attach(opts, loaded, applied)?;
+    let mut daemon = wake::observe(in_force, host.metrics)?;
+    let end = loop {
+        let wake = daemon.next_wake().await?;
+        if let Some(end) = daemon.handle(wake).await {
+            break end;
+        }
+    };
+    daemon.shutdown(end)
+}
+
+/// What `check_host` leaves for the run.
+struct Host {
+    /// Held until `run` returns.
+    _lock: PinDirLock,
+    /// `/metrics`' port, bound before anything in the kernel changes.
+    metrics: Option<TcpListener>,
+}
+
+/// The refusals: the kernel floor, privileges, a required cgroup, bpffs,
+/// the pin directory's lock, the metrics port. Nothing in the kernel has
+/// changed when one is returned.
+async fn check_host(opts: &RunOptions) -> Result<Host, Error> {
     match KernelVersion::current() {
         Ok(v) => {
             system::check_kernel(v)?;
@@ -94,20 +116,45 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
     system::check_privileges()?;
     // `kubepods` names a cgroup that exists on every node: its absence is a
     // mistake (the node's tree not mounted), refused before anything changes.
-    if let Some(e) = crate::endpoint::cgroup::missing_required(
-        &opts.policy.cgroups,
-        &crate::endpoint::cgroup::find_host_tree(),
-    ) {
+    if let Some(e) = missing_required(&opts.policy.cgroups, &find_host_tree()) {
         return Err(Error::Cgroup(e));
     }
     system::ensure_bpffs(opts.pins.root())?;
     std::fs::create_dir_all(opts.pins.root())?;
-    let _lock = PinDirLock::acquire(opts.pins.root())?;
+    let lock = PinDirLock::acquire(opts.pins.root())?;
     // Before anything in the kernel changes: a busy port refuses the start.
-    let metrics_listener = match opts.metrics_addr {
+    let metrics = match opts.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    Ok(Host {
+        _lock: lock,
+        metrics,
+    })
+}
+
+/// When each start-up step ended, for the start's timing line.
+struct Timing {
+    started: Instant,
+    loaded: Duration,
+    hooked: Duration,
+}
+
+/// What `load` loaded.
+struct Loaded {
+    ebpf: aya::Ebpf,
+    prepared: Prepared,
+    /// The pins were there: their maps are adopted.
+    adopting: bool,
+    hooks: CgroupHooks,
+    /// A cgroup created or removed where the hooks follow patterns.
+    cgroup_changes: mpsc::UnboundedReceiver<()>,
+    timing: Timing,
+}
+
+/// The object (its maps pinned, an older layout migrated), the kernel's
+/// log lines, and the cgroup programs. Nothing is attached yet.
+fn load(opts: &RunOptions) -> Result<Loaded, Error> {
     let adopting = opts.pins.is_loaded();
     let started = Instant::now();
     let (mut ebpf, prepared) = object::load(&opts.pins)?;
@@ -117,12 +164,12 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             "the pins at {} have map layout {from}, this loader layout {}: migrating in place; \
              carried {:?} (same kernel layout), the rest starts fresh",
             opts.pins.root().display(),
-            crate::kernel::pins::LAYOUT_VERSION,
+            LAYOUT_VERSION,
             prepared.carried
         );
     }
-    crate::observe::kernel_log::spawn(&mut ebpf);
-    let (cgroup_tx, mut cgroup_changes) = tokio::sync::mpsc::unbounded_channel();
+    kernel_log::spawn(&mut ebpf);
+    let (cgroup_tx, cgroup_changes) = mpsc::unbounded_channel();
     let hooks = CgroupHooks::start(
         &mut ebpf,
         &opts.pins,
@@ -130,15 +177,44 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         cgroup_tx,
     );
     let hooked = started.elapsed();
+    Ok(Loaded {
+        ebpf,
+        prepared,
+        adopting,
+        hooks,
+        cgroup_changes,
+        timing: Timing {
+            started,
+            loaded,
+            hooked,
+        },
+    })
+}
+
+/// The policy maps, with the policy applied.
+struct Applied {
+    maps: PolicyMaps,
+    /// When the policy was in the maps (from `Timing::started`).
+    at: Duration,
+}
+
+/// The policy into the maps; its warnings, and the line that says what is
+/// in force.
+fn apply(opts: &RunOptions, loaded: &Loaded) -> Result<Applied, Error> {
     let mut maps = PolicyMaps::open(&opts.pins)?;
-    let report = apply::apply(&mut maps, &opts.policy)?;
-    let applied = started.elapsed();
-    for w in crate::policy::check::warnings(&opts.policy) {
+    let report = crate::policy::apply::apply(&mut maps, &opts.policy)?;
+    let at = loaded.timing.started.elapsed();
+    for w in check::warnings(&opts.policy) {
         warn!("WARNING: {w}");
     }
+    say_applied(opts, loaded, &report);
+    Ok(Applied { maps, at })
+}
+
+fn say_applied(opts: &RunOptions, loaded: &Loaded, report: &ApplyReport) {
     info!(
         "{} maps at {}; policy applied: {} blocked prefixes ({} removed), SMTP ports {:?} at {} burst {} ({} scope){}",
-        match (adopting, prepared.migrated_from) {
+        match (loaded.adopting, loaded.prepared.migrated_from) {
             (true, _) => "adopted the pinned",
             (false, Some(_)) => "created the new layout's",
             (false, None) => "created and pinned the",
@@ -156,6 +232,12 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
             ""
         },
     );
+}
+
+/// The filter in force: the engine followed, the endpoint maps opened, the
+/// filter attached to every interface, endpoint and cgroup that exists and
+/// matches; then an older layout's pins go.
+fn attach(opts: RunOptions, loaded: Loaded, applied: Applied) -> Result<InForce, Error> {
     // The engine first: the endpoints' exceptions follow its containers.
     let docker = opts.docker.clone().map(|endpoint| {
         let identity = DockerIdentity::new(endpoint);
@@ -170,289 +252,67 @@ pub async fn run(opts: RunOptions) -> Result<(), Error> {
         w.spawn();
         w
     });
-    let mut filter = Filter {
-        endpoints: Some(endpoints),
-        coverage: CoverageState {
-            hooks,
-            bridges: Default::default(),
-            settled: networks.is_none(),
-            engine_cgroups: None,
-            engine: networks.is_some(),
-            attached: Default::default(),
-        },
-        ebpf,
-        maps,
+    let config = ConfigTracker::new(
+        ConfigRecord::new(
+            opts.pins.root(),
+            opts.config_path.as_deref(),
+            opts.config_sha256,
+            opts.watch_config,
+        ),
+        opts.state_file,
+    );
+    let mut filter = Filter::new(Parts {
+        ebpf: loaded.ebpf,
+        hooks: loaded.hooks,
+        maps: applied.maps,
+        endpoints,
         pins: opts.pins.clone(),
         mode: opts.mode,
         policy: opts.policy,
-        attached: HashMap::new(),
-        published: Default::default(),
-        config: ConfigTracker::new(
-            ConfigRecord::new(
-                opts.pins.root(),
-                opts.config_path.as_deref(),
-                opts.config_sha256.clone(),
-                opts.watch_config,
-            ),
-            opts.state_file.clone(),
-        ),
-    };
+        config,
+        engine: networks.is_some(),
+    });
+    let timing = loaded.timing;
     filter.release_unwanted_pins();
-    let opened = started.elapsed();
+    let opened = timing.started.elapsed();
     filter.reconcile();
-    let reconciled = started.elapsed();
+    let reconciled = timing.started.elapsed();
     filter.reconcile_cgroups();
     info!(
         "start: {:?} in all: programs loaded {:?}, cgroup hooks {:?}, policy {:?}, endpoint maps {:?}, interfaces and endpoints {:?}, cgroups {:?}",
-        started.elapsed(),
-        loaded,
-        hooked - loaded,
-        applied - hooked,
-        opened - applied,
+        timing.started.elapsed(),
+        timing.loaded,
+        timing.hooked - timing.loaded,
+        applied.at - timing.hooked,
+        opened - applied.at,
         reconciled - opened,
-        started.elapsed() - reconciled,
+        timing.started.elapsed() - reconciled,
     );
-    if !prepared.older.is_empty() {
+    let older = loaded.prepared.older;
+    if !older.is_empty() {
         // Every link now runs this program (one whose swap failed keeps the
         // old program, and its maps by reference, enforcing as before).
-        match layout::remove_older(&opts.pins, &prepared.older) {
+        match layout::remove_older(&opts.pins, &older) {
             Ok(n) => info!(
                 "removed {n} pin(s) of map layout(s) {:?}: the links run this loader's program",
-                prepared.older
+                older
             ),
-            Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", prepared.older),
+            Err(e) => warn!("removing the pins of layout(s) {:?}: {e}", older),
         }
     }
-    // The signals are ours before READY=1: a stop that follows READY at once
-    // (systemd, a test) must find the orderly exit, not the default action.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    // In force: the policy is in the maps and every interface that exists
-    // and matches runs the filter. Units ordered after this one start now.
-    readiness::ready(&format!(
-        "in force on {} interface(s) and {} cgroup(s){}",
-        filter.attached.len(),
-        filter.coverage.hooks.attached.len(),
-        match &opts.config_path {
-            Some(p) => format!(", {} generation 1", p.display()),
-            None => String::new(),
-        }
-    ));
-    let mut watch = match (&opts.config_path, opts.watch_config) {
-        (Some(path), true) => match ConfigWatch::start(path) {
-            Ok(w) => {
-                info!(
-                    "following {}: a change is applied like SIGHUP",
-                    path.display()
-                );
-                Some(w)
-            }
-            Err(e) => {
-                warn!(
-                    "cannot follow {} ({e}); it is re-read on SIGHUP only",
-                    path.display()
-                );
-                None
-            }
+    Ok(InForce {
+        filter,
+        docker,
+        networks,
+        cgroup_changes: loaded.cgroup_changes,
+        options: Options {
+            config_path: opts.config_path,
+            watch_config: opts.watch_config,
+            overrides: opts.overrides,
+            rescan: opts.rescan,
+            events_socket: opts.events_socket,
+            docker: opts.docker,
+            detach_on_exit: opts.detach_on_exit,
         },
-        _ => None,
-    };
-    let mut reader = EventReader::open(&opts.pins)?;
-    let publisher = Publisher::start(opts.events_socket.as_deref());
-    let identity: Arc<dyn Identity> = match &docker {
-        Some(d) => d.clone(),
-        None => {
-            info!("no Docker engine to ask: drop events carry addresses only");
-            Arc::new(AddressesOnly)
-        }
-    };
-    let latest_coverage = crate::endpoint::coverage::SharedCoverage::default();
-    let (engine_cgroups_tx, mut engine_cgroups) = tokio::sync::watch::channel(None);
-    // Held for the whole run: without an engine no task sends, and the
-    // receiver must not see a closed channel.
-    let _engine_cgroups_keep = engine_cgroups_tx.clone();
-    let mut network_changes = networks.as_ref().map(|n| {
-        coverage::spawn(
-            n.clone(),
-            filter.coverage.attached.clone(),
-            latest_coverage.clone(),
-            engine_cgroups_tx,
-        );
-        n.subscribe()
-    });
-    let cgroup_names = Arc::new(CgroupNames::default());
-    if let Some(listener) = metrics_listener {
-        let registry = metrics::registry(Arc::new(MetricsSource {
-            coverage: networks.as_ref().map(|_| latest_coverage.clone()),
-            cgroups: filter.coverage.hooks.fs.clone(),
-            pins: opts.pins.clone(),
-            mode: opts.mode,
-            attached: filter.published.clone(),
-            docker: docker.clone(),
-            started: SystemTime::now(),
-            config: Some(filter.config.record.clone()),
-        }));
-        tokio::spawn(metrics::serve(listener, Arc::new(registry)));
-    }
-    let mut decoder = Decoder {
-        interfaces: HashMap::new(),
-        rules: counters::rule_descriptions(&filter.maps)?,
-        identity,
-        endpoints: crate::observe::endpoints::EndpointLookup::open(&opts.pins).ok(),
-        cgroups: cgroup_names.clone(),
-    };
-    // After the last of the start's temporaries (the object, the policy's
-    // map diff, the rule texts read back for the decoder).
-    system::release_freed_heap();
-    if filter.attached.is_empty() {
-        info!(
-            "no interface matches {:?} yet; waiting for one to appear (checking every {:?})",
-            filter.policy.interfaces, opts.rescan
-        );
-    }
-
-    let mut tick = tokio::time::interval(opts.rescan);
-    let mut link_events = netlink::link_events();
-    if link_events.is_none() {
-        warn!(
-            "no netlink link events; new interfaces are found by the rescan every {:?}",
-            opts.rescan
-        );
-    }
-    let mut last_gc = Instant::now();
-    let reason = loop {
-        tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => {
-                if filter.reload(Trigger::Sighup, opts.config_path.as_deref(), &opts.overrides)
-                    && let Ok(rules) = counters::rule_descriptions(&filter.maps)
-                {
-                    decoder.rules = rules;
-                }
-                system::release_freed_heap();
-            }
-            () = next_change(&mut watch) => {
-                if let (Some(path), Some(w)) = (opts.config_path.as_deref(), watch.as_mut()) {
-                    let generation = filter.config.record().generation;
-                    filter.reload_if_changed(path, &opts.overrides);
-                    w.rewatch();
-                    if filter.config.record().generation != generation
-                        && let Ok(rules) = counters::rule_descriptions(&filter.maps)
-                    {
-                        decoder.rules = rules;
-                    }
-                    system::release_freed_heap();
-                }
-            }
-            batch = reader.next_batch() => {
-                let batch = batch?;
-                if batch.iter().any(|e| !decoder.interfaces.contains_key(&e.ifindex)
-                    || (e.endpoint != 0 && !decoder.interfaces.contains_key(&e.endpoint)))
-                {
-                    decoder.interfaces = attach::interfaces().into_iter().map(|(n, i)| (i, n)).collect();
-                }
-                // The cgroup hooks name the sender by its cgroup: find it
-                // (and its container) before decoding.
-                if let Some(fs) = filter.coverage.hooks.fs.clone() {
-                    let roots = filter.coverage.hooks.roots();
-                    for e in batch.iter().filter(|e| e.cgroup_id != 0) {
-                        cgroup_names
-                            .resolve(e.cgroup_id, &fs, &roots, opts.docker.as_ref())
-                            .await;
-                    }
-                }
-                for e in &batch {
-                    publisher.publish(&decoder.decode(e));
-                }
-            }
-            () = engine_changed(&docker) => {
-                // A container started or stopped: its exceptions follow.
-                filter.reconcile_endpoints();
-            }
-            Some(()) = next_change_of(&mut network_changes) => {
-                if let Some(n) = &networks {
-                    filter.coverage.bridges = n.bridge_interfaces();
-                    if n.is_connected() && !filter.coverage.settled {
-                        filter.coverage.settled = true;
-                        filter.release_unwanted_pins();
-                    }
-                }
-                filter.reconcile();
-            }
-            Ok(()) = engine_cgroups.changed() => {
-                filter.coverage.engine_cgroups = engine_cgroups.borrow_and_update().clone();
-                filter.reconcile_cgroups();
-            }
-            Some(()) = cgroup_changes.recv() => {
-                // A burst of mkdirs (a container's scope and its children): look once.
-                while cgroup_changes.try_recv().is_ok() {}
-                filter.reconcile_cgroups();
-            }
-            Some(()) = next_event(&mut link_events) => {
-                // Drain a burst (a bridge and its veths come together), then look once.
-                while let Some(Some(())) = link_events.as_mut().and_then(|s| s.next().now_or_never()) {}
-                filter.reconcile();
-            }
-            _ = tick.tick() => {
-                if !filter.pins.is_loaded() {
-                    warn!("the pins at {} were removed (egress-loader detach?); exiting without touching anything", filter.pins.root().display());
-                    filter.config.remove();
-                    return Ok(());
-                }
-                filter.reconcile();
-                filter.reconcile_cgroups();
-                if last_gc.elapsed() >= Duration::from_secs(10) {
-                    gc::forget_full_source_buckets(&filter.pins, filter.policy.gcra().emission_ns);
-                    last_gc = Instant::now();
-                }
-            }
-        }
-    };
-    readiness::stopping();
-    drop(watch);
-    drop(publisher);
-    drop(reader);
-    if opts.detach_on_exit {
-        info!("{reason}: --detach-on-exit: removing the filter");
-        filter.config.remove();
-        drop(filter.maps);
-        drop(filter.ebpf);
-        let report = detach_all(&opts.pins)?;
-        info!("{report}");
-    } else {
-        info!(
-            "{reason}: exiting; the filter stays attached and pinned at {} (protection continues; `egress-loader detach` removes it)",
-            opts.pins.root().display()
-        );
-    }
-    Ok(())
-}
-async fn next_change(watch: &mut Option<ConfigWatch>) {
-    match watch {
-        Some(w) => w.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn engine_changed(docker: &Option<Arc<DockerIdentity>>) {
-    match docker {
-        Some(d) => d.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_event(events: &mut Option<impl futures::Stream<Item = ()> + Unpin>) -> Option<()> {
-    match events {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_change_of(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
-    match changes {
-        Some(rx) => rx.changed().await.ok(),
-        None => std::future::pending().await,
-    }
+    })
 }

@@ -1,5 +1,6 @@
 //! Keeping the endpoints in line with the veths of the filtered bridges:
-//! entry first, then the program (daemon::endpoints says why and how).
+//! entry first, then the program (daemon::endpoints, which holds their
+//! state, says why and how).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,7 +13,7 @@ use log::{debug, error, info, warn};
 use crate::{
     daemon::{
         endpoints::{Endpoints, Kept, desired, policy_tag},
-        reconcile::Filter,
+        filter::Filter,
     },
     endpoint::veth::{self, Veth},
     error::Error,
@@ -26,7 +27,7 @@ impl Filter {
     /// Names of the veths that are endpoints now (ports of filtered
     /// bridges): their pinned links are the endpoint layer's, not stale
     /// bridge links.
-    pub fn endpoint_veth_names(&self) -> Vec<String> {
+    pub(super) fn endpoint_veth_names(&self) -> Vec<String> {
         if !self.policy.endpoints {
             return Vec::new();
         }
@@ -58,65 +59,15 @@ impl Filter {
         } else {
             Vec::new()
         };
-        // Gone (or no longer a port of a filtered bridge): detach, forget.
-        let live: HashMap<u32, &Veth> = veths.iter().map(|v| (v.ifindex, v)).collect();
-        let gone: Vec<u32> = eps
-            .kept
-            .keys()
-            .filter(|id| !live.contains_key(id))
-            .copied()
-            .collect();
-        let removed = !gone.is_empty();
-        for id in gone {
-            let Some(k) = eps.kept.remove(&id) else {
-                continue;
-            };
-            if let Some(name) = attach::interfaces()
-                .into_iter()
-                .find(|(_, i)| *i == id)
-                .map(|(n, _)| n)
-            {
-                // Still there, no longer wanted: remove our program from it.
-                let _ = attach::detach(&self.pins, &name);
-                info!("{name} (ifindex {id}): no longer an endpoint; detached");
-            } else {
-                // The veth is gone and its link with it: release the pin
-                // (a new veth of the same name is attached only below, so
-                // the pin is still the gone one's).
-                if let Some(name) = &k.name {
-                    let path = self.pins.link(name);
-                    if path.exists() {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-                debug!("endpoint ifindex {id}: veth gone; forgot it");
-            }
-            eps.forget(id, &k);
-        }
-        if removed {
-            eps.sweep_buckets();
-        }
+        self.forget_gone_endpoints(eps, &veths);
         let listed = t0.elapsed();
         let tag = policy_tag(&self.policy);
         let wanted: Vec<i32> = veths.iter().filter_map(|v| v.peer_netnsid).collect();
         let containers = eps.containers_by_netns(&wanted);
         let identified = t0.elapsed();
         let (mut entries, mut attaching, mut attached) = (Duration::ZERO, Duration::ZERO, 0usize);
-        if containers.is_none() && !self.policy.exceptions.is_empty() && !eps.said_closed {
-            eps.said_closed = true;
-            match &eps.engine {
-                None => warn!(
-                    "{} exception(s) configured, but no container engine to ask: without one \
-                     they cannot apply and stay closed",
-                    self.policy.exceptions.len()
-                ),
-                Some(d) => info!(
-                    "{} exception(s) wait for the Docker engine at {} (closed until it lists the containers; \
-                     entries pinned by this policy stay as they were)",
-                    self.policy.exceptions.len(),
-                    d.endpoint().url()
-                ),
-            }
+        if containers.is_none() {
+            self.say_exceptions_closed(eps);
         }
         for v in &veths {
             let container = containers
@@ -184,6 +135,68 @@ impl Filter {
             );
         }
         Ok(())
+    }
+
+    /// Gone (or no longer a port of a filtered bridge): detach, forget.
+    fn forget_gone_endpoints(&self, eps: &mut Endpoints, veths: &[Veth]) {
+        let live: HashMap<u32, &Veth> = veths.iter().map(|v| (v.ifindex, v)).collect();
+        let gone: Vec<u32> = eps
+            .kept
+            .keys()
+            .filter(|id| !live.contains_key(id))
+            .copied()
+            .collect();
+        let removed = !gone.is_empty();
+        for id in gone {
+            let Some(k) = eps.kept.remove(&id) else {
+                continue;
+            };
+            if let Some(name) = attach::interfaces()
+                .into_iter()
+                .find(|(_, i)| *i == id)
+                .map(|(n, _)| n)
+            {
+                // Still there, no longer wanted: remove our program from it.
+                let _ = attach::detach(&self.pins, &name);
+                info!("{name} (ifindex {id}): no longer an endpoint; detached");
+            } else {
+                // The veth is gone and its link with it: release the pin
+                // (a new veth of the same name is attached only after this,
+                // so the pin is still the gone one's).
+                if let Some(name) = &k.name {
+                    let path = self.pins.link(name);
+                    if path.exists() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                debug!("endpoint ifindex {id}: veth gone; forgot it");
+            }
+            eps.forget(id, &k);
+        }
+        if removed {
+            eps.sweep_buckets();
+        }
+    }
+
+    /// Says once that the exceptions stay closed until an engine lists the
+    /// containers (or for good, without an engine).
+    fn say_exceptions_closed(&self, eps: &mut Endpoints) {
+        if !self.policy.exceptions.is_empty() && !eps.said_closed {
+            eps.said_closed = true;
+            match &eps.engine {
+                None => warn!(
+                    "{} exception(s) configured, but no container engine to ask: without one \
+                     they cannot apply and stay closed",
+                    self.policy.exceptions.len()
+                ),
+                Some(d) => info!(
+                    "{} exception(s) wait for the Docker engine at {} (closed until it lists the containers; \
+                     entries pinned by this policy stay as they were)",
+                    self.policy.exceptions.len(),
+                    d.endpoint().url()
+                ),
+            }
+        }
     }
 
     fn attach_endpoint(&mut self, v: &Veth) -> Result<(), Error> {

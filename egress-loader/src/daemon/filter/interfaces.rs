@@ -2,45 +2,22 @@
 //! patterns that name them: attach to a new match, forget a vanished one,
 //! detach from one the policy no longer names.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 
 use log::{error, info};
 
 use crate::{
-    daemon::{cgroups::CoverageState, endpoints::Endpoints, record::ConfigTracker},
+    daemon::filter::Filter,
     kernel::{
-        attach::{self, AttachMode, AttachOutcome},
-        maps::PolicyMaps,
+        attach::{self, AttachOutcome},
         object,
-        pins::PinDir,
     },
-    observe::metrics,
-    policy::{Policy, cgroups::CgroupSpec, glob::pattern_matches},
+    policy::glob::pattern_matches,
 };
-
-/// Everything `run` holds while it runs.
-pub struct Filter {
-    pub ebpf: aya::Ebpf,
-    pub maps: PolicyMaps,
-    pub pins: PinDir,
-    pub mode: AttachMode,
-    pub policy: Policy,
-    /// Interfaces we attached to, with the ifindex we attached to.
-    pub attached: HashMap<String, u32>,
-    /// The same, for the metrics server.
-    pub published: metrics::Attached,
-    /// Which configuration is in force.
-    pub config: ConfigTracker,
-    /// The containers' veths (daemon::endpoints); `None` only while that
-    /// module works on it.
-    pub endpoints: Option<Endpoints>,
-    /// The engine's bridges and cgroups, the cgroup hooks (daemon::cgroups).
-    pub coverage: CoverageState,
-}
 
 impl Filter {
     /// A pattern names it, or it is one of the engine's bridge networks.
-    pub fn wants(&self, ifname: &str) -> bool {
+    pub(super) fn wants(&self, ifname: &str) -> bool {
         self.policy
             .interfaces
             .iter()
@@ -123,38 +100,15 @@ impl Filter {
             }
         }
     }
-}
 
-impl Filter {
-    /// The cgroup half of [`Filter::reconcile`].
-    pub fn reconcile_cgroups(&mut self) {
-        let c = &mut self.coverage;
-        // `auto` is final once the engine's cgroups are known: until then a
-        // previous run's links stay (no gap on a restart).
-        let settled = !c.engine
-            || c.engine_cgroups.is_some()
-            || !self.policy.cgroups.contains(&CgroupSpec::Auto);
-        c.hooks.reconcile(
-            &mut self.ebpf,
-            &self.pins,
-            &self.policy.cgroups,
-            c.engine_cgroups.as_ref(),
-            settled,
-        );
-        self.publish_attached();
-    }
-
-    /// What is attached now, for coverage.
-    pub fn publish_attached(&self) {
-        // The bridges, and the endpoints' veths by their pinned links (as
-        // `status` reads them): a container whose veth program runs is the
-        // veth's.
-        let mut interfaces: Vec<String> = self.attached.keys().cloned().collect();
-        interfaces.extend(self.pins.pinned_links());
-        interfaces.sort();
-        interfaces.dedup();
-        self.coverage
-            .hooks
-            .publish(&self.pins, interfaces, &self.coverage.attached);
+    /// The engine's networks changed: its bridges are followed, and once
+    /// it answered (`connected`) what it does not name is released.
+    pub fn networks_changed(&mut self, bridges: BTreeSet<String>, connected: bool) {
+        self.coverage.bridges = bridges;
+        if connected && !self.coverage.settled {
+            self.coverage.settled = true;
+            self.release_unwanted_pins();
+        }
+        self.reconcile();
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use log::{debug, error, info, warn};
 
 use crate::{
-    daemon::{readiness, reconcile::Filter},
+    daemon::{filter::Filter, readiness},
     observe::config_record::Trigger,
     policy::{Overrides, Policy, apply, build::sha256_hex},
 };
@@ -40,7 +40,7 @@ impl Filter {
             }
         };
         if let Some(e) =
-            crate::endpoint::cgroup::missing_required(&policy.cgroups, &self.coverage.hooks.tree)
+            crate::endpoint::cgroup::missing_required(&policy.cgroups, self.coverage.hooks.tree())
         {
             error!(
                 "{what}: {}: {e}; refused, keeping the policy in force",
