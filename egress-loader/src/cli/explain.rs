@@ -59,7 +59,7 @@ struct Target {
 
 fn parse_target(s: &str) -> std::result::Result<Target, String> {
     let (sa, proto) = match s.rsplit_once('/') {
-        Some((sa, p)) => (sa, p.parse::<Protocol>()?),
+        Some((sa, p)) => (sa, p.parse::<Protocol>().map_err(|e| e.to_string())?),
         None => (s, Protocol::Tcp),
     };
     let sa: SocketAddr = sa.parse().map_err(|_| {
