@@ -160,7 +160,7 @@ fn client(a: &Args, pins: &PinDir) -> Result<(Option<IpAddr>, Client)> {
     let hook = container_hook(mine, Some(info), &attach::interfaces(), &attached.cgroups);
     let addrs = rt
         .block_on(container_addresses(&endpoint, &info.id))
-        .map_err(engine_error)?;
+        .map_err(|e| engine_error(e.to_string()))?;
     let addr = match of_family(&addrs, want_v4) {
         Some(ip) => Some(ip),
         // Host network, or no network: it has no address of its own.
