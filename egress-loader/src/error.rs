@@ -161,11 +161,18 @@ pub enum Error {
         #[source]
         source: aya::pin::PinError,
     },
+    /// The pinned `map` has another shape than this build's.
     #[error(
-        "the pinned maps in {dir} were made by an incompatible version ({detail}); \
+        "the pinned maps in {dir} were made by an incompatible version ({map}: \
+         key/value/entries {found}, this build needs {needed}); \
          run `egress-loader detach --pin-dir {dir}` first (this drops the counters)"
     )]
-    IncompatiblePins { dir: PathBuf, detail: String },
+    IncompatiblePins {
+        dir: PathBuf,
+        map: &'static str,
+        found: MapShape,
+        needed: MapShape,
+    },
     #[error(
         "the filter pinned at {dir} has map layout {found}, made by a newer egress-loader \
          (this one knows layout {ours}): refusing to downgrade; nothing was changed. Run the \
@@ -196,6 +203,24 @@ pub enum Error {
     Cgroup(#[from] MissingCgroup),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// A map's key size, value size and entries, as `key/value/entries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapShape {
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl std::fmt::Display for MapShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.key_size, self.value_size, self.max_entries
+        )
+    }
 }
 
 /// No running loader to talk to.
@@ -438,6 +463,26 @@ mod tests {
                 }),
                 "cannot connect to /run/e.sock (refused): is `egress-loader run` running with \
                  this --events-socket?",
+            ),
+            (
+                Error::IncompatiblePins {
+                    dir: p(),
+                    map: "COUNTERS",
+                    found: MapShape {
+                        key_size: 4,
+                        value_size: 16,
+                        max_entries: 8,
+                    },
+                    needed: MapShape {
+                        key_size: 4,
+                        value_size: 32,
+                        max_entries: 8,
+                    },
+                },
+                "the pinned maps in /sys/fs/bpf/egress were made by an incompatible version \
+                 (COUNTERS: key/value/entries 4/16/8, this build needs 4/32/8); run \
+                 `egress-loader detach --pin-dir /sys/fs/bpf/egress` first (this drops the \
+                 counters)",
             ),
             (
                 Error::Privileges {
