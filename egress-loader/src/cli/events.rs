@@ -4,7 +4,7 @@ use std::{
     path::PathBuf,
 };
 
-use egress_loader::{Error, observe::events::DEFAULT_SOCKET};
+use egress_loader::{Error, error::NoLoader, observe::events::DEFAULT_SOCKET};
 
 use super::Result;
 
@@ -27,15 +27,16 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result {
-    let stream = UnixStream::connect(&a.socket).map_err(|e| {
-        let text = format!(
-            "cannot connect to {} ({e}): is `egress-loader run` running with this --events-socket?",
-            a.socket.display()
-        );
-        match e.kind() {
+    let stream = UnixStream::connect(&a.socket).map_err(|cause| {
+        let kind = cause.kind();
+        let unreachable = NoLoader::EventsSocket {
+            socket: a.socket.clone(),
+            cause,
+        };
+        match kind {
             // No socket, or nobody listening on it: no loader to follow.
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::NoLoader(text),
-            _ => Error::Io(std::io::Error::new(e.kind(), text)),
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Error::NoLoader(unreachable),
+            _ => Error::Io(std::io::Error::new(kind, unreachable.to_string())),
         }
     })?;
     eprintln!(

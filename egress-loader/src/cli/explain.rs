@@ -59,7 +59,7 @@ struct Target {
 
 fn parse_target(s: &str) -> std::result::Result<Target, String> {
     let (sa, proto) = match s.rsplit_once('/') {
-        Some((sa, p)) => (sa, p.parse::<Protocol>()?),
+        Some((sa, p)) => (sa, p.parse::<Protocol>().map_err(|e| e.to_string())?),
         None => (s, Protocol::Tcp),
     };
     let sa: SocketAddr = sa.parse().map_err(|_| {
@@ -160,7 +160,7 @@ fn client(a: &Args, pins: &PinDir) -> Result<(Option<IpAddr>, Client)> {
     let hook = container_hook(mine, Some(info), &attach::interfaces(), &attached.cgroups);
     let addrs = rt
         .block_on(container_addresses(&endpoint, &info.id))
-        .map_err(engine_error)?;
+        .map_err(|e| engine_error(e.to_string()))?;
     let addr = match of_family(&addrs, want_v4) {
         Some(ip) => Some(ip),
         // Host network, or no network: it has no address of its own.

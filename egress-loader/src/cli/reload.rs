@@ -6,6 +6,7 @@ use std::{
 use clap::Parser;
 use egress_loader::{
     Error,
+    error::{NoLoader, ReloadError},
     kernel::{maps::PolicyMaps, pins::PinDir, system},
     policy::apply,
 };
@@ -28,10 +29,9 @@ pub struct Args {
 pub fn main(a: Args) -> Result {
     let pins = PinDir::new(a.pin_dir.pin_dir);
     let pid = system::lock_holder(pins.root()).ok_or_else(|| {
-        Error::NoLoader(format!(
-            "no running loader holds {} (a loader in another container or pid namespace can be sent SIGHUP directly)",
-            pins.root().display()
-        ))
+        Error::NoLoader(NoLoader::LockHolder {
+            pin_dir: pins.root().to_path_buf(),
+        })
     })?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"));
@@ -44,21 +44,17 @@ pub fn main(a: Args) -> Result {
         command: Command::Run(run_args),
     }) = Cli::try_parse_from(&args)
     else {
-        return Err(Error::Reload(format!(
-            "pid {pid} holds the pin dir but is not `egress-loader run` ({args:?})"
-        )));
+        return Err(ReloadError::NotALoader { pid, args }.into());
     };
     let Some(policy) = super::run::policy_for_reload(&run_args, &cwd)? else {
-        return Err(Error::Reload(format!(
-            "the loader (pid {pid}) runs without --config: there is no file to re-read"
-        )));
+        return Err(ReloadError::NoConfig { pid }.into());
     };
     let maps = PolicyMaps::open(&pins)?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
-    .map_err(|e| Error::Reload(format!("sending SIGHUP to pid {pid}: {e}")))?;
+    .map_err(|errno| ReloadError::Signal { pid, errno })?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
         if apply::in_force(&maps, &policy)? {
@@ -70,7 +66,5 @@ pub fn main(a: Args) -> Result {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(Error::Reload(format!(
-        "pid {pid} got SIGHUP but the maps do not show the new policy after 10 s: see its log"
-    )))
+    Err(ReloadError::NotApplied { pid }.into())
 }

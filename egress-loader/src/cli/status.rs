@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use egress_loader::{
     Error,
     endpoint::engine::DockerEndpoint,
+    error::CheckFailure,
     kernel::pins::PinDir,
     observe::{
         config_record::{DEFAULT_STATE_FILE, state_file_arg},
@@ -70,14 +71,11 @@ pub fn main(a: Args) -> Result {
             .map(|i| i.name.as_str())
             .collect();
         if !s.loader_running {
-            return Err(Error::CheckFailed(
-                "no loader is running on this pin dir".into(),
-            ));
+            return Err(Error::CheckFailed(CheckFailure::NoLoaderRunning));
         }
         if !stale.is_empty() {
-            return Err(Error::CheckFailed(format!(
-                "not attached: {}",
-                stale.join(", ")
+            return Err(Error::CheckFailed(CheckFailure::NotAttached(
+                stale.into_iter().map(String::from).collect(),
             )));
         }
     }

@@ -1,6 +1,7 @@
 use egress_loader::{
     Error,
     endpoint::engine::DockerEndpoint,
+    error::CheckFailure,
     kernel::pins::PinDir,
     verify::{VerifyOptions, verify},
 };
@@ -75,8 +76,8 @@ pub fn main(a: Args) -> Result {
     }
     let failed = report.failed_bridges();
     Err(Error::CheckFailed(if failed.is_empty() {
-        "verify found a problem (see the report)".into()
+        CheckFailure::VerifyProblem
     } else {
-        format!("verify: {} does not filter", failed.join(", "))
+        CheckFailure::DoesNotFilter(failed.into_iter().map(String::from).collect())
     }))
 }

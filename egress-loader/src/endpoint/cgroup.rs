@@ -44,6 +44,7 @@ use crate::{
         engine::DockerEndpoint,
         identity::Container,
     },
+    error::MissingCgroup,
     kernel::cgroup::{CgroupFs, unescape_octal},
     policy::cgroups::CgroupSpec,
 };
@@ -153,24 +154,20 @@ pub fn host_tree_in(mountinfo: &str, is_root: impl Fn(&Path) -> bool) -> HostTre
 /// DaemonSet's included), so its absence is a mistake to report, not a
 /// target to wait for. A v1-only host is not one: the bridge filter runs
 /// there and says host-network containers are not covered.
-pub fn missing_required(specs: &[CgroupSpec], tree: &HostTree) -> Option<String> {
+pub fn missing_required(specs: &[CgroupSpec], tree: &HostTree) -> Option<MissingCgroup> {
     if !specs.contains(&CgroupSpec::Kubepods) {
         return None;
     }
     match tree {
         HostTree::NotMounted => None,
-        HostTree::SubtreeOnly(_) => Some(format!(
-            "attach.cgroups names \"kubepods\", but {}",
-            tree.problem().unwrap_or_default()
-        )),
-        HostTree::Found(fs) if KUBEPODS.iter().all(|k| fs.id(k).is_none()) => Some(format!(
-            "attach.cgroups names \"kubepods\", but neither /kubepods.slice (the kubelet's \
-             systemd cgroup driver) nor /kubepods (its cgroupfs driver) exists in the cgroup2 \
-             tree at {}: on a Kubernetes node, the kubelet creates one before any pod runs; \
-             check that this tree is the node's (the DaemonSet's hostPath volume of \
-             /sys/fs/cgroup), or name the cgroup the kubelet uses (--cgroup-root) as a path",
-            fs.mount().display()
-        )),
+        HostTree::SubtreeOnly(_) => Some(MissingCgroup::NotTheHostTree {
+            problem: tree.problem().unwrap_or_default(),
+        }),
+        HostTree::Found(fs) if KUBEPODS.iter().all(|k| fs.id(k).is_none()) => {
+            Some(MissingCgroup::Kubepods {
+                tree: fs.mount().to_path_buf(),
+            })
+        }
         HostTree::Found(_) => None,
     }
 }
@@ -573,7 +570,7 @@ mod tests {
         // Neither: nothing to attach, and an error that says where it looked.
         std::fs::remove_dir(dir.join("kubepods")).unwrap();
         assert!(resolve(&k, &fs, None).is_empty());
-        let e = missing_required(&k, &tree).unwrap();
+        let e = missing_required(&k, &tree).unwrap().to_string();
         assert!(
             e.contains("/kubepods.slice") && e.contains(&dir.display().to_string()),
             "{e}"
@@ -585,6 +582,7 @@ mod tests {
         assert!(
             missing_required(&k, &ns)
                 .unwrap()
+                .to_string()
                 .contains("not the host's tree")
         );
         std::fs::remove_dir_all(dir).unwrap();

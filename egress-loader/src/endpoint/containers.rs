@@ -10,7 +10,7 @@ use bollard::{
 };
 use serde::Serialize;
 
-use crate::kernel::cgroup::CgroupFs;
+use crate::{endpoint::engine::EngineError, kernel::cgroup::CgroupFs};
 
 /// Docker's short container id, as `docker ps` shows it.
 const SHORT_ID: usize = 12;
@@ -101,11 +101,11 @@ impl ContainerInfo {
 }
 
 /// Every running container, inspected.
-pub async fn list(docker: &Docker) -> Result<Vec<ContainerInfo>, String> {
+pub async fn list(docker: &Docker) -> Result<Vec<ContainerInfo>, EngineError> {
     let summaries = docker
         .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
         .await
-        .map_err(|e| format!("listing containers: {e}"))?;
+        .map_err(EngineError::ListContainers)?;
     let mut out = Vec::new();
     for s in summaries {
         let Some(id) = s.id.as_deref() else { continue };

@@ -71,6 +71,40 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Docker's short container id, as `docker ps` shows it.
 const SHORT_ID: usize = 12;
 
+/// What failed in talking to a Docker engine. It reaches users as a line of
+/// the log, the reason `status` gives for the engine (`engine_error`), or the
+/// problem of `explain --from`, so each says its step and the engine's
+/// words.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{} does not exist", .0.display())]
+    NoSocket(PathBuf),
+    /// The client could not be made, or the API version not agreed.
+    #[error("{0}")]
+    Connect(bollard::errors::Error),
+    #[error("listing containers: {0}")]
+    ListContainers(bollard::errors::Error),
+    #[error("listing networks: {0}")]
+    ListNetworks(bollard::errors::Error),
+    #[error("container {name:?}: {cause}")]
+    Inspect {
+        name: String,
+        cause: bollard::errors::Error,
+    },
+    #[error("event stream: {0}")]
+    EventStream(bollard::errors::Error),
+    #[error("the engine closed the event stream")]
+    StreamClosed,
+}
+
+/// For the callers that keep the failure only as the reason they show
+/// (`status`'s `engine_error`, `explain --from`'s problem).
+impl From<EngineError> for String {
+    fn from(e: EngineError) -> String {
+        e.to_string()
+    }
+}
+
 /// A Docker engine's unix socket, and where its path came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerEndpoint {
@@ -132,15 +166,18 @@ impl DockerEndpoint {
     }
 
     /// A client of this engine, with the API version negotiated.
-    pub async fn connect(&self) -> Result<Docker, String> {
+    pub async fn connect(&self) -> Result<Docker, EngineError> {
         if !self.socket.exists() {
-            return Err(format!("{} does not exist", self.socket.display()));
+            return Err(EngineError::NoSocket(self.socket.clone()));
         }
         let path = self.socket.to_string_lossy();
         let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())?;
+            .map_err(EngineError::Connect)?;
         // Older engines refuse a newer API version than theirs.
-        docker.negotiate_version().await.map_err(|e| e.to_string())
+        docker
+            .negotiate_version()
+            .await
+            .map_err(EngineError::Connect)
     }
 }
 
@@ -165,7 +202,7 @@ pub async fn follow_events<F, Fut>(
     types: &[&str],
     actions: &[&str],
     mut apply: F,
-) -> String
+) -> EngineError
 where
     F: FnMut(EventMessage) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -181,10 +218,10 @@ where
     while let Some(event) = events.next().await {
         match event {
             Ok(e) => apply(e).await,
-            Err(e) => return format!("event stream: {e}"),
+            Err(e) => return EngineError::EventStream(e),
         }
     }
-    "the engine closed the event stream".into()
+    EngineError::StreamClosed
 }
 
 /// Containers by address, kept current from a Docker engine.
@@ -292,7 +329,7 @@ impl DockerIdentity {
 
     /// One connection: list, then follow events until something fails.
     /// Returns whether the engine had answered, and what ended it.
-    async fn session(&self) -> (bool, String) {
+    async fn session(&self) -> (bool, EngineError) {
         let docker = match self.connect().await {
             Ok(d) => d,
             Err(e) => return (false, e),
@@ -303,7 +340,7 @@ impl DockerIdentity {
             .await
         {
             Ok(l) => l,
-            Err(e) => return (false, format!("listing containers: {e}")),
+            Err(e) => return (false, EngineError::ListContainers(e)),
         };
         let mut map = HashMap::new();
         for c in &list {
@@ -375,7 +412,7 @@ impl DockerIdentity {
         (true, ended)
     }
 
-    async fn connect(&self) -> Result<Docker, String> {
+    async fn connect(&self) -> Result<Docker, EngineError> {
         self.endpoint.connect().await
     }
 
@@ -564,13 +601,16 @@ fn insert_endpoints(
 pub async fn container_addresses(
     endpoint: &DockerEndpoint,
     name: &str,
-) -> Result<Vec<(IpAddr, String)>, String> {
+) -> Result<Vec<(IpAddr, String)>, EngineError> {
     let identity = DockerIdentity::new(endpoint.clone());
     let docker = identity.connect().await?;
     let inspect = docker
         .inspect_container(name, None)
         .await
-        .map_err(|e| format!("container {name:?}: {e}"))?;
+        .map_err(|cause| EngineError::Inspect {
+            name: name.into(),
+            cause,
+        })?;
     let mut map = HashMap::new();
     if let Some(networks) = inspect
         .network_settings

@@ -32,7 +32,7 @@ use log::{debug, info, warn};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::endpoint::engine::{DockerEndpoint, events_since_now, follow_events};
+use crate::endpoint::engine::{DockerEndpoint, EngineError, events_since_now, follow_events};
 
 /// The option naming a bridge network's interface.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
@@ -117,11 +117,11 @@ impl Network {
 }
 
 /// Lists the engine's networks.
-pub async fn list(docker: &Docker) -> Result<Vec<Network>, String> {
+pub async fn list(docker: &Docker) -> Result<Vec<Network>, EngineError> {
     let mut v: Vec<Network> = docker
         .list_networks(None)
         .await
-        .map_err(|e| format!("listing networks: {e}"))?
+        .map_err(EngineError::ListNetworks)?
         .iter()
         .map(Network::from_engine)
         .collect();
@@ -218,7 +218,7 @@ impl NetworkWatch {
 
     /// Replaces the known networks with the engine's list; warns about each
     /// network not seen before that the filter cannot see.
-    async fn refresh(&self, docker: &Docker) -> Result<(), String> {
+    async fn refresh(&self, docker: &Docker) -> Result<(), EngineError> {
         let fresh = list(docker).await?;
         let mut map = self.networks.write().unwrap_or_else(|e| e.into_inner());
         for n in &fresh {
@@ -232,7 +232,7 @@ impl NetworkWatch {
         Ok(())
     }
 
-    async fn session(&self) -> (bool, String) {
+    async fn session(&self) -> (bool, EngineError) {
         let docker = match self.endpoint.connect().await {
             Ok(d) => d,
             Err(e) => return (false, e),

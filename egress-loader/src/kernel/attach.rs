@@ -38,16 +38,19 @@ pub enum AttachMode {
     Netlink,
 }
 
+/// A text that names no [`AttachMode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an attach mode: use auto, tcx or netlink")]
+pub struct UnknownAttachMode(pub String);
+
 impl FromStr for AttachMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAttachMode;
+    fn from_str(s: &str) -> Result<Self, UnknownAttachMode> {
         match s {
             "auto" => Ok(Self::Auto),
             "tcx" => Ok(Self::Tcx),
             "netlink" => Ok(Self::Netlink),
-            _ => Err(format!(
-                "{s:?} is not an attach mode: use auto, tcx or netlink"
-            )),
+            _ => Err(UnknownAttachMode(s.into())),
         }
     }
 }

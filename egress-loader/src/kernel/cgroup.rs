@@ -112,24 +112,30 @@ pub fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A path [`normalize`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CgroupPathError {
+    #[error(
+        "the root cgroup holds every process of the host (its own services included): \
+         name the cgroup under which the engine creates containers"
+    )]
+    Root,
+    #[error("{0:?}: not a cgroup path (empty, \".\" or \"..\" component)")]
+    BadComponent(String),
+}
+
 /// Checks a cgroup path relative to the mount: not the root, no `.`/`..`
 /// components. Returns it without leading or trailing `/`.
-pub fn normalize(rel: &str) -> Result<String, String> {
+pub fn normalize(rel: &str) -> Result<String, CgroupPathError> {
     let trimmed = rel.trim_matches('/');
     if trimmed.is_empty() {
-        return Err(
-            "the root cgroup holds every process of the host (its own services included): \
-             name the cgroup under which the engine creates containers"
-                .into(),
-        );
+        return Err(CgroupPathError::Root);
     }
     if trimmed
         .split('/')
         .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(format!(
-            "{rel:?}: not a cgroup path (empty, \".\" or \"..\" component)"
-        ));
+        return Err(CgroupPathError::BadComponent(rel.into()));
     }
     Ok(trimmed.to_owned())
 }

@@ -13,7 +13,10 @@ use egress_ebpf_common::{
     rules::BlockRule,
 };
 
-use crate::{error::Error, kernel::pins::PinDir};
+use crate::{
+    error::{Error, MapShape},
+    kernel::pins::PinDir,
+};
 
 /// Why nothing of this build's layout is pinned at `pins`: nothing at all,
 /// or another version's layout.
@@ -163,14 +166,22 @@ pub fn check_pinned_layout(pins: &PinDir) -> Result<(), Error> {
             continue;
         }
         let info = MapInfo::from_pin(&path).map_err(|e| Error::map(name, e))?;
-        let got = (info.key_size(), info.value_size(), info.max_entries());
-        if got != (key, value, max) {
+        let found = MapShape {
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        let needed = MapShape {
+            key_size: key,
+            value_size: value,
+            max_entries: max,
+        };
+        if found != needed {
             return Err(Error::IncompatiblePins {
                 dir: pins.root().to_path_buf(),
-                detail: format!(
-                    "{name}: key/value/entries {}/{}/{}, this build needs {key}/{value}/{max}",
-                    got.0, got.1, got.2
-                ),
+                map: name,
+                found,
+                needed,
             });
         }
     }

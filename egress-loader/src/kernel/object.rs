@@ -10,7 +10,7 @@ use aya::{
 use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME};
 
 use crate::{
-    error::Error,
+    error::{Error, ObjectError},
     kernel::{
         layout::{self, Prepared},
         pins::PinDir,
@@ -28,11 +28,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// refused before anything changes.
 pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     if OBJECT.is_empty() {
-        return Err(Error::Object(
-            "this binary was built without the eBPF object (bpf-linker was missing); \
-             build it with `cargo xtask build`"
-                .into(),
-        ));
+        return Err(ObjectError::NotEmbedded.into());
     }
     let prepared = layout::prepare(pins)?;
     std::fs::create_dir_all(pins.maps())?;
@@ -55,10 +51,8 @@ fn load_classifiers(ebpf: &mut Ebpf, names: &[&str]) -> Vec<Result<(), Error>> {
             context: format!("the kernel refused the classifier {name} (verifier)"),
             source,
         }),
-        Some(_) => Err(Error::Object(format!("program {name} is not a classifier"))),
-        None => Err(Error::Object(format!(
-            "program {name} missing from the object"
-        ))),
+        Some(_) => Err(ObjectError::NotAClassifier(name.into()).into()),
+        None => Err(ObjectError::MissingProgram(name.into()).into()),
     })
 }
 
@@ -98,11 +92,7 @@ pub fn load_parallel<T: Send>(
 fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), Error> {
     let prog: &mut SchedClassifier = ebpf
         .program_mut(REPLY_PROGRAM_NAME)
-        .ok_or_else(|| {
-            Error::Object(format!(
-                "program {REPLY_PROGRAM_NAME} missing from the object"
-            ))
-        })?
+        .ok_or_else(|| ObjectError::MissingProgram(REPLY_PROGRAM_NAME.into()))?
         .try_into()
         .map_err(|source| Error::Program {
             context: format!("program {REPLY_PROGRAM_NAME}"),
@@ -118,7 +108,7 @@ fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), Error> {
         .map_err(Error::Io)?;
     let map = ebpf
         .map_mut(REPLY_PROGRAM)
-        .ok_or_else(|| Error::Object(format!("map {REPLY_PROGRAM} missing from the object")))?;
+        .ok_or(ObjectError::MissingMap(REPLY_PROGRAM))?;
     let mut slots: ProgramArray<&mut aya::maps::MapData> =
         ProgramArray::try_from(map).map_err(|e| Error::map(REPLY_PROGRAM, e))?;
     slots
@@ -140,7 +130,7 @@ pub fn endpoint_classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Erro
 fn program<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut SchedClassifier, Error> {
     let prog = ebpf
         .program_mut(name)
-        .ok_or_else(|| Error::Object(format!("program {name} missing from the object")))?;
+        .ok_or_else(|| ObjectError::MissingProgram(name.into()))?;
     prog.try_into().map_err(|source| Error::Program {
         context: format!("program {name}"),
         source,

@@ -9,7 +9,10 @@ use std::{
 
 use aya::util::KernelVersion;
 
-use crate::{error::Error, kernel::pins};
+use crate::{
+    error::{BpffsError, Error, KernelTooOld},
+    kernel::pins,
+};
 
 /// A kernel feature the classifier cannot run without.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +81,12 @@ pub fn check_kernel(version: KernelVersion) -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    let floor = release(KERNEL_FLOOR);
-    Err(Error::KernelTooOld(format!(
-        "Linux {version} is below this filter's floor, Linux {floor}: missing {}. \
-         Upgrade the kernel; on Linux {floor} and later it runs ({WITHOUT_TCX})",
-        missing.join("; ")
-    )))
+    Err(Error::KernelTooOld(KernelTooOld {
+        running: version,
+        floor: release(KERNEL_FLOOR),
+        missing,
+        below_tcx: WITHOUT_TCX,
+    }))
 }
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -119,9 +122,7 @@ pub fn check_privileges() -> Result<(), Error> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::Privileges {
-            missing: missing.join(", "),
-        })
+        Err(Error::Privileges { missing })
     }
 }
 
@@ -141,10 +142,10 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
     let root = Path::new(pins::BPFFS_ROOT);
     if pin_dir.starts_with(root) && !is_bpffs(root) {
         if !root.exists() {
-            return Err(Error::Bpffs(format!(
-                "{} does not exist: is sysfs mounted? In a container, add -v /sys/fs/bpf:/sys/fs/bpf",
-                root.display()
-            )));
+            return Err(BpffsError::NoBpfRoot {
+                root: root.to_path_buf(),
+            }
+            .into());
         }
         nix::mount::mount(
             Some("bpf"),
@@ -153,23 +154,18 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| {
-            Error::Bpffs(format!(
-                "no bpf filesystem at {} and mounting one failed ({e}); mount it yourself: \
-                     mount -t bpf bpf {}",
-                root.display(),
-                root.display()
-            ))
+        .map_err(|errno| BpffsError::MountFailed {
+            root: root.to_path_buf(),
+            errno,
         })?;
         log::info!("mounted a bpf filesystem at {}", root.display());
         return Ok(());
     }
-    Err(Error::Bpffs(format!(
-        "pin dir {} is not on a bpf filesystem: pick a directory under one \
-         (default {}), or mount one: mount -t bpf bpf DIR",
-        pin_dir.display(),
-        pins::DEFAULT_PIN_DIR
-    )))
+    Err(BpffsError::NotOnBpffs {
+        pin_dir: pin_dir.to_path_buf(),
+        default_pin_dir: pins::DEFAULT_PIN_DIR,
+    }
+    .into())
 }
 
 fn existing_ancestor(p: &Path) -> PathBuf {

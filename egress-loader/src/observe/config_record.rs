@@ -11,6 +11,7 @@
 //! memory.
 
 use std::{
+    fmt,
     path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{SystemTime, UNIX_EPOCH},
@@ -108,11 +109,12 @@ impl ConfigRecord {
         self.reloads_ok += 1;
     }
 
-    pub fn refused(&mut self, sha256: Option<String>, error: String, trigger: Trigger) {
+    /// `error` is kept as it displays: the record says why, to be read.
+    pub fn refused(&mut self, sha256: Option<String>, error: impl fmt::Display, trigger: Trigger) {
         self.reloads_refused += 1;
         self.last_refused = Some(Refusal {
             sha256,
-            error,
+            error: error.to_string(),
             at: now(),
             trigger,
         });
@@ -164,7 +166,7 @@ mod tests {
             true,
         );
         r.applied("cd".into(), Trigger::FileChanged);
-        r.refused(Some("ef".into()), "smtp.rate: x".into(), Trigger::Sighup);
+        r.refused(Some("ef".into()), "smtp.rate: x", Trigger::Sighup);
         write_state(&path, &r).unwrap();
         assert_eq!(read_state(&path, Path::new("/sys/fs/bpf/egress")), Some(r));
         assert_eq!(read_state(&path, Path::new("/sys/fs/bpf/other")), None);
@@ -175,7 +177,7 @@ mod tests {
     fn generations_count_applied_reloads_only() {
         let mut r = ConfigRecord::new(Path::new("/p"), None, None, true);
         assert_eq!((r.generation, r.follows_file), (1, false));
-        r.refused(None, "x".into(), Trigger::FileChanged);
+        r.refused(None, "x", Trigger::FileChanged);
         assert_eq!((r.generation, r.reloads_ok, r.reloads_refused), (1, 0, 1));
         r.applied("a".into(), Trigger::Sighup);
         assert_eq!((r.generation, r.reloads_ok, r.reloads_refused), (2, 1, 1));

@@ -34,10 +34,22 @@ use crate::{
 pub type V4Entries = BTreeMap<(u32, [u8; 4]), TrieValue>;
 pub type V6Entries = BTreeMap<(u32, [u8; 16]), TrieValue>;
 
+/// More protocol/port entries apply to one prefix than a trie value holds
+/// ([`MAX_PORT_MATCHES`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{prefix}: {count} protocol/port entries (exceptions included) apply to this prefix; \
+     at most {MAX_PORT_MATCHES}"
+)]
+pub struct TooManyPortMatches {
+    pub prefix: Cidr,
+    pub count: usize,
+}
+
 /// The trie contents for a policy: one entry per distinct prefix, holding the
 /// union of every rule whose CIDR contains that prefix (a trie lookup returns
 /// only the longest match, so a shorter rule must be repeated in longer ones).
-pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
+pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), TooManyPortMatches> {
     // Rules indexed by (family, prefix length, masked address) for containment lookups.
     let mut by_prefix: HashMap<(bool, u8, Vec<u8>), Vec<usize>> = HashMap::new();
     let mut lens: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
@@ -70,7 +82,8 @@ pub fn trie_entries(policy: &Policy) -> Result<(V4Entries, V6Entries), String> {
                 containing.extend(ids);
             }
         }
-        let value = merge(policy, &containing).map_err(|e| format!("{p}: {e}"))?;
+        let value =
+            merge(policy, &containing).map_err(|count| TooManyPortMatches { prefix: p, count })?;
         let bytes = p.bytes();
         if is_v4 {
             v4.insert(
@@ -105,7 +118,9 @@ fn flags(policy: &Policy, id: usize) -> u8 {
 ///   port it excepts but a wider rule blocks gets that rule's entry;
 /// - a port rule gets an entry where no wider rule blocks its port, or where
 ///   its action differs from the rule that would answer.
-fn merge(policy: &Policy, rule_ids: &[usize]) -> Result<TrieValue, String> {
+///
+/// More matches than a value holds: `Err` with their number.
+fn merge(policy: &Policy, rule_ids: &[usize]) -> Result<TrieValue, usize> {
     let mut v = TrieValue::empty();
     let rule = |id: usize| &policy.blocks[id];
     if let Some(&id) = rule_ids.iter().find(|&&id| rule(id).protocol.is_none()) {
@@ -177,10 +192,7 @@ fn merge(policy: &Policy, rule_ids: &[usize]) -> Result<TrieValue, String> {
         }
     }
     if matches.len() > MAX_PORT_MATCHES {
-        return Err(format!(
-            "{} protocol/port entries (exceptions included) apply to this prefix; at most {MAX_PORT_MATCHES}",
-            matches.len()
-        ));
+        return Err(matches.len());
     }
     v.match_count = matches.len() as u16;
     v.matches[..matches.len()].copy_from_slice(&matches);

@@ -20,6 +20,7 @@ use crate::{
         apply::trie_entries,
         cgroups::validate_cgroups,
         defaults::{DEFAULT_ACTION, DEFAULT_BLOCKS, DefaultBlock},
+        error::ValueError,
         flags::{Overrides, flag_text},
         glob::validate_patterns,
         schema::{
@@ -518,15 +519,13 @@ fn validate_exceptions(
 }
 
 /// `key` or `key=value`, as `docker run --label` takes it.
-fn parse_label(text: &str) -> Result<LabelMatch, String> {
+fn parse_label(text: &str) -> Result<LabelMatch, ValueError> {
     let (key, value) = match text.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (text, None),
     };
     if key.trim().is_empty() || key.trim() != key {
-        return Err(format!(
-            "{text:?}: a label key is not empty and has no surrounding spaces"
-        ));
+        return Err(ValueError::LabelKey(text.into()));
     }
     Ok(LabelMatch {
         key: key.to_string(),

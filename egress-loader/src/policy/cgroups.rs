@@ -14,7 +14,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::{error::ConfigError, policy::glob::pattern_matches};
+use crate::{
+    error::ConfigError,
+    policy::{error::ValueError, glob::pattern_matches},
+};
 
 /// One `attach.cgroups` entry, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +86,7 @@ fn is_glob(s: &str) -> bool {
 
 /// Parses one entry. The root cgroup is refused: it holds every process of
 /// the host, whose own agents need the metadata service.
-pub fn parse_spec(text: &str) -> Result<CgroupSpec, String> {
+pub fn parse_spec(text: &str) -> Result<CgroupSpec, ValueError> {
     if text == "auto" {
         return Ok(CgroupSpec::Auto);
     }
@@ -91,49 +94,32 @@ pub fn parse_spec(text: &str) -> Result<CgroupSpec, String> {
         return Ok(CgroupSpec::Kubepods);
     }
     if text.chars().any(|c| c.is_control() || c == '\n') {
-        return Err(format!("{text:?} is not a cgroup path"));
+        return Err(ValueError::NotACgroupPath(text.into()));
     }
     if !text.starts_with('/') {
-        return Err(format!(
-            "{text:?}: a cgroup path starts with / (relative to the cgroup2 mount, \
-             e.g. /docker or /system.slice/docker-*.scope), or use \"auto\" or \"kubepods\""
-        ));
+        return Err(ValueError::RelativeCgroupPath(text.into()));
     }
     let rel = text.trim_matches('/');
     if rel.is_empty() {
-        return Err(
-            "\"/\" is the root cgroup, which holds every process of the host (its agents \
-             need the metadata service): name the cgroup under which the engine creates \
-             containers"
-                .into(),
-        );
+        return Err(ValueError::RootCgroup);
     }
     let parts: Vec<&str> = rel.split('/').collect();
     if parts
         .iter()
         .any(|c| c.is_empty() || *c == "." || *c == "..")
     {
-        return Err(format!(
-            "{text:?}: not a cgroup path (empty, \".\" or \"..\" component)"
-        ));
+        return Err(ValueError::CgroupComponent(text.into()));
     }
     let (last, dirs) = parts.split_last().expect("not empty");
     if dirs.iter().any(|d| is_glob(d)) {
-        return Err(format!(
-            "{text:?}: only the last component may hold * or ? (the cgroups that appear in one directory)"
-        ));
+        return Err(ValueError::CgroupGlobNotLast(text.into()));
     }
     if is_glob(last) {
         if last.chars().all(|c| c == '*' || c == '?') {
-            return Err(format!(
-                "{text:?} would match every cgroup in {}, host services included: \
-                 give the pattern a fixed part (e.g. docker-*.scope)",
-                if dirs.is_empty() {
-                    "the root".to_owned()
-                } else {
-                    format!("/{}", dirs.join("/"))
-                }
-            ));
+            return Err(ValueError::CgroupGlobOnly {
+                text: text.into(),
+                parent: dirs.join("/"),
+            });
         }
         return Ok(CgroupSpec::Pattern {
             parent: dirs.join("/"),

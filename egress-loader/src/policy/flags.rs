@@ -1,11 +1,11 @@
 //! The command line's side of a policy: the value syntaxes clap parses
 //! (`--block`, `--smtp-ports`) and the [`Overrides`] the flags make.
 
-use crate::policy::schema::BlockEntry;
+use crate::policy::{error::ValueError, schema::BlockEntry};
 
 /// `CIDR[:tcp|udp[/PORT,PORT...]]`, the `--block` syntax. IPv6 addresses
 /// contain colons, so only a trailing `:tcp...`/`:udp...` is a protocol.
-pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
+pub fn parse_block_flag(s: &str) -> Result<BlockEntry, ValueError> {
     let mut cidr = s;
     let mut protocol = None;
     let mut ports = None;
@@ -19,12 +19,15 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
             cidr = &s[..idx];
             protocol = Some(proto.to_string());
             if let Some(l) = port_list {
-                let parsed: Result<Vec<i64>, String> = l
+                let parsed: Result<Vec<i64>, ValueError> = l
                     .split(',')
                     .map(|p| {
                         p.trim()
                             .parse::<i64>()
-                            .map_err(|_| format!("{p:?} in {s:?} is not a port number"))
+                            .map_err(|_| ValueError::BlockFlagPort {
+                                port: p.into(),
+                                flag: s.into(),
+                            })
                     })
                     .collect();
                 ports = Some(parsed?);
@@ -47,12 +50,12 @@ pub fn parse_block_flag(s: &str) -> Result<BlockEntry, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortList(pub Vec<i64>);
 
-pub fn parse_port_list(s: &str) -> Result<PortList, String> {
+pub fn parse_port_list(s: &str) -> Result<PortList, ValueError> {
     s.split(',')
         .map(|p| {
             p.trim()
                 .parse::<i64>()
-                .map_err(|_| format!("{p:?} is not a port number"))
+                .map_err(|_| ValueError::NotAPort(p.into()))
         })
         .collect::<Result<_, _>>()
         .map(PortList)

@@ -4,6 +4,7 @@
 //! ```text
 //! schema   the TOML file as written, and the defaults
 //! defaults the built-in block rules; the clouds' endpoints to keep closed or open
+//! error    what a value is refused for
 //! values   validated values: Rate, Cidr, Protocol, Scope, BlockRule, Policy
 //! flags    the command line's value syntaxes and Overrides
 //! glob     interface patterns
@@ -19,6 +20,7 @@ pub mod build;
 pub mod cgroups;
 pub mod check;
 pub mod defaults;
+pub mod error;
 pub mod flags;
 pub mod glob;
 pub mod schema;

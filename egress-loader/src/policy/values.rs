@@ -10,7 +10,7 @@ use egress_ebpf_common::{
 };
 use serde::Serialize;
 
-use crate::error::ConfigError;
+use crate::{error::ConfigError, policy::error::ValueError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -26,15 +26,13 @@ pub enum Scope {
 }
 
 impl FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "global" => Ok(Scope::Global),
             "per-source" => Ok(Scope::PerSource),
             "per-container" => Ok(Scope::PerContainer),
-            _ => Err(format!(
-                "{s:?} is not a scope: use \"global\", \"per-source\" or \"per-container\""
-            )),
+            _ => Err(ValueError::NotAScope(s.into())),
         }
     }
 }
@@ -85,29 +83,29 @@ impl Period {
 }
 
 impl FromStr for Rate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) = s.trim().split_once('/').ok_or_else(|| {
-            format!("{s:?} is not a rate: write N/second, N/minute, N/hour or N/day")
-        })?;
-        let count: u64 = n
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let (n, unit) = s
             .trim()
-            .parse()
-            .map_err(|_| format!("{n:?} in {s:?} is not a whole number"))?;
+            .split_once('/')
+            .ok_or_else(|| ValueError::NotARate(s.into()))?;
+        let count: u64 = n.trim().parse().map_err(|_| ValueError::RateCount {
+            count: n.into(),
+            rate: s.into(),
+        })?;
         if count == 0 {
-            return Err(format!(
-                "{s:?}: the rate must be at least 1 (to block SMTP entirely, add a block rule)"
-            ));
+            return Err(ValueError::ZeroRate(s.into()));
         }
         let unit = unit.trim().to_ascii_lowercase();
         let period = [Period::Second, Period::Minute, Period::Hour, Period::Day]
             .into_iter()
             .find(|p| !unit.is_empty() && p.name().starts_with(unit.as_str()))
-            .ok_or_else(|| {
-                format!("{unit:?} in {s:?} is not a unit: use second, minute, hour or day")
+            .ok_or_else(|| ValueError::RateUnit {
+                unit: unit.clone(),
+                rate: s.into(),
             })?;
         if count > period.nanos() {
-            return Err(format!("{s:?} is faster than one per nanosecond"));
+            return Err(ValueError::RateTooFast(s.into()));
         }
         Ok(Rate { count, period })
     }
@@ -157,8 +155,8 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let (a, len) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
@@ -166,7 +164,7 @@ impl FromStr for Cidr {
         let addr: IpAddr = a
             .trim()
             .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))?;
+            .map_err(|_| ValueError::NotAnAddress(a.into()))?;
         let max = Self::max_len(&addr);
         let prefix_len = match len {
             None => max,
@@ -174,12 +172,9 @@ impl FromStr for Cidr {
                 let n: u8 = l
                     .trim()
                     .parse()
-                    .map_err(|_| format!("{l:?} is not a prefix length (0-{max})"))?;
+                    .map_err(|_| ValueError::NotAPrefixLength { len: l.into(), max })?;
                 if n > max {
-                    return Err(format!(
-                        "/{n} is longer than an {} address (/{max} at most)",
-                        if max == 32 { "IPv4" } else { "IPv6" }
-                    ));
+                    return Err(ValueError::PrefixTooLong { len: n, max });
                 }
                 n
             }
@@ -196,12 +191,14 @@ impl FromStr for Cidr {
                     .map(IpAddr::from)
                     .unwrap_or(addr),
             };
-            return Err(format!(
-                "{s:?} has host bits set: did you mean {net}/{prefix_len}?"
-            ));
+            return Err(ValueError::HostBitsSet {
+                text: s.into(),
+                network: net,
+                prefix_len,
+            });
         }
         if prefix_len == 0 {
-            return Err(format!("{s:?} would block every destination"));
+            return Err(ValueError::EveryDestination(s.into()));
         }
         Ok(c)
     }
@@ -230,14 +227,12 @@ impl Protocol {
 }
 
 impl FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            _ => Err(format!(
-                "{s:?} is not a protocol: use \"tcp\" or \"udp\" (or leave it out to block every protocol)"
-            )),
+            _ => Err(ValueError::NotAProtocol(s.into())),
         }
     }
 }
@@ -264,14 +259,12 @@ pub enum RuleAction {
 }
 
 impl FromStr for RuleAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s {
             "drop" => Ok(RuleAction::Drop),
             "reject" => Ok(RuleAction::Reject),
-            _ => Err(format!(
-                "{s:?} is not an action: use \"drop\" or \"reject\""
-            )),
+            _ => Err(ValueError::NotAnAction(s.into())),
         }
     }
 }
@@ -547,7 +540,7 @@ mod tests {
             "fd00:ec2::254/128"
         );
         assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().prefix_len, 8);
-        let host_bits = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
+        let host_bits = "10.0.0.1/8".parse::<Cidr>().unwrap_err().to_string();
         assert!(host_bits.contains("did you mean 10.0.0.0/8"), "{host_bits}");
         for bad in [
             "10.0.0.0/33",

@@ -11,9 +11,11 @@
 //! status; it never runs another program. The cgroup is removed afterwards.
 
 use std::{
-    ffi::CString,
+    ffi::{CString, NulError},
+    io,
     os::unix::process::{CommandExt, ExitStatusExt},
-    process::Command,
+    path::PathBuf,
+    process::{Command, ExitStatus},
 };
 
 use crate::{kernel::cgroup::CgroupFs, verify::probe::METADATA_PROBE};
@@ -29,6 +31,31 @@ pub enum Outcome {
     Failed(i32),
 }
 
+/// Why a probe could not say whether the hooks refuse: a problem line of
+/// the report.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("creating cgroup {}: {cause}", .dir.display())]
+    CreateCgroup { dir: PathBuf, cause: io::Error },
+    #[error("removing cgroup {}: {cause}", .dir.display())]
+    RemoveCgroup { dir: PathBuf, cause: io::Error },
+    #[error("cgroup path: {0}")]
+    CgroupPath(NulError),
+    #[error("starting the probe process: {0}")]
+    Spawn(io::Error),
+    #[error("waiting for the probe process: {0}")]
+    Wait(io::Error),
+    #[error("the probe process could not join its cgroup")]
+    JoinFailed,
+    #[error("the probe process could not make its socket")]
+    SocketFailed,
+    #[error(
+        "the probe process ended with {status}{}",
+        .status.signal().map(|s| format!(" (signal {s})")).unwrap_or_default()
+    )]
+    Ended { status: ExitStatus },
+}
+
 // Exit statuses of the probe child.
 const EXIT_REFUSED: i32 = 0;
 const EXIT_NOT_REFUSED: i32 = 1;
@@ -37,21 +64,23 @@ const EXIT_SOCKET_FAILED: i32 = 3;
 const EXIT_OTHER: i32 = 10;
 
 /// Runs one probe in a new cgroup `parent/egress-verify-<pid>`.
-pub fn probe(fs: &CgroupFs, parent: &str) -> Result<Outcome, String> {
+pub fn probe(fs: &CgroupFs, parent: &str) -> Result<Outcome, ProbeError> {
     let rel = format!("{parent}/egress-verify-{}", std::process::id());
     let dir = fs.path(&rel);
-    std::fs::create_dir(&dir).map_err(|e| format!("creating cgroup {}: {e}", dir.display()))?;
+    if let Err(cause) = std::fs::create_dir(&dir) {
+        return Err(ProbeError::CreateCgroup { dir, cause });
+    }
     let result = run_child(&dir.join("cgroup.procs"));
     // The child has exited: the cgroup is empty and can go.
     let removed = std::fs::remove_dir(&dir);
     let outcome = result?;
-    removed.map_err(|e| format!("removing cgroup {}: {e}", dir.display()))?;
+    removed.map_err(|cause| ProbeError::RemoveCgroup { dir, cause })?;
     Ok(outcome)
 }
 
-fn run_child(procs: &std::path::Path) -> Result<Outcome, String> {
-    let procs = CString::new(procs.as_os_str().as_encoded_bytes())
-        .map_err(|e| format!("cgroup path: {e}"))?;
+fn run_child(procs: &std::path::Path) -> Result<Outcome, ProbeError> {
+    let procs =
+        CString::new(procs.as_os_str().as_encoded_bytes()).map_err(ProbeError::CgroupPath)?;
     let ip = u32::from_ne_bytes(METADATA_PROBE.ip().octets());
     let port = METADATA_PROBE.port().to_be();
     let mut cmd = Command::new("/nonexistent/egress-verify-probe");
@@ -104,24 +133,14 @@ fn run_child(procs: &std::path::Path) -> Result<Outcome, String> {
             });
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the probe process: {e}"))?;
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the probe process: {e}"))?;
+    let mut child = cmd.spawn().map_err(ProbeError::Spawn)?;
+    let status = child.wait().map_err(ProbeError::Wait)?;
     match status.code() {
         Some(EXIT_REFUSED) => Ok(Outcome::Refused),
         Some(EXIT_NOT_REFUSED) => Ok(Outcome::NotRefused),
-        Some(EXIT_JOIN_FAILED) => Err("the probe process could not join its cgroup".into()),
-        Some(EXIT_SOCKET_FAILED) => Err("the probe process could not make its socket".into()),
+        Some(EXIT_JOIN_FAILED) => Err(ProbeError::JoinFailed),
+        Some(EXIT_SOCKET_FAILED) => Err(ProbeError::SocketFailed),
         Some(c) if c >= EXIT_OTHER => Ok(Outcome::Failed(c - EXIT_OTHER)),
-        _ => Err(format!(
-            "the probe process ended with {status}{}",
-            status
-                .signal()
-                .map(|s| format!(" (signal {s})"))
-                .unwrap_or_default()
-        )),
+        _ => Err(ProbeError::Ended { status }),
     }
 }

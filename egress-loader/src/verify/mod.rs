@@ -328,7 +328,7 @@ fn probe_cgroups(pins: &PinDir, c: &status::CoverageStatus, plan: &Plan) -> Vec<
                         .push("metadata_blocked did not move on cgroup/connect4".into());
                 }
             }
-            Err(e) => r.problems.push(e),
+            Err(e) => r.problems.push(e.to_string()),
         }
         out.push(r);
     }
