@@ -1091,14 +1091,14 @@ fn a_stale_design_md_is_found() {
         ),
         // A module listed under another layer.
         (
-            "`attach_endpoints`, `cgroups`",
-            "`cgroups`",
-            "daemon/attach_endpoints.rs is missing",
+            "`wake`, `filter`",
+            "`wake`",
+            "daemon/filter.rs is missing",
         ),
         (
             "`check`",
-            "`check`, `attach_endpoints`",
-            "lists attach_endpoints under policy/",
+            "`check`, `wake`",
+            "lists wake under policy/",
         ),
         // The old claim.
         (
