@@ -1,16 +1,10 @@
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use clap::Parser;
 use egress_loader::{
-    Error,
-    kernel::{maps::PolicyMaps, pins::PinDir, system},
-    policy::apply,
+    Error, kernel::maps::PolicyMaps, observe::loader::RunningLoader, policy::apply,
 };
 
-use super::{Cli, Command, PinDirArg, Result};
+use super::{Result, args::PinDirArg, run};
 
 /// Make the running loader re-read its --config file, without detaching.
 ///
@@ -26,29 +20,21 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result {
-    let pins = PinDir::new(a.pin_dir.pin_dir);
-    let pid = system::lock_holder(pins.root()).ok_or_else(|| {
+    let pins = a.pin_dir.pins();
+    let loader = RunningLoader::on(&pins)?.ok_or_else(|| {
         Error::NoLoader(format!(
             "no running loader holds {} (a loader in another container or pid namespace can be sent SIGHUP directly)",
             pins.root().display()
         ))
     })?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"));
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let Ok(Cli {
-        command: Command::Run(run_args),
-    }) = Cli::try_parse_from(&args)
-    else {
+    let pid = loader.pid;
+    let Some(run_args) = run::Args::from_command_line(&loader.args) else {
         return Err(Error::Reload(format!(
-            "pid {pid} holds the pin dir but is not `egress-loader run` ({args:?})"
+            "pid {pid} holds the pin dir but is not `egress-loader run` ({:?})",
+            loader.args
         )));
     };
-    let Some(policy) = super::run::policy_for_reload(&run_args, &cwd)? else {
+    let Some(policy) = run::policy_for_reload(&run_args, &loader.cwd)? else {
         return Err(Error::Reload(format!(
             "the loader (pid {pid}) runs without --config: there is no file to re-read"
         )));

@@ -103,9 +103,7 @@ pub fn coverage(
     let Some(endpoint) = engine else {
         return out;
     };
-    let asked = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let asked = crate::kernel::runtime::current_thread()
         .map_err(|e| e.to_string())
         .and_then(|rt| {
             rt.block_on(async {
@@ -252,10 +250,7 @@ pub fn read_with_engine(
         });
     }
     // Legacy filters carry no pin: ask netlink about every interface.
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    if let Ok(rt) = crate::kernel::runtime::current_thread() {
         for (name, index) in &all {
             let ours = rt
                 .block_on(netlink::legacy_ingress_filters(*index))
