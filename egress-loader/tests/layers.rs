@@ -1090,16 +1090,8 @@ fn a_stale_design_md_is_found() {
             "endpoint/identity.rs is missing",
         ),
         // A module listed under another layer.
-        (
-            "`wake`, `filter`",
-            "`wake`",
-            "daemon/filter.rs is missing",
-        ),
-        (
-            "`check`",
-            "`check`, `wake`",
-            "lists wake under policy/",
-        ),
+        ("`wake`, `filter`", "`wake`", "daemon/filter.rs is missing"),
+        ("`check`", "`check`, `wake`", "lists wake under policy/"),
         // The old claim.
         (
             "In `policy/` only `apply` touches the kernel",

@@ -5,7 +5,7 @@ use std::{
 
 use egress_loader::{error::ConfigError, kernel::pins::PinDir, observe::counters};
 
-use super::{PinDirArg, Result};
+use super::{Result, args::PinDirArg};
 
 /// Print the filter's counters, read from the pinned maps (no daemon needed).
 #[derive(clap::Args)]
@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result {
-    let pins = PinDir::new(a.pin_dir.pin_dir);
+    let pins = a.pin_dir.pins();
     if a.watch {
         return watch(&pins, a.interval, a.count);
     }

@@ -1,9 +1,9 @@
 use egress_loader::{
     Error,
-    kernel::{attach::detach_all, pins::PinDir, system},
+    kernel::{attach::detach_all, system},
 };
 
-use super::{PinDirArg, Result};
+use super::{Result, args::PinDirArg};
 
 /// Remove the filter: every link and legacy tc filter, every pinned map
 /// (the counters go with them). A running `run` notices and exits.
@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result {
     system::check_privileges()?;
-    let pins = PinDir::new(a.pin_dir.pin_dir);
+    let pins = a.pin_dir.pins();
     if !pins.root().exists() {
         return Err(Error::NothingToDetach(pins.root().to_path_buf()));
     }

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand.
 
+mod args;
 mod check_config;
 mod completions;
 mod counters;
@@ -13,16 +14,13 @@ mod run;
 mod status;
 mod verify;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use egress_loader::{
     Error,
     error::Exit,
-    kernel::{
-        pins::DEFAULT_PIN_DIR,
-        system::{KERNEL_FLOOR, release},
-    },
+    kernel::system::{KERNEL_FLOOR, release},
 };
 
 #[derive(Parser)]
@@ -64,14 +62,6 @@ pub enum Command {
     Completions(completions::Args),
     #[command(hide = true)]
     Manpages(manpages::Args),
-}
-
-/// `--pin-dir`, shared by every subcommand.
-#[derive(clap::Args, Clone)]
-pub struct PinDirArg {
-    /// Directory on a bpf filesystem holding the filter's maps and links.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR, env = "EGRESS_PIN_DIR")]
-    pub pin_dir: PathBuf,
 }
 
 /// The long `--help` text: what the filter does, the kernel it needs, and
@@ -137,6 +127,55 @@ mod tests {
     #[test]
     fn the_command_line_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// The engine group's flags carry no help of their own: each
+    /// subcommand that flattens it must give them some.
+    #[test]
+    fn every_engine_flag_has_help() {
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                if matches!(arg.get_id().as_str(), "docker_host" | "no_docker") {
+                    assert!(
+                        arg.get_help().is_some(),
+                        "{} --{}",
+                        sub.get_name(),
+                        arg.get_id()
+                    );
+                }
+            }
+        }
+    }
+
+    /// `reload` reads the running loader's flags back from its command
+    /// line as `run` alone parses them, which the whole command line
+    /// accepts exactly when it is `run`.
+    #[test]
+    fn a_run_command_line_reads_back_as_the_command_line_does() {
+        for line in [
+            "egress-loader run",
+            "/usr/bin/egress-loader run --config rel.toml --smtp-rate 2/minute --block 10.0.0.0/8",
+            "egress-loader run -c /etc/e.toml --no-docker --pin-dir /sys/fs/bpf/x",
+            "egress-loader run --config a.toml --docker-host unix:///d.sock --no-docker",
+            "egress-loader run --no-such-flag",
+            "egress-loader status --json",
+            "egress-loader",
+            "egress-loader --version",
+        ] {
+            let args: Vec<String> = line.split(' ').map(String::from).collect();
+            let whole = match Cli::try_parse_from(&args) {
+                Ok(Cli {
+                    command: Command::Run(a),
+                }) => Some(*a),
+                _ => None,
+            };
+            let alone = run::Args::from_command_line(&args);
+            assert_eq!(
+                alone.as_ref().map(run::Args::described),
+                whole.as_ref().map(run::Args::described),
+                "{line}"
+            );
+        }
     }
 
     /// `cargo xtask run` passes a first word through as a subcommand and puts

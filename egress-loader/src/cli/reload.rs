@@ -1,17 +1,14 @@
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use clap::Parser;
 use egress_loader::{
     Error,
     error::{NoLoader, ReloadError},
-    kernel::{maps::PolicyMaps, pins::PinDir, system},
+    kernel::maps::PolicyMaps,
+    observe::loader::RunningLoader,
     policy::apply,
 };
 
-use super::{Cli, Command, PinDirArg, Result};
+use super::{Result, args::PinDirArg, run};
 
 /// Make the running loader re-read its --config file, without detaching.
 ///
@@ -27,26 +24,21 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result {
-    let pins = PinDir::new(a.pin_dir.pin_dir);
-    let pid = system::lock_holder(pins.root()).ok_or_else(|| {
+    let pins = a.pin_dir.pins();
+    let loader = RunningLoader::on(&pins)?.ok_or_else(|| {
         Error::NoLoader(NoLoader::LockHolder {
             pin_dir: pins.root().to_path_buf(),
         })
     })?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"));
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let Ok(Cli {
-        command: Command::Run(run_args),
-    }) = Cli::try_parse_from(&args)
-    else {
-        return Err(ReloadError::NotALoader { pid, args }.into());
+    let pid = loader.pid;
+    let Some(run_args) = run::Args::from_command_line(&loader.args) else {
+        return Err(ReloadError::NotALoader {
+            pid,
+            args: loader.args,
+        }
+        .into());
     };
-    let Some(policy) = super::run::policy_for_reload(&run_args, &cwd)? else {
+    let Some(policy) = run::policy_for_reload(&run_args, &loader.cwd)? else {
         return Err(ReloadError::NoConfig { pid }.into());
     };
     let maps = PolicyMaps::open(&pins)?;

@@ -3,17 +3,22 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use egress_loader::{
     daemon::{RunOptions, run},
     error::ConfigError,
-    kernel::{attach::AttachMode, pins::PinDir},
-    observe::config_record::{DEFAULT_STATE_FILE, state_file_arg},
+    kernel::{attach::AttachMode, runtime::current_thread},
+    observe::{
+        config_record::{DEFAULT_STATE_FILE, state_file_arg},
+        events::DEFAULT_SOCKET,
+    },
     policy::{
         ConfigFile, Overrides, Policy,
         flags::{PortList, parse_block_flag, parse_port_list},
         schema::BlockEntry,
     },
-    {endpoint::engine::DockerEndpoint, observe::events::DEFAULT_SOCKET},
 };
 
-use super::{PinDirArg, Result};
+use super::{
+    Result,
+    args::{EngineArgs, PinDirArg},
+};
 
 /// Load the filter, attach it to the bridges and keep following them.
 ///
@@ -21,13 +26,22 @@ use super::{PinDirArg, Result};
 /// (`egress-loader check-config --defaults` prints them). Invalid input is
 /// refused with exit status 2 before anything in the kernel changes.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    after_help = "Examples:\n  \
     egress-loader run\n  \
     egress-loader run --config /etc/egress-filter/config.toml --iface cni0\n  \
     egress-loader run --config /etc/egress-filter/config.toml --no-watch-config   # SIGHUP only\n  \
     egress-loader run --block 10.0.0.5/32:tcp/8080 --smtp-rate 2/minute --smtp-burst 2\n  \
     egress-loader run --dry-run --detach-on-exit\n  \
-    egress-loader run --metrics-addr 127.0.0.1:9184 --docker-host unix:///run/docker.sock")]
+    egress-loader run --metrics-addr 127.0.0.1:9184 --docker-host unix:///run/docker.sock",
+    mut_args(EngineArgs::help(
+        "Docker engine that names the container behind each drop event's source address: \
+         unix:///PATH [default: $DOCKER_HOST if it is a unix:// URL, else \
+         unix:///var/run/docker.sock]. Without a reachable engine, events carry addresses \
+         only (said once in the log)",
+        "Do not ask a Docker engine: events carry addresses only",
+    ))
+)]
 pub struct Args {
     /// TOML configuration file (docs/configuration.md). Followed: a change
     /// on disk (an edit, a file renamed over it, a ConfigMap's symlink swap)
@@ -103,15 +117,8 @@ pub struct Args {
     /// (they are also written to stdout as JSON lines); "none" to disable.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     events_socket: PathBuf,
-    /// Docker engine that names the container behind each drop event's
-    /// source address: unix:///PATH [default: $DOCKER_HOST if it is a unix://
-    /// URL, else unix:///var/run/docker.sock]. Without a reachable engine,
-    /// events carry addresses only (said once in the log).
-    #[arg(long, value_name = "URL")]
-    docker_host: Option<String>,
-    /// Do not ask a Docker engine: events carry addresses only.
-    #[arg(long, conflicts_with = "docker_host")]
-    no_docker: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9184)
     /// [default: off].
     #[arg(long, value_name = "ADDR")]
@@ -135,6 +142,34 @@ impl Args {
             dry_run: self.dry_run,
             no_endpoints: self.no_endpoints,
         }
+    }
+
+    /// The flags of `egress-loader run ..` read back from its command line
+    /// (`reload` reads the running loader's); `None` if it is not `run`, or
+    /// its flags do not parse.
+    pub fn from_command_line(args: &[String]) -> Option<Self> {
+        let [_, subcommand, ..] = args else {
+            return None;
+        };
+        if subcommand != "run" {
+            return None;
+        }
+        let run = <Self as clap::Args>::augment_args(clap::Command::new("run"));
+        let matches = run.try_get_matches_from(&args[1..]).ok()?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).ok()
+    }
+}
+
+#[cfg(test)]
+impl Args {
+    /// What `reload` takes from the flags, to compare two parses.
+    pub fn described(&self) -> String {
+        format!(
+            "{:?} {:?} {:?}",
+            self.config,
+            self.overrides(),
+            self.pin_dir.pins().root()
+        )
     }
 }
 
@@ -170,12 +205,7 @@ pub fn main(a: Args) -> Result {
         )
         .into());
     }
-    let docker = if a.no_docker {
-        None
-    } else {
-        let env = std::env::var("DOCKER_HOST").ok();
-        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())?
-    };
+    let docker = a.engine.endpoint()?;
     let opts = RunOptions {
         policy,
         config_path,
@@ -183,7 +213,7 @@ pub fn main(a: Args) -> Result {
         watch_config: !a.no_watch_config,
         state_file: state_file_arg(&a.state_file),
         overrides,
-        pins: PinDir::new(a.pin_dir.pin_dir),
+        pins: a.pin_dir.pins(),
         mode: a.attach_mode,
         detach_on_exit: a.detach_on_exit,
         rescan: Duration::from_secs_f64(a.rescan),
@@ -191,8 +221,5 @@ pub fn main(a: Args) -> Result {
         docker,
         metrics_addr: a.metrics_addr,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(opts))
+    current_thread()?.block_on(run(opts))
 }

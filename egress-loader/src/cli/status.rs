@@ -2,23 +2,30 @@ use std::path::PathBuf;
 
 use egress_loader::{
     Error,
-    endpoint::engine::DockerEndpoint,
     error::CheckFailure,
-    kernel::pins::PinDir,
     observe::{
         config_record::{DEFAULT_STATE_FILE, state_file_arg},
         status,
     },
 };
 
-use super::{PinDirArg, Result};
+use super::{
+    Result,
+    args::{EngineArgs, PinDirArg},
+};
 
 /// Show what is enforced: interfaces and cgroups attached, program ids, every
 /// running container and the hook that filters it (or UNCOVERED and why),
 /// the policy in the maps.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  egress-loader status\n  egress-loader status --json\n  egress-loader status --check   # liveness probe"
+    after_help = "Examples:\n  egress-loader status\n  egress-loader status --json\n  egress-loader status --check   # liveness probe",
+    mut_args(EngineArgs::help(
+        "Docker engine whose running containers are listed with the hook that filters each: \
+         unix:///PATH [default: $DOCKER_HOST if it is a unix:// URL, else \
+         unix:///var/run/docker.sock]",
+        "Do not ask a Docker engine: interfaces and cgroups only",
+    ))
 )]
 pub struct Args {
     #[command(flatten)]
@@ -27,14 +34,8 @@ pub struct Args {
     /// version is in force ("none": do not read it).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
     state_file: PathBuf,
-    /// Docker engine whose running containers are listed with the hook
-    /// that filters each: unix:///PATH [default: $DOCKER_HOST if it is a
-    /// unix:// URL, else unix:///var/run/docker.sock].
-    #[arg(long, value_name = "URL")]
-    docker_host: Option<String>,
-    /// Do not ask a Docker engine: interfaces and cgroups only.
-    #[arg(long, conflicts_with = "docker_host")]
-    no_docker: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -47,17 +48,8 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result {
     let state_file = state_file_arg(&a.state_file);
-    let engine = if a.no_docker {
-        None
-    } else {
-        let env = std::env::var("DOCKER_HOST").ok();
-        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())?
-    };
-    let s = status::read_with_engine(
-        &PinDir::new(a.pin_dir.pin_dir),
-        state_file.as_deref(),
-        engine.as_ref(),
-    )?;
+    let engine = a.engine.endpoint()?;
+    let s = status::read_with_engine(&a.pin_dir.pins(), state_file.as_deref(), engine.as_ref())?;
     if a.json {
         println!("{}", serde_json::to_string(&s).expect("serializable"));
     } else {

@@ -1,12 +1,13 @@
 use egress_loader::{
     Error,
-    endpoint::engine::DockerEndpoint,
     error::CheckFailure,
-    kernel::pins::PinDir,
     verify::{VerifyOptions, verify},
 };
 
-use super::{PinDirArg, Result};
+use super::{
+    Result,
+    args::{EngineArgs, PinDirArg},
+};
 
 /// Prove, on this host, that each attached bridge and cgroup really filters,
 /// and that no running container is UNCOVERED.
@@ -23,10 +24,18 @@ use super::{PinDirArg, Result};
 /// and counted. With an engine, every UNCOVERED container or network fails.
 /// Exit status 1 if anything fails.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    after_help = "Examples:\n  \
     egress-loader verify                       # every attached bridge\n  \
     egress-loader verify --iface docker0 --iface 'br-*'   # these, attached or not\n  \
-    egress-loader verify --smtp-syns 6 --json  # a full default bucket (burst 5) admits 5, limits 1")]
+    egress-loader verify --smtp-syns 6 --json  # a full default bucket (burst 5) admits 5, limits 1",
+    mut_args(EngineArgs::help(
+        "Docker engine whose containers and networks must all be covered (an UNCOVERED one \
+         fails): unix:///PATH [default: $DOCKER_HOST if it is a unix:// URL, else \
+         unix:///var/run/docker.sock]",
+        "Do not ask a Docker engine: bridges and cgroups only",
+    ))
+)]
 pub struct Args {
     #[command(flatten)]
     pin_dir: PinDirArg,
@@ -39,14 +48,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     smtp_syns: u32,
-    /// Docker engine whose containers and networks must all be covered
-    /// (an UNCOVERED one fails): unix:///PATH [default: $DOCKER_HOST if it
-    /// is a unix:// URL, else unix:///var/run/docker.sock].
-    #[arg(long, value_name = "URL")]
-    docker_host: Option<String>,
-    /// Do not ask a Docker engine: bridges and cgroups only.
-    #[arg(long, conflicts_with = "docker_host")]
-    no_docker: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -54,17 +57,11 @@ pub struct Args {
 
 /// The report first, then the verdict: a FAIL is a failed check (exit 1).
 pub fn main(a: Args) -> Result {
-    let engine = if a.no_docker {
-        None
-    } else {
-        let env = std::env::var("DOCKER_HOST").ok();
-        DockerEndpoint::resolve(a.docker_host.as_deref(), env.as_deref())?
-    };
     let report = verify(&VerifyOptions {
-        pins: PinDir::new(a.pin_dir.pin_dir),
+        pins: a.pin_dir.pins(),
         patterns: a.ifaces,
         smtp_syns: a.smtp_syns,
-        engine,
+        engine: a.engine.endpoint()?,
     })?;
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("serializable"));

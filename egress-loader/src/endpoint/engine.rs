@@ -97,14 +97,6 @@ pub enum EngineError {
     StreamClosed,
 }
 
-/// For the callers that keep the failure only as the reason they show
-/// (`status`'s `engine_error`, `explain --from`'s problem).
-impl From<EngineError> for String {
-    fn from(e: EngineError) -> String {
-        e.to_string()
-    }
-}
-
 /// A Docker engine's unix socket, and where its path came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerEndpoint {
@@ -137,9 +129,23 @@ impl DockerEndpoint {
         })
     }
 
-    /// The engine `run` uses: `--docker-host` (an error if invalid), else
-    /// `DOCKER_HOST` (ignored with a warning if it is not a unix socket),
-    /// else [`DEFAULT_DOCKER_SOCKET`].
+    /// The engine a subcommand asks (`run`, `status`, `verify`, `explain`):
+    /// none with `--no-docker`, else as [`Self::resolve`] picks it from
+    /// `--docker-host` and the environment's `DOCKER_HOST`.
+    pub fn from_flags(
+        docker_host: Option<&str>,
+        no_docker: bool,
+    ) -> Result<Option<Self>, ConfigError> {
+        if no_docker {
+            return Ok(None);
+        }
+        let env = std::env::var("DOCKER_HOST").ok();
+        Self::resolve(docker_host, env.as_deref())
+    }
+
+    /// `--docker-host` (an error if invalid), else `DOCKER_HOST` (ignored
+    /// with a warning if it is not a unix socket), else
+    /// [`DEFAULT_DOCKER_SOCKET`].
     pub fn resolve(flag: Option<&str>, env: Option<&str>) -> Result<Option<Self>, ConfigError> {
         if let Some(url) = flag {
             return Self::parse(url, "--docker-host")
@@ -664,6 +670,14 @@ mod tests {
         assert!(DockerEndpoint::resolve(Some("tcp://h:2375"), None).is_err());
         let default = DockerEndpoint::resolve(None, Some("")).unwrap().unwrap();
         assert_eq!(default.socket, PathBuf::from(DEFAULT_DOCKER_SOCKET));
+        // --no-docker: no engine, whatever --docker-host says; else the
+        // flag wins over any DOCKER_HOST.
+        assert_eq!(
+            DockerEndpoint::from_flags(Some("tcp://h:2375"), true),
+            Ok(None)
+        );
+        let flag = DockerEndpoint::from_flags(Some("unix:///a.sock"), false);
+        assert_eq!(flag.unwrap().unwrap().source, "--docker-host");
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub mod maps;
 pub mod netlink;
 pub mod object;
 pub mod pins;
+pub mod runtime;
 pub mod system;

@@ -41,14 +41,17 @@ use serde::Serialize;
 use crate::{
     Error,
     endpoint::{
-        containers::ContainerInfo,
-        coverage::{ContainerCoverage, HookKind},
+        containers::{self, ContainerInfo},
+        coverage::{self, ContainerCoverage, HookKind},
+        engine::{DockerEndpoint, EngineError, container_addresses},
+        networks,
     },
-    kernel::{cgroup::CgroupAttachment, clock::monotonic_ns, maps, netlink, pins::PinDir},
+    error::ConfigError,
+    kernel::{attach, cgroup::CgroupAttachment, clock::monotonic_ns, maps, netlink, pins::PinDir},
     observe::{
         counters::rule_texts,
         endpoints::{EndpointInfo, EndpointLookup},
-        status::InterfaceStatus,
+        status::{self, InterfaceStatus},
     },
     policy::{
         apply::read_config,
@@ -366,6 +369,124 @@ pub fn address_hook(h: &HostNet, a: IpAddr) -> Hook {
             )),
         ),
     }
+}
+
+/// The client named by `--from` and the hook that judges its connections
+/// to `to`: with no client, any container; for an address, the host's
+/// bridge whose subnet holds it ([`address_hook`]); for a container's name
+/// or id, its coverage as `status` computes it, from the engine that
+/// `docker_host` or `DOCKER_HOST` names. Also the client's address of
+/// `to`'s family (none for any container, or one without an address of
+/// its own: host network, no network).
+pub fn client(
+    pins: &PinDir,
+    from: Option<&str>,
+    to: IpAddr,
+    docker_host: Option<&str>,
+) -> Result<(Option<IpAddr>, Client), Error> {
+    if !pins.is_loaded() {
+        return Err(maps::not_loaded(pins));
+    }
+    let Some(from) = from else {
+        return Ok((
+            None,
+            Client {
+                container: None,
+                hook: Hook::any(),
+            },
+        ));
+    };
+    let want_v4 = to.is_ipv4();
+    // What is attached, as `status` reads it (links/<ifname> pins, legacy
+    // filters): the same reading coverage uses.
+    let interfaces = status::read(pins, None)?.interfaces;
+    if let Ok(ip) = from.parse::<IpAddr>() {
+        if ip.is_ipv4() != want_v4 {
+            return Err(ConfigError::new(
+                "--from",
+                format!("{ip} and {to} are not of one address family"),
+            )
+            .into());
+        }
+        let hook = address_hook(&HostNet::read(&interfaces), ip);
+        return Ok((
+            Some(ip),
+            Client {
+                container: None,
+                hook,
+            },
+        ));
+    }
+    let endpoint = DockerEndpoint::from_flags(docker_host, false)?
+        .ok_or_else(|| ConfigError::new("--from", "DOCKER_HOST is not a unix socket"))?;
+    let rt = crate::kernel::runtime::current_thread()?;
+    let engine_error =
+        |e: EngineError| ConfigError::new("--from", format!("{e} (engine {})", endpoint.url()));
+    let (nets, list) = rt
+        .block_on(async {
+            let docker = endpoint.connect().await?;
+            let nets = networks::list(&docker).await?;
+            let list = containers::list(&docker).await?;
+            Ok::<_, EngineError>((nets, list))
+        })
+        .map_err(engine_error)?;
+    let Some(info) = list
+        .iter()
+        .find(|c| c.name == from || c.name == from.trim_start_matches('/'))
+        .or_else(|| {
+            list.iter()
+                .find(|c| from.len() >= 4 && c.id.starts_with(from))
+        })
+    else {
+        return Err(ConfigError::new(
+            "--from",
+            format!("no running container {from:?} (engine {})", endpoint.url()),
+        )
+        .into());
+    };
+    let attached = status::attached(&interfaces, pins);
+    let cov = coverage::compute(&list, &nets, &attached, |c| {
+        c.pid.map(coverage::host_peers).unwrap_or_default()
+    });
+    let mine = cov
+        .containers
+        .iter()
+        .find(|c| c.id == info.id)
+        .expect("compute covers every container it is given");
+    let hook = container_hook(mine, Some(info), &attach::interfaces(), &attached.cgroups);
+    let addrs = rt
+        .block_on(container_addresses(&endpoint, &info.id))
+        .map_err(engine_error)?;
+    let addr = match of_family(&addrs, want_v4) {
+        Some(ip) => Some(ip),
+        // Host network, or no network: it has no address of its own.
+        None if matches!(hook.kind, "cgroup" | "none" | "uncovered") => None,
+        None => {
+            return Err(ConfigError::new(
+                "--from",
+                format!(
+                    "container {from:?} has no {} address",
+                    if want_v4 { "IPv4" } else { "IPv6" }
+                ),
+            )
+            .into());
+        }
+    };
+    Ok((
+        addr,
+        Client {
+            container: Some(info.name.clone()),
+            hook,
+        },
+    ))
+}
+
+/// The address of `family` among `addrs` (the destination's family).
+fn of_family(addrs: &[(IpAddr, String)], want_v4: bool) -> Option<IpAddr> {
+    addrs
+        .iter()
+        .map(|(ip, _)| *ip)
+        .find(|ip| ip.is_ipv4() == want_v4)
 }
 
 /// A connection to explain: the client's address (unspecified: any

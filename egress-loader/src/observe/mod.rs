@@ -9,6 +9,7 @@
 //! metrics   Prometheus /metrics, read from the maps on every scrape
 //! status    what is attached and enforced now
 //! kernel_log the classifier's aya-log lines (rare conditions) through `log`
+//! loader    the loader running on a pin dir: its pid, command line, directory
 //! ```
 
 pub mod config_record;
@@ -17,5 +18,6 @@ pub mod endpoints;
 pub mod events;
 pub mod explain;
 pub mod kernel_log;
+pub mod loader;
 pub mod metrics;
 pub mod status;

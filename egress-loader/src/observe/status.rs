@@ -10,7 +10,7 @@ use crate::{
     endpoint::{
         containers,
         coverage::{self, Attached, ContainerCoverage, HookKind, NetworkCoverage},
-        engine::DockerEndpoint,
+        engine::{DockerEndpoint, EngineError},
         networks,
     },
     error::Error,
@@ -103,18 +103,18 @@ pub fn coverage(
     let Some(endpoint) = engine else {
         return out;
     };
-    let asked = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
+    // What went wrong is kept as the reason `status` shows.
+    let asked = match crate::kernel::runtime::current_thread() {
+        Ok(rt) => rt
+            .block_on(async {
                 let docker = endpoint.connect().await?;
                 let nets = networks::list(&docker).await?;
                 let list = containers::list(&docker).await?;
-                Ok::<_, String>((nets, list))
+                Ok::<_, EngineError>((nets, list))
             })
-        });
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     match asked {
         Ok((nets, list)) => {
             let c = coverage::compute(&list, &nets, &att, |c| {
@@ -252,10 +252,7 @@ pub fn read_with_engine(
         });
     }
     // Legacy filters carry no pin: ask netlink about every interface.
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    if let Ok(rt) = crate::kernel::runtime::current_thread() {
         for (name, index) in &all {
             let ours = rt
                 .block_on(netlink::legacy_ingress_filters(*index))

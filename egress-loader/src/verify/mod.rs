@@ -163,9 +163,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
         ));
     }
     let names = targets(&opts.patterns, &present, &status, &mut problems);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::kernel::runtime::current_thread()?;
     let mut bridges = Vec::new();
     for (n, name) in names.iter().enumerate() {
         let ifindex = present.iter().find(|(p, _)| p == name).map(|(_, i)| *i);

@@ -86,10 +86,11 @@ impl ProbeRun {
         for key in ["all", "default"] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1");
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+        // A runtime of its own, dropped with this thread: the netlink
+        // connection opened below in the probe's namespace holds that
+        // namespace, which must go when the thread does; the caller's
+        // runtime lives on to the next bridge.
+        let rt = crate::kernel::runtime::current_thread().map_err(|e| e.to_string())?;
         let runtime = rt.enter();
         let (conn, probe_nl, _) =
             rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
