@@ -9,11 +9,17 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, is_timeout};
-use egress_tests::{BpffsMount, LoaderProcess, NetNs};
+use egress_tests::{
+    BpffsMount, ChildGuard, EventsSocket, LoaderProcess, NetNs, loader_bin, wait_until,
+};
+
+pub use egress_tests::TempDir;
 use serde_json::Value;
 
 /// Interface rescan period passed to every loader: a new bridge is picked up
@@ -221,25 +227,20 @@ pub fn assert_http_ok(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> String 
     body
 }
 
-/// A temporary directory, removed on drop (also after a panic).
-pub struct TempDir(pub PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `$TMPDIR/egress-<tag>-<unique>`, created.
-pub fn tempdir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+/// Follows `egress-loader events --socket PATH` from `ns`, once the loader
+/// has made the socket: the follower and its events, one JSON value each.
+pub fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiver<Value>) {
+    assert!(
+        wait_until(READY_TIMEOUT, || socket.path().exists()),
+        "no events socket at {}",
+        socket.path().display()
+    );
+    let mut cmd = ns.command(loader_bin().unwrap());
+    cmd.args(["events", "--socket", socket.arg()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard::spawn(cmd, "egress-loader events").unwrap();
+    let rx = child.json_lines();
+    (child, rx)
 }

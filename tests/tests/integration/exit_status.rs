@@ -4,8 +4,6 @@
 //! host cannot run the filter. Each refusal is also checked to change
 //! nothing (no pins appear).
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     path::Path,
@@ -13,10 +11,10 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
+use egress_tests::require_privileges;
 use egress_tests::{
-    BpffsMount, ChildGuard, NetNs, loader_bin, skip_unless_privileged, topology::Topology,
-    unique_suffix, wait_until,
+    BpffsMount, ChildGuard, NetNs, loader_bin, topology::Topology, unique_suffix, wait_until,
 };
 
 /// `egress-loader ARGS` in `ns`, with a time limit.
@@ -70,9 +68,7 @@ fn path_str(p: &Path) -> &str {
 /// 2 and 4 need no filter; 3 needs none to be there.
 #[test]
 fn refusals_before_anything_runs() {
-    if !skip_unless_privileged("exit_status_refusals") {
-        return;
-    }
+    require_privileges!();
     let ns = NetNs::new("exref").unwrap();
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
@@ -139,9 +135,7 @@ fn refusals_before_anything_runs() {
 /// 0 and 1 around a running loader, then 1 and 3 once it is gone.
 #[test]
 fn while_a_loader_runs_and_after() {
-    if !skip_unless_privileged("exit_status_running") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like("exrun").unwrap_or_else(|e| panic!("topology: {e:#}"));
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
