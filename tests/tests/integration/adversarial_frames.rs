@@ -3,9 +3,9 @@
 //! policy requires and why, are the corpus in tests/src/corpus.rs (which
 //! host_parser.rs also runs on the host, and kernel_vs_host.rs through both).
 
-use egress_tests::require_privileges;
 use egress_tests::{
     corpus::{self, Table},
+    require_privileges,
     test_run::Classifier,
 };
 

@@ -7,10 +7,10 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use crate::common::*;
-use egress_tests::require_privileges;
 use egress_tests::{
     BpffsMount, addrs,
     frames::*,
+    require_privileges,
     topology::Topology,
     wire::{Capture, Layout, mac, send_frames},
 };

@@ -8,9 +8,9 @@ use std::{
 };
 
 use egress_ebpf_common::counters::CounterId::*;
-use egress_tests::require_privileges;
 use egress_tests::{
     frames::*,
+    require_privileges,
     test_run::{Classifier, DROP, PASS},
 };
 

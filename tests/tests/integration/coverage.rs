@@ -29,10 +29,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use egress_tests::cgroups::TestCgroup;
 use egress_tests::docker::start_docker;
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_server, udp_sink};
-use egress_tests::{BpffsMount, LoaderProcess, addrs, wait_until};
+use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 use serde_json::Value;
 
 fn topology(test: &str, containers: usize) -> Topology {

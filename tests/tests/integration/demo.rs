@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use egress_tests::loader::describe_output;
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, LoaderProcess, addrs, wait_until};
+use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 
 fn step(n: u32, title: &str, explanation: &str) {
     println!("\n=== {n}. {title} ===");

@@ -9,10 +9,9 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use crate::common::*;
 use egress_tests::docker::start_docker;
-use egress_tests::require_privileges;
 use egress_tests::{
-    BpffsMount, LoaderProcess, addrs, docker::engine::DockerHost, traffic::tcp_server,
-    unique_suffix, wait_until,
+    BpffsMount, LoaderProcess, addrs, docker::engine::DockerHost, require_privileges,
+    traffic::tcp_server, unique_suffix, wait_until,
 };
 use serde_json::Value;
 

@@ -12,9 +12,9 @@ use std::{
 };
 
 use crate::common::*;
-use egress_tests::require_privileges;
 use egress_tests::{
-    BpffsMount, ChildGuard, NetNs, loader_bin, topology::Topology, unique_suffix, wait_until,
+    BpffsMount, ChildGuard, NetNs, loader_bin, require_privileges, topology::Topology,
+    unique_suffix, wait_until,
 };
 
 /// `egress-loader ARGS` in `ns`, with a time limit.

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use aya::programs::{SchedClassifier, TcAttachType};
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, is_timeout, ping, tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin};
+use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, require_privileges};
 
 /// Ping timeout for a reply that must come back.
 const PING_OK: Duration = Duration::from_secs(3);

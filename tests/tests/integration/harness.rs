@@ -4,10 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{self, http_get, ping, tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, addrs, netns_names, root_interface_names};
+use egress_tests::{BpffsMount, addrs, netns_names, require_privileges, root_interface_names};
 
 const T: Duration = Duration::from_secs(3);
 

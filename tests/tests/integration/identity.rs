@@ -12,10 +12,10 @@ use std::{
 
 use crate::common::*;
 use egress_ebpf_common::endpoint::HANDOFF_MARK;
-use egress_tests::require_privileges;
 use egress_tests::{
     BpffsMount, LoaderProcess, NetNs, addrs,
     frames::{V4, ethernet, tcp},
+    require_privileges,
     topology::Topology,
     traffic::{http_get, tcp_connect, tcp_server},
     wait_until,

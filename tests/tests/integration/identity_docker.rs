@@ -11,10 +11,10 @@ use std::{
 };
 
 use crate::common::*;
-use egress_tests::require_privileges;
 use egress_tests::{
     BpffsMount, LoaderProcess, addrs,
     docker::{engine::DockerHost, images},
+    require_privileges,
     traffic::tcp_server,
     unique_suffix, wait_until,
 };

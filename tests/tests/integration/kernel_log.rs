@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::*;
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_connect, udp_send};
-use egress_tests::{BpffsMount, addrs, unique_suffix, wait_until};
+use egress_tests::{BpffsMount, addrs, require_privileges, unique_suffix, wait_until};
 
 const BUDGET_LINE: &str = "drop-event budget exhausted";
 

@@ -8,8 +8,9 @@ use std::{
 };
 
 use crate::common::*;
-use egress_tests::require_privileges;
-use egress_tests::{BpffsMount, NetNs, addrs, loader_bin, topology::Topology, traffic};
+use egress_tests::{
+    BpffsMount, NetNs, addrs, loader_bin, require_privileges, topology::Topology, traffic,
+};
 use serde_json::Value;
 
 fn topology(test: &str) -> Topology {

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use egress_tests::docker::{DockerHost, images};
-use egress_tests::require_privileges;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, tcp_connect, tcp_server, udp_send};
 use egress_tests::{
-    BpffsMount, EventsSocket, LoaderProcess, NetNs, addrs, loader_bin, unique_suffix, wait_until,
+    BpffsMount, EventsSocket, LoaderProcess, NetNs, addrs, loader_bin, require_privileges,
+    unique_suffix, wait_until,
 };
 use serde_json::Value;
 

@@ -2,9 +2,9 @@
 //! counters. Each test loads its own classifier on its own bpffs.
 
 use egress_ebpf_common::counters::CounterId::{self, *};
-use egress_tests::require_privileges;
 use egress_tests::{
     frames::*,
+    require_privileges,
     test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use std::net::Ipv4Addr;

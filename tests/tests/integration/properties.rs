@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use egress_ebpf_common::counters::CounterId::{self, *};
-use egress_tests::require_privileges;
 use egress_tests::{
     frames::*,
+    require_privileges,
     test_run::{Classifier, DROP, PASS},
 };
 use proptest::{

@@ -8,10 +8,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use egress_ebpf_common::{counters::CounterId::*, parse::parse};
-use egress_tests::require_privileges;
 use egress_tests::{
     frames::*,
     host::reply_to,
+    require_privileges,
     test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};

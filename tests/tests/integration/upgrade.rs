@@ -20,8 +20,9 @@ use crate::common::*;
 use aya::maps::MapInfo;
 use egress_ebpf_common::maps::{COUNTERS, IFACE_CAPACITY, IFACE_COUNTERS};
 use egress_loader::kernel::pins::{LAYOUT_VERSION, PinDir};
-use egress_tests::require_privileges;
-use egress_tests::{BpffsMount, NetNs, addrs, loader_bin, topology::Topology, traffic};
+use egress_tests::{
+    BpffsMount, NetNs, addrs, loader_bin, require_privileges, topology::Topology, traffic,
+};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

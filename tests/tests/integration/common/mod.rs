@@ -1,11 +1,8 @@
-//! Helpers shared by the real-traffic test files (`filter_netns.rs`,
-//! `demo.rs`): starting the loader the same way everywhere and reading the
-//! fields of its `status --json` and `counters --json` output. The harness
+//! Helpers shared by the real-traffic suites (`filter_netns`, `demo`,
+//! `lifecycle`...): starting the loader the same way everywhere and reading
+//! the fields of its `status --json` and `counters --json` output. The harness
 //! (`egress_tests`) deliberately assumes nothing about that JSON beyond its
 //! validity; the shapes these tests rely on are the ones docs/observability.md documents.
-
-// Each test file uses a subset.
-#![allow(dead_code)]
 
 use std::net::IpAddr;
 use std::path::PathBuf;
