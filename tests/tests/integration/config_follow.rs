@@ -24,10 +24,6 @@ const BASE: &str =
 const WITH_WEB: &str = "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n\
                         [[block]]\ncidr = \"198.51.100.25/32\"\n";
 
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
-
 fn sha256_of(path: &Path) -> String {
     egress_loader::policy::build::sha256_hex(&std::fs::read(path).unwrap())
 }

@@ -29,15 +29,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use egress_tests::cgroups::TestCgroup;
 use egress_tests::docker::start_docker;
-use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_server, udp_sink};
 use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 use serde_json::Value;
-
-fn topology(test: &str, containers: usize) -> Topology {
-    Topology::docker_like_with(test, containers)
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn cgroup(tag: &str) -> TestCgroup {
     TestCgroup::new(tag).unwrap_or_else(|e| panic!("a test cgroup: {e:#}"))
@@ -116,7 +110,7 @@ fn daemonset_config(dir: &std::path::Path) -> std::path::PathBuf {
 fn routed_veths_like_calico_and_cilium_are_filtered() {
     require_privileges!();
     let veths = ["cali1a2b3c4d5e", "lxc1a2b3c4d5e6f"];
-    let mut topo = topology("cali", 0);
+    let mut topo = topology_with("cali", 0);
     topo.add_routed_pod(veths[0], Ipv4Addr::new(10, 244, 0, 5))
         .unwrap_or_else(|e| panic!("{e:#}"));
     topo.add_routed_pod(veths[1], Ipv4Addr::new(10, 244, 0, 6))
@@ -190,7 +184,7 @@ fn cgroupfs_pod() -> String {
 #[test]
 fn kubepods_shaped_cgroups_judge_host_network_pods() {
     require_privileges!();
-    let topo = topology("kube", 1);
+    let topo = topology_with("kube", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let cg = cgroup("kube");
@@ -292,7 +286,7 @@ fn kubepods_shaped_cgroups_judge_host_network_pods() {
 #[test]
 fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
     require_privileges!();
-    let topo = topology("kns", 0);
+    let topo = topology_with("kns", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("kns");
     cg.mkdir("kubepods.slice").unwrap();
@@ -408,7 +402,7 @@ fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
 #[test]
 fn cgroup_hooks_judge_host_network_processes_once() {
     require_privileges!();
-    let topo = topology("cgh", 1);
+    let topo = topology_with("cgh", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _imds6 = tcp_server(topo.cloud(), addrs::IMDS_V6, 80).unwrap();
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
@@ -594,7 +588,7 @@ fn cgroup_hooks_judge_host_network_processes_once() {
 #[test]
 fn where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp() {
     require_privileges!();
-    let topo = topology("cgf", 0);
+    let topo = topology_with("cgf", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("fallback");
     cg.mkdir("app").unwrap();
@@ -677,7 +671,7 @@ fn where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp() {
 #[test]
 fn each_host_network_cgroup_has_its_own_smtp_bucket() {
     require_privileges!();
-    let topo = topology("cgb", 0);
+    let topo = topology_with("cgb", 0);
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let cg = cgroup("bucket");
     cg.mkdir("app").unwrap();
@@ -732,7 +726,7 @@ fn each_host_network_cgroup_has_its_own_smtp_bucket() {
 #[test]
 fn cgroup_patterns_follow_new_scopes() {
     require_privileges!();
-    let topo = topology("cgs", 0);
+    let topo = topology_with("cgs", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("slice");
     cg.mkdir("system.slice/ssh.service").unwrap();
@@ -821,7 +815,7 @@ fn cgroup_patterns_follow_new_scopes() {
 #[test]
 fn a_missing_cgroup_is_created_and_said() {
     require_privileges!();
-    let topo = topology("cgm", 1);
+    let topo = topology_with("cgm", 1);
     let cg = cgroup("missing");
     let target = cg.arg("engine/parent");
     let bpffs = BpffsMount::new();
@@ -875,7 +869,7 @@ fn without_cgroup2_the_bridge_filter_runs_and_says_so() {
         eprintln!("no cgroup2 here");
         return;
     };
-    let topo = topology("cgv1", 1);
+    let topo = topology_with("cgv1", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);

@@ -42,10 +42,6 @@ fn loader_without_caps(ns: &NetNs, args: &[&str]) -> Output {
         .expect("run egress-loader")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[track_caller]
 fn expect(out: &Output, code: i32, says: &str, what: &str) {
     let err = stderr(out);

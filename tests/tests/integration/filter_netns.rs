@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use aya::programs::{SchedClassifier, TcAttachType};
-use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, is_timeout, ping, tcp_connect, tcp_server};
 use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, require_privileges};
 
@@ -18,10 +17,6 @@ use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, require_pri
 const PING_OK: Duration = Duration::from_secs(3);
 /// Ping timeout for an echo that must be dropped (ping rounds up to 1 s).
 const PING_DROPPED: Duration = Duration::from_secs(1);
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)

@@ -8,14 +8,8 @@ use std::{
 };
 
 use crate::common::*;
-use egress_tests::{
-    BpffsMount, NetNs, addrs, loader_bin, require_privileges, topology::Topology, traffic,
-};
+use egress_tests::{BpffsMount, NetNs, addrs, loader_bin, require_privileges, traffic};
 use serde_json::Value;
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 /// One `egress-loader ARGS` in `ns`, with a time limit.
 fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
@@ -27,10 +21,6 @@ fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
     let mut cmd = ns.command("timeout");
     cmd.args(&all);
     cmd.output().expect("run egress-loader")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// status without the fields that legitimately differ between reads: the

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use egress_tests::docker::{DockerHost, images};
-use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, tcp_connect, tcp_server, udp_send};
 use egress_tests::{
     BpffsMount, EventsSocket, LoaderProcess, NetNs, addrs, loader_bin, require_privileges,
@@ -24,11 +23,6 @@ use serde_json::Value;
 
 /// Where each test's loader serves metrics, inside its own host namespace.
 const METRICS_PORT: u16 = 9184;
-
-fn topology(test: &str, containers: usize) -> Topology {
-    Topology::docker_like_with(test, containers)
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
@@ -131,7 +125,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn metrics_match_counters_after_traffic() {
     require_privileges!();
-    let topo = topology("omet", 1);
+    let topo = topology_with("omet", 1);
     let bpffs = BpffsMount::new();
     let events = EventsSocket::new("events");
     let c0 = topo.container(0).ns();
@@ -330,7 +324,7 @@ fn metrics_match_counters_after_traffic() {
 #[test]
 fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
     require_privileges!();
-    let mut topo = topology("overif", 1);
+    let mut topo = topology_with("overif", 1);
     topo.add_bridge("br-unf", "172.18.0.0/16")
         .unwrap_or_else(|e| panic!("second bridge: {e:#}"));
     let bpffs = BpffsMount::new();
@@ -447,7 +441,7 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
 #[test]
 fn verify_fails_without_a_filter() {
     require_privileges!();
-    let topo = topology("ovnone", 0);
+    let topo = topology_with("ovnone", 0);
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
     let pins = pins.to_str().unwrap();
@@ -487,7 +481,7 @@ fn wait_event(
 #[test]
 fn events_follow_drops_with_source_address() {
     require_privileges!();
-    let topo = topology("oevt", 2);
+    let topo = topology_with("oevt", 2);
     let bpffs = BpffsMount::new();
     let events = EventsSocket::new("events");
     // An engine that is not there: events degrade to addresses, said once.
@@ -562,7 +556,7 @@ fn events_follow_drops_with_source_address() {
 #[test]
 fn counters_watch_prints_rates() {
     require_privileges!();
-    let topo = topology("owatch", 1);
+    let topo = topology_with("owatch", 1);
     let bpffs = BpffsMount::new();
     let events = EventsSocket::new("events");
     let mut loader = start_loader(

@@ -20,10 +20,6 @@ use egress_tests::wire::{Capture, Layout, mac, send_frames};
 use egress_tests::{BpffsMount, LoaderProcess, addrs};
 use egress_tests::{require_privileges, test_name};
 
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
-
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
 }

@@ -24,10 +24,6 @@ use egress_tests::{
     BpffsMount, NetNs, addrs, loader_bin, require_privileges, topology::Topology, traffic,
 };
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Every path below the pin dir (relative, sorted).
 fn listing(bpffs: &BpffsMount) -> Vec<String> {
     bpffs

@@ -38,6 +38,22 @@ pub const REACHABLE: Duration = Duration::from_secs(3);
 /// exactly one SYN.
 pub const DROPPED: Duration = Duration::from_millis(700);
 
+/// A Docker-like topology with two containers (`test` names its namespaces).
+pub fn topology(test: &str) -> Topology {
+    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+}
+
+/// A Docker-like topology with `containers` containers.
+pub fn topology_with(test: &str, containers: usize) -> Topology {
+    Topology::docker_like_with(test, containers)
+        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+}
+
+/// A command's stderr, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// The pin dir every test uses inside its private bpffs.
 pub fn pin_dir(bpffs: &BpffsMount) -> PathBuf {
     bpffs.path().join("egress")
