@@ -1,9 +1,9 @@
 //! The adversarial corpus: what an attacker in a container can put on the
 //! bridge, as tables of frames with the verdict and counter the policy
-//! requires and why. Run through the kernel by tests/tests/adversarial_frames.rs
-//! (BPF_PROG_TEST_RUN), through the host's copy of the same code by
-//! tests/tests/host_parser.rs, and through both at once by
-//! tests/tests/kernel_vs_host.rs.
+//! requires and why. Run through the kernel by
+//! tests/tests/integration/adversarial_frames.rs (BPF_PROG_TEST_RUN), through
+//! the host's copy of the same code by tests/tests/integration/host_parser.rs,
+//! and through both at once by tests/tests/integration/kernel_vs_host.rs.
 
 use std::net::Ipv4Addr;
 

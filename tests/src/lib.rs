@@ -12,16 +12,16 @@
 //! Typical use:
 //!
 //! ```no_run
-//! use egress_tests::{skip_unless_privileged, topology::Topology, traffic, addrs};
+//! use egress_tests::{require_privileges, topology::Topology, traffic, addrs};
 //! use std::time::Duration;
 //!
-//! if !skip_unless_privileged("my_test") {
-//!     return;
-//! }
+//! # fn my_test() {
+//! require_privileges!();
 //! let topo = Topology::docker_like("mytest").unwrap();
 //! let _srv = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
 //! let body = traffic::http_get(topo.container(0).ns(), addrs::SMTP_V4, 8080, "/", Duration::from_secs(3)).unwrap();
 //! assert!(body.contains("ok"));
+//! # }
 //! ```
 
 pub mod addrs;
@@ -40,12 +40,14 @@ pub mod traffic;
 pub mod wire;
 pub mod workers;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use bpffs::BpffsMount;
-pub use loader::{LoaderProcess, loader_bin, loader_cli};
+pub use loader::{EventsSocket, LoaderProcess, loader_bin, loader_cli};
 pub use netns::{ChildGuard, NetNs};
 pub use topology::{Bridge, Container, Topology};
 pub use traffic::{ServerGuard, UdpSinkGuard};
@@ -120,17 +122,147 @@ pub fn check_ifname(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The test function this is written in, as libtest names it: the module
+/// path below the test crate, then the function
+/// (`lifecycle::status_check_reports_health_for_liveness_probes`), also
+/// from inside a closure of that function.
+#[macro_export]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        $crate::test_name_of(::std::any::type_name_of_val(&here))
+    }};
+}
+
+/// What [`test_name!`] makes of the type name of a function item declared
+/// in the test (`integration::lifecycle::reload::{{closure}}::here`).
+#[doc(hidden)]
+pub fn test_name_of(type_name: &'static str) -> &'static str {
+    let mut name = type_name.strip_suffix("::here").unwrap_or(type_name);
+    while let Some(outer) = name.strip_suffix("::{{closure}}") {
+        name = outer;
+    }
+    name.split_once("::").map_or(name, |(_crate, path)| path)
+}
+
+/// Returns from the test, after `SKIP <test>: <reason>`, unless it can build
+/// network namespaces here ([`skip_unless_privileged`], which fails the test
+/// instead under `CI=true`); `require_privileges!(docker)` also needs a Docker
+/// engine ([`docker::skip_unless_docker`], likewise). The test's name is its
+/// own ([`test_name!`]). Then waits until no test of another suite runs
+/// ([`enter_suite`]) and stays in its suite until the test ends.
+///
+/// ```no_run
+/// # use egress_tests::require_privileges;
+/// #[test]
+/// fn blocks_imds() {
+///     require_privileges!();
+///     // ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! require_privileges {
+    () => {
+        let test = $crate::test_name!();
+        if !$crate::skip_unless_privileged(test) {
+            return;
+        }
+        let _suite = $crate::enter_suite(test);
+    };
+    (docker) => {
+        let test = $crate::test_name!();
+        if !$crate::skip_unless_privileged(test) || !$crate::docker::skip_unless_docker(test) {
+            return;
+        }
+        let _suite = $crate::enter_suite(test);
+    };
+}
+
+/// Writes a line straight to the test's stderr, past the harness's output
+/// capture: tables and timings belong in CI logs even when the test passes.
+#[macro_export]
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut e = ::std::io::stderr().lock();
+        let _ = writeln!(e, $($arg)*);
+    }};
+}
+
+/// The suite whose privileged tests are running, and how many of them.
+struct Running {
+    suite: &'static str,
+    tests: usize,
+}
+
+static RUNNING: Mutex<Running> = Mutex::new(Running {
+    suite: "",
+    tests: 0,
+});
+static SUITE_DONE: Condvar = Condvar::new();
+
+/// Held while a privileged test runs: see [`enter_suite`].
+pub struct SuiteGuard;
+
+/// Waits until no test of another suite than `test`'s (`suite::name`) holds a
+/// guard, then holds one for it. The suites share one process and once were
+/// one binary each, run one after the other: their privileged tests still
+/// run alongside tests of their own suite only (engines, loaders and timing
+/// bounds were measured that way). libtest starts tests in name order, so a
+/// suite's tests come together and a test waits at most for the end of the
+/// suite before it.
+pub fn enter_suite(test: &'static str) -> SuiteGuard {
+    let suite = test.split_once("::").map_or(test, |(suite, _)| suite);
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    while running.tests > 0 && running.suite != suite {
+        running = SUITE_DONE.wait(running).unwrap_or_else(|e| e.into_inner());
+    }
+    running.suite = suite;
+    running.tests += 1;
+    SuiteGuard
+}
+
+impl Drop for SuiteGuard {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        running.tests -= 1;
+        if running.tests == 0 {
+            SUITE_DONE.notify_all();
+        }
+    }
+}
+
+/// A temporary directory, removed on drop (also after a panic).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/egress-<tag>-<unique>`, created.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("egress-{tag}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Whether this test can build network namespaces here. Returns `true` when
 /// it can. Otherwise prints `SKIP <test>: <reason>` and returns `false` —
 /// unless the environment has `CI=true`, where a skipped privileged test is a
 /// failure and this panics instead.
 ///
-/// ```no_run
-/// # use egress_tests::skip_unless_privileged;
-/// if !skip_unless_privileged("blocks_imds") {
-///     return;
-/// }
-/// ```
+/// Tests call it through [`require_privileges!`], which names the test.
 pub fn skip_unless_privileged(test_name: &str) -> bool {
     match privilege_problem() {
         None => true,
@@ -220,6 +352,17 @@ pub fn parse_link_names(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_knows_its_name() {
+        assert_eq!(test_name!(), "tests::a_test_knows_its_name");
+        let inner = || test_name!();
+        assert_eq!(inner(), "tests::a_test_knows_its_name");
+        assert_eq!(
+            test_name_of("integration::lifecycle::reload::{{closure}}::here"),
+            "lifecycle::reload"
+        );
+    }
 
     #[test]
     fn names_are_short_and_unique() {

@@ -19,6 +19,32 @@ use crate::netns::{ChildGuard, NetNs};
 
 pub use egress_devtools::workspace::LOADER_BIN_ENV;
 
+/// A unique path for the loader's events socket (`run --events-socket`),
+/// removed on drop.
+pub struct EventsSocket(PathBuf);
+
+impl EventsSocket {
+    /// `$TMPDIR/egress-<tag>-<unique>.sock` (not created: the loader makes it).
+    pub fn new(tag: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("egress-{tag}-{}.sock", crate::unique_suffix())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as an argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp dir")
+    }
+}
+
+impl Drop for EventsSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// How long a dropped [`LoaderProcess`] gets after SIGTERM before SIGKILL.
 const DROP_TERM_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -48,9 +48,9 @@
 //!    header, ours reads the fields it can reach. Compared: the addresses,
 //!    no port, and a first fragment marked evasive (RFC 7112).
 //!
-//! Used by tests/tests/host_parser.rs and by the fuzz target (fuzz/), which
-//! compiles this file as a module of its own: keep its dependencies to
-//! etherparse, egress-ebpf-common and std.
+//! Used by tests/tests/integration/host_parser.rs and by the fuzz target
+//! (fuzz/), which compiles this file as a module of its own: keep its
+//! dependencies to etherparse, egress-ebpf-common and std.
 
 use egress_ebpf_common::{
     parse::{self, Family, Fragment, PROTO_UNKNOWN, Parsed, Transport, v4_mapped},

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,38 @@ const POLL: Duration = Duration::from_millis(5);
 
 fn setns_err(e: anyhow::Error) -> io::Error {
     io::Error::other(format!("{e:#}"))
+}
+
+/// Runs `during` while a probe GETs the metadata service
+/// ([`crate::addrs::IMDS_V4`], port 80) from `ns` every 50 ms; returns what
+/// `during` returned, the attempts and the successes.
+pub fn with_probe<R>(ns: &NetNs, during: impl FnOnce() -> R) -> (R, u32, u32) {
+    let stop = AtomicBool::new(false);
+    let successes = AtomicU32::new(0);
+    let attempts = AtomicU32::new(0);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                if http_get(
+                    ns,
+                    crate::addrs::IMDS_V4,
+                    80,
+                    "/",
+                    Duration::from_millis(250),
+                )
+                .is_ok()
+                {
+                    successes.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let r = during();
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    (r, attempts.into_inner(), successes.into_inner())
 }
 
 /// A TCP server running in a namespace (see [`tcp_server`]). Stops

@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the narrated end-to-end demo (tests/tests/demo.rs).
+//! `cargo xtask demo`: the narrated end-to-end demo (tests/tests/integration/demo.rs).
 
 use anyhow::Result;
 use clap::Args;
@@ -8,7 +8,7 @@ use crate::{setup, test, util};
 /// Run the end-to-end demo (needs root).
 ///
 /// Runs `setup --test-deps`, builds egress-loader (debug), then
-/// `cargo test -p egress-tests --test demo -- --nocapture` with
+/// `cargo test -p egress-tests --test integration demo:: -- --nocapture` with
 /// EGRESS_LOADER_BIN set, so the demo's narration is shown as it runs.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  cargo xtask demo")]
@@ -24,7 +24,8 @@ pub fn main(_opts: &Options) -> Result<()> {
         "-p",
         "egress-tests",
         "--test",
-        "demo",
+        "integration",
+        "demo::",
         "--",
         "--nocapture",
     ]);

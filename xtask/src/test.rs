@@ -32,7 +32,7 @@ const EBPF_PACKAGE: &str = "egress-ebpf";
 #[command(after_help = "Examples:\n  \
     cargo xtask test                                   # everything\n  \
     cargo xtask test -- -p egress-tests                # only the namespace tests\n  \
-    cargo xtask test -- -p egress-tests --test demo -- --nocapture\n  \
+    cargo xtask test -- -p egress-tests --test integration demo:: -- --nocapture\n  \
     cargo xtask test -- -- --test-threads=1            # args for the test binaries")]
 pub struct Options {
     /// Arguments for `cargo test` (after `--`).
@@ -101,10 +101,10 @@ pub fn main(opts: &Options) -> Result<()> {
     check_root()?;
     setup::ensure(true)?;
     // Statically linked, so that the Docker end-to-end test can put this
-    // very binary into its FROM-scratch image (tests/tests/docker_e2e.rs).
+    // very binary into its FROM-scratch image (tests/tests/integration/docker_e2e.rs).
     let loader = util::build_static_loader(false)?;
     // The Debian package of the (dynamically linked) debug build, for
-    // tests/tests/deploy.rs: its contents, lintian, its check-config.
+    // tests/tests/integration/deploy.rs: its contents, lintian, its check-config.
     let deb = package::build_deb(
         &util::build_loader(false)?,
         &util::target_dir().join("debian-test"),
@@ -175,7 +175,7 @@ mod tests {
         assert!(selects_packages(&strings(&["-pegress-tests"])));
         assert!(selects_packages(&strings(&["--package=egress-tests"])));
         assert!(!selects_packages(&strings(&["--", "-p"])));
-        assert!(!selects_packages(&strings(&["--test", "demo"])));
+        assert!(!selects_packages(&strings(&["--test", "integration"])));
     }
 
     #[test]

@@ -20,6 +20,55 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "kill", "grep", "wc",
 ];
 
+/// The filter container's name in the tests' engines.
+pub const FILTER_CONTAINER: &str = "egress-filter";
+
+/// `docker run` for the filter container [`FILTER_CONTAINER`], as
+/// docs/deployment.md and deploy/compose.yaml run it, up to the image (the
+/// caller adds the image and the loader's arguments): detached, restarted
+/// always, in the engine's network namespace, with a read-only root and a
+/// tmpfs for the events socket, the private bpffs `bpffs` in place of the
+/// machine's /sys/fs/bpf, and [`filter_capabilities`].
+pub fn filter_run_args(dh: &DockerHost, bpffs: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        FILTER_CONTAINER,
+        "--restart",
+        "always",
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/run/egress-filter",
+        "-v",
+    ]
+    .map(String::from)
+    .into();
+    args.push(format!("{}:/sys/fs/bpf", bpffs.display()));
+    args.extend(filter_capabilities(dh).iter().map(|c| c.to_string()));
+    args
+}
+
+/// The capabilities the filter container gets: exactly what the loader
+/// needs (docs/deployment.md, "Capabilities"). Engines before 23.0 do not know
+/// CAP_BPF and CAP_PERFMON; CAP_SYS_ADMIN covers both there.
+pub fn filter_capabilities(dh: &DockerHost) -> &'static [&'static str] {
+    if dh.server_major() >= 23 {
+        &[
+            "--cap-add",
+            "BPF",
+            "--cap-add",
+            "PERFMON",
+            "--cap-add",
+            "NET_ADMIN",
+        ]
+    } else {
+        &["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN"]
+    }
+}
+
 /// The loader binary for the filter image: the one the other tests use
 /// (`EGRESS_LOADER_BIN`, which `cargo xtask test` builds statically) when it
 /// is statically linked, else a static release build (see

@@ -17,3 +17,11 @@ pub mod verdict;
 
 pub use engine::{DockerHost, docker_problem, skip_unless_docker};
 pub use verdict::{Reach, Row, Verdict};
+
+/// A Docker engine for the test (`prefix` names its namespaces) with the
+/// busybox image built in it; panics when either fails.
+pub fn start_docker(prefix: &str) -> DockerHost {
+    let dh = DockerHost::start(prefix).unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
+    images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
+    dh
+}

@@ -4,16 +4,14 @@
 //! and counted, and the policy in force stays. `status` names the file and
 //! the version in force, `/metrics` counts the reloads.
 
-mod common;
-
 use std::{
-    io::Write as _,
     path::Path,
     time::{Duration, Instant},
 };
 
-use common::*;
-use egress_tests::{LoaderProcess, addrs, skip_unless_privileged, topology::Topology, traffic};
+use crate::common::*;
+use egress_tests::{LoaderProcess, addrs, topology::Topology, traffic};
+use egress_tests::{report, require_privileges};
 use serde_json::Value;
 
 /// The issue's bound: a change on disk is in the maps within this.
@@ -25,17 +23,6 @@ const BASE: &str =
     "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n";
 const WITH_WEB: &str = "defaults = false\n[[block]]\ncidr = \"169.254.169.254/32\"\naction = \"reject\"\n\
                         [[block]]\ncidr = \"198.51.100.25/32\"\n";
-
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, $($arg)*);
-    }};
-}
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn sha256_of(path: &Path) -> String {
     egress_loader::policy::build::sha256_hex(&std::fs::read(path).unwrap())
@@ -121,13 +108,11 @@ fn start(
 
 #[test]
 fn an_edit_is_applied_within_a_second_and_a_bad_one_refused() {
-    if !skip_unless_privileged("config_edit") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("cfgedit");
     let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
     let bpffs = egress_tests::BpffsMount::new();
-    let dir = tempdir("cfgedit");
+    let dir = TempDir::new("cfgedit");
     let (config, state) = (dir.join("config.toml"), dir.join("state.json"));
     std::fs::write(&config, BASE).unwrap();
     let loader = start(&topo, &bpffs, &config, &state);
@@ -273,13 +258,11 @@ fn configmap_update(dir: &Path, generation: u32, text: &str) {
 
 #[test]
 fn a_configmap_symlink_swap_is_followed() {
-    if !skip_unless_privileged("config_configmap") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("cfgmap");
     let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
     let bpffs = egress_tests::BpffsMount::new();
-    let dir = tempdir("cfgmap");
+    let dir = TempDir::new("cfgmap");
     let volume = dir.join("volume");
     std::fs::create_dir(&volume).unwrap();
     configmap_update(&volume, 1, BASE);
@@ -317,12 +300,10 @@ fn a_configmap_symlink_swap_is_followed() {
 
 #[test]
 fn without_following_only_sighup_applies() {
-    if !skip_unless_privileged("config_nowatch") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("cfgnow");
     let bpffs = egress_tests::BpffsMount::new();
-    let dir = tempdir("cfgnow");
+    let dir = TempDir::new("cfgnow");
     let (config, state) = (dir.join("config.toml"), dir.join("state.json"));
     std::fs::write(&config, BASE).unwrap();
     let mut loader = start_loader(

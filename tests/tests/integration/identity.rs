@@ -4,20 +4,18 @@
 //! and is named in the drop event; the hand-off mark cannot be forged from
 //! a container's namespace; each packet is judged once.
 
-mod common;
-
 use std::{
     net::{Ipv4Addr, SocketAddr},
     os::fd::AsRawFd,
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use egress_ebpf_common::endpoint::HANDOFF_MARK;
 use egress_tests::{
     BpffsMount, LoaderProcess, NetNs, addrs,
     frames::{V4, ethernet, tcp},
-    skip_unless_privileged,
+    require_privileges,
     topology::Topology,
     traffic::{http_get, tcp_connect, tcp_server},
     wait_until,
@@ -98,9 +96,7 @@ fn forged_syns(topo: &Topology, from: &NetNs, src: Ipv4Addr, dst: Ipv4Addr, port
 
 #[test]
 fn a_forged_source_address_charges_the_forger() {
-    if !skip_unless_privileged("a_forged_source_address_charges_the_forger") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like_with("idfrg", 2).unwrap();
     let (a, b) = (topo.container(0), topo.container(1));
     let smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
@@ -281,9 +277,7 @@ fn metadata_get(ns: &NetNs) -> anyhow::Result<String> {
 /// judges.
 #[test]
 fn a_container_cannot_forge_the_handoff_mark() {
-    if !skip_unless_privileged("a_container_cannot_forge_the_handoff_mark") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like_with("idmrk", 1).unwrap();
     let c = topo.container(0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();

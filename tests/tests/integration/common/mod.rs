@@ -1,19 +1,22 @@
-//! Helpers shared by the real-traffic test files (`filter_netns.rs`,
-//! `demo.rs`): starting the loader the same way everywhere and reading the
-//! fields of its `status --json` and `counters --json` output. The harness
+//! Helpers shared by the real-traffic suites (`filter_netns`, `demo`,
+//! `lifecycle`...): starting the loader the same way everywhere and reading
+//! the fields of its `status --json` and `counters --json` output. The harness
 //! (`egress_tests`) deliberately assumes nothing about that JSON beyond its
 //! validity; the shapes these tests rely on are the ones docs/observability.md documents.
 
-// Each test file uses a subset.
-#![allow(dead_code)]
-
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, is_timeout};
-use egress_tests::{BpffsMount, LoaderProcess, NetNs};
+use egress_tests::{
+    BpffsMount, ChildGuard, EventsSocket, LoaderProcess, NetNs, loader_bin, wait_until,
+};
+
+pub use egress_tests::TempDir;
 use serde_json::Value;
 
 /// Interface rescan period passed to every loader: a new bridge is picked up
@@ -34,6 +37,22 @@ pub const REACHABLE: Duration = Duration::from_secs(3);
 /// SYN retransmission timeout (1 s, TCP_TIMEOUT_INIT), so one attempt sends
 /// exactly one SYN.
 pub const DROPPED: Duration = Duration::from_millis(700);
+
+/// A Docker-like topology with two containers (`test` names its namespaces).
+pub fn topology(test: &str) -> Topology {
+    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+}
+
+/// A Docker-like topology with `containers` containers.
+pub fn topology_with(test: &str, containers: usize) -> Topology {
+    Topology::docker_like_with(test, containers)
+        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
+}
+
+/// A command's stderr, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 /// The pin dir every test uses inside its private bpffs.
 pub fn pin_dir(bpffs: &BpffsMount) -> PathBuf {
@@ -221,25 +240,20 @@ pub fn assert_http_ok(ns: &NetNs, addr: impl Into<IpAddr>, port: u16) -> String 
     body
 }
 
-/// A temporary directory, removed on drop (also after a panic).
-pub struct TempDir(pub PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `$TMPDIR/egress-<tag>-<unique>`, created.
-pub fn tempdir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
+/// Follows `egress-loader events --socket PATH` from `ns`, once the loader
+/// has made the socket: the follower and its events, one JSON value each.
+pub fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiver<Value>) {
+    assert!(
+        wait_until(READY_TIMEOUT, || socket.path().exists()),
+        "no events socket at {}",
+        socket.path().display()
+    );
+    let mut cmd = ns.command(loader_bin().unwrap());
+    cmd.args(["events", "--socket", socket.arg()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = ChildGuard::spawn(cmd, "egress-loader events").unwrap();
+    let rx = child.json_lines();
+    (child, rx)
 }

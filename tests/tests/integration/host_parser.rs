@@ -30,8 +30,7 @@ use egress_tests::{
 };
 use proptest::prelude::*;
 
-mod frame_strategy;
-use frame_strategy::frame_strategy;
+use crate::frame_strategy::frame_strategy;
 
 const IMDS: [u8; 4] = [169, 254, 169, 254];
 const SMTP_HOST: [u8; 4] = [198, 51, 100, 25];

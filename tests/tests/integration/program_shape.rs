@@ -2,7 +2,8 @@
 //! the translated program that decide its cost per packet and that the
 //! source does not show.
 
-use egress_tests::{skip_unless_privileged, test_run::Classifier};
+use egress_tests::require_privileges;
+use egress_tests::test_run::Classifier;
 
 /// Every map lookup in the program is bound to one map, so the kernel calls
 /// the map's own lookup (or inlines it) instead of the generic
@@ -11,9 +12,7 @@ use egress_tests::{skip_unless_privileged, test_run::Classifier};
 /// lookups into one call site did exactly that (see egress-ebpf's view.rs).
 #[test]
 fn every_map_lookup_is_bound_to_one_map() {
-    if !skip_unless_privileged("every_map_lookup_is_bound_to_one_map") {
-        return;
-    }
+    require_privileges!();
     let mut c = Classifier::defaults();
     let info = c.program_info();
     println!(

@@ -1,6 +1,6 @@
 //! Structured random frames near every parser path, cut and bit-flipped:
-//! shared by host_parser.rs (against etherparse) and kernel_vs_host.rs
-//! (kernel against host). Not a test target of its own (a subdirectory).
+//! shared by the suites host_parser (against etherparse) and kernel_vs_host
+//! (kernel against host).
 
 use std::net::Ipv4Addr;
 

@@ -4,19 +4,17 @@
 //! containers started at once get no metadata request through while their
 //! veths are being attached.
 
-mod common;
-
 use std::{
     net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use egress_tests::{
     BpffsMount, LoaderProcess, addrs,
-    docker::{engine::DockerHost, images, skip_unless_docker},
-    skip_unless_privileged,
+    docker::{engine::DockerHost, images},
+    require_privileges,
     traffic::tcp_server,
     unique_suffix, wait_until,
 };
@@ -75,15 +73,12 @@ fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, config: &std::path::Path
 
 #[test]
 fn exceptions_follow_container_labels_and_survive_a_killed_loader() {
-    const TEST: &str = "exceptions_follow_container_labels_and_survive_a_killed_loader";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
     let dh = DockerHost::start("idexc").unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
     images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
     let imds = tcp_server(dh.cloud(), addrs::IMDS_V4, 80).unwrap();
-    let dir = tempdir("idexc");
+    let dir = TempDir::new("idexc");
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -158,16 +153,13 @@ fn exceptions_follow_container_labels_and_survive_a_killed_loader() {
 /// is attached by then or the bridge still judges for it.
 #[test]
 fn fifty_containers_racing_their_attach_get_nothing_through() {
-    const TEST: &str = "fifty_containers_racing_their_attach_get_nothing_through";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     const N: usize = 50;
     let bpffs = BpffsMount::new();
     let dh = DockerHost::start("idrace").unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
     images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
     let imds = tcp_server(dh.cloud(), addrs::IMDS_V4, 80).unwrap();
-    let dir = tempdir("idrace");
+    let dir = TempDir::new("idrace");
     let config = dir.join("config.toml");
     std::fs::write(&config, "").unwrap();
     let loader = start_loader_on(&dh, &bpffs, &config);

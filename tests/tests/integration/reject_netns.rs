@@ -6,24 +6,19 @@
 //! out of the port the packet came in on. Nothing reaches the cloud
 //! namespace's blocked services.
 
-mod common;
-
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use egress_loader::policy::defaults::{KEEP_OPEN, KNOWN_METADATA};
 use egress_loader::policy::values::Protocol;
 use egress_tests::frames::{SYN, V4, tcp, v4_frame};
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_connect, tcp_server, udp_echo, udp_request, udp_sink};
 use egress_tests::wire::{Capture, Layout, mac, send_frames};
-use egress_tests::{BpffsMount, LoaderProcess, addrs, skip_unless_privileged};
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
+use egress_tests::{BpffsMount, LoaderProcess, addrs};
+use egress_tests::{require_privileges, test_name};
 
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
@@ -31,7 +26,7 @@ fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
 
 /// A loader with `config` (TOML) as its `--config`, attached to docker0.
 fn loader_with(topo: &Topology, bpffs: &BpffsMount, config: &str) -> (LoaderProcess, TempDir) {
-    let dir = tempdir("reject");
+    let dir = TempDir::new("reject");
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
     let mut l = start_loader(topo, bpffs, &["--config", path.to_str().unwrap()]);
@@ -61,9 +56,7 @@ fn curl(ns: &egress_tests::NetNs, url: &str) -> (i32, String, f64) {
 
 #[test]
 fn blocked_clients_fail_at_once() {
-    if !skip_unless_privileged("blocked_clients_fail_at_once") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjfast");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -130,9 +123,7 @@ fn blocked_clients_fail_at_once() {
 
 #[test]
 fn dns_on_the_metadata_address_stays_open() {
-    if !skip_unless_privileged("dns_on_the_metadata_address_stays_open") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjdns");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -179,9 +170,7 @@ fn dns_on_the_metadata_address_stays_open() {
 /// endpoint answered, and `explain` saying the same for each.
 #[test]
 fn the_cloud_endpoint_tables_on_real_sockets() {
-    if !skip_unless_privileged("the_cloud_endpoint_tables_on_real_sockets") {
-        return;
-    }
+    require_privileges!();
     let mut topo = topology("rjtable");
     let bpffs = BpffsMount::new();
     let mut have: Vec<IpAddr> = addrs::CLOUD_V4
@@ -297,9 +286,7 @@ fn resets(frames: &[Vec<u8>], from: Ipv4Addr, to: Ipv4Addr) -> usize {
 
 #[test]
 fn a_syn_flood_gets_at_most_the_budget_of_resets() {
-    if !skip_unless_privileged("a_syn_flood_gets_at_most_the_budget_of_resets") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjflood");
     let bpffs = BpffsMount::new();
     let (l, _dir) = loader_with(&topo, &bpffs, "[reject]\nrate = \"1/hour\"\nburst = 5\n");
@@ -395,29 +382,21 @@ fn forged_source(test: &str, config: &str, through_veth: bool) {
 
 #[test]
 fn a_forged_source_gets_its_reset_only_on_its_own_port() {
-    if !skip_unless_privileged("a_forged_source_gets_its_reset_only_on_its_own_port") {
-        return;
-    }
+    require_privileges!();
     // The veth program answers (endpoints are attached by default).
     forged_source("rjforge", "", true);
 }
 
 #[test]
 fn a_forged_source_gets_its_reset_only_on_its_own_port_from_the_bridge() {
-    if !skip_unless_privileged(
-        "a_forged_source_gets_its_reset_only_on_its_own_port_from_the_bridge",
-    ) {
-        return;
-    }
+    require_privileges!();
     // The bridge program answers: its egress forwards by the sender's MAC.
     forged_source("rjforgb", "[attach]\nendpoints = false\n", false);
 }
 
 #[test]
 fn smtp_over_the_limit_can_be_refused() {
-    if !skip_unless_privileged("smtp_over_the_limit_can_be_refused") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjsmtp");
     let bpffs = BpffsMount::new();
     let smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
@@ -498,16 +477,14 @@ fn botocore_fetch(ns: &egress_tests::NetNs, python: &std::path::Path) -> (f64, S
 /// when the SYNs are dropped.
 #[test]
 fn botocore_gives_up_at_once() {
-    const TEST: &str = "botocore_gives_up_at_once";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
+    require_privileges!();
+    let test = test_name!();
     let Some(python) = test_python() else {
         assert!(
             !egress_devtools::machine::in_ci(),
-            "{TEST}: the test tools' python with botocore not found (cargo xtask setup --test-deps)"
+            "{test}: the test tools' python with botocore not found (cargo xtask setup --test-deps)"
         );
-        eprintln!("SKIP {TEST}: botocore not installed (cargo xtask setup --test-deps)");
+        eprintln!("SKIP {test}: botocore not installed (cargo xtask setup --test-deps)");
         return;
     };
     let topo = topology("rjboto");
@@ -620,9 +597,7 @@ fn refused_and_explained(
 /// no subnet of the host, judged by none (and the host's traffic passes).
 #[test]
 fn explain_names_the_hook_real_traffic_meets() {
-    if !skip_unless_privileged("explain_names_the_hook_real_traffic_meets") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjhook");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0);
@@ -701,9 +676,7 @@ fn explain_names_the_hook_real_traffic_meets() {
 /// `explain` says so.
 #[test]
 fn explain_names_the_bridge_before_the_veth_is_attached() {
-    if !skip_unless_privileged("explain_names_the_bridge_before_the_veth_is_attached") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rjhookbr");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0);

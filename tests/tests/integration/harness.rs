@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{self, http_get, ping, tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, addrs, netns_names, root_interface_names, skip_unless_privileged};
+use egress_tests::{BpffsMount, addrs, netns_names, require_privileges, root_interface_names};
 
 const T: Duration = Duration::from_secs(3);
 
@@ -35,9 +35,7 @@ fn assert_no_new_root_links(before: &[String]) {
 
 #[test]
 fn docker_like_topology_carries_traffic_and_cleans_up() {
-    if !skip_unless_privileged("docker_like_topology_carries_traffic_and_cleans_up") {
-        return;
-    }
+    require_privileges!();
     let links_before = root_interface_names().expect("ip -o link");
 
     let topo = Topology::docker_like("smoke").expect("build topology");
@@ -118,9 +116,7 @@ fn docker_like_topology_carries_traffic_and_cleans_up() {
 
 #[test]
 fn user_defined_bridge_gets_its_own_subnet() {
-    if !skip_unless_privileged("user_defined_bridge_gets_its_own_subnet") {
-        return;
-    }
+    require_privileges!();
     let mut topo = Topology::docker_like_with("brtest", 1).expect("build topology");
     let c = topo
         .add_bridge("br-test1", "172.18.0.0/16")
@@ -162,9 +158,7 @@ fn user_defined_bridge_gets_its_own_subnet() {
 
 #[test]
 fn teardown_runs_after_a_panic() {
-    if !skip_unless_privileged("teardown_runs_after_a_panic") {
-        return;
-    }
+    require_privileges!();
     let links_before = root_interface_names().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let res = std::thread::spawn(move || {
@@ -185,9 +179,7 @@ fn teardown_runs_after_a_panic() {
 
 #[test]
 fn netns_guards_and_bpffs() {
-    if !skip_unless_privileged("netns_guards_and_bpffs") {
-        return;
-    }
+    require_privileges!();
     let ns = egress_tests::NetNs::new("guard").unwrap();
     let name = ns.name().to_owned();
     // exec runs inside the namespace: only lo exists there.
@@ -265,9 +257,7 @@ esac
 #[test]
 fn loader_process_with_a_stand_in_binary() {
     use std::os::unix::fs::PermissionsExt;
-    if !skip_unless_privileged("loader_process_with_a_stand_in_binary") {
-        return;
-    }
+    require_privileges!();
     let dir = std::env::temp_dir().join(format!("egress-fake-{}", egress_tests::unique_suffix()));
     std::fs::create_dir(&dir).unwrap();
     struct Rm(std::path::PathBuf);

@@ -5,14 +5,11 @@
 
 use egress_tests::{
     corpus::{self, Table},
-    skip_unless_privileged,
+    require_privileges,
     test_run::Classifier,
 };
 
-fn run_table(test: &str, table: Table) {
-    if !skip_unless_privileged(test) {
-        return;
-    }
+fn run_table(table: Table) {
     let mut c = Classifier::with_policy(table.policy);
     for k in &table.cases {
         c.expect(&k.label(), &k.frame, k.verdict, k.counter);
@@ -21,45 +18,54 @@ fn run_table(test: &str, table: Table) {
 
 #[test]
 fn truncated_at_every_header_boundary() {
-    run_table("truncated", corpus::truncated_at_every_header_boundary());
+    require_privileges!();
+    run_table(corpus::truncated_at_every_header_boundary());
 }
 
 #[test]
 fn ipv4_header_lies() {
-    run_table("ipv4_lies", corpus::ipv4_header_lies());
+    require_privileges!();
+    run_table(corpus::ipv4_header_lies());
 }
 
 #[test]
 fn vlan_stacks() {
-    run_table("vlan_stacks", corpus::vlan_stacks());
+    require_privileges!();
+    run_table(corpus::vlan_stacks());
 }
 
 #[test]
 fn ipv6_extension_header_chains() {
-    run_table("ipv6_chains", corpus::ipv6_extension_header_chains());
+    require_privileges!();
+    run_table(corpus::ipv6_extension_header_chains());
 }
 
 #[test]
 fn ipv4_fragments() {
-    run_table("ipv4_fragments", corpus::ipv4_fragments());
+    require_privileges!();
+    run_table(corpus::ipv4_fragments());
 }
 
 #[test]
 fn ipv6_fragments() {
-    run_table("ipv6_fragments", corpus::ipv6_fragments());
+    require_privileges!();
+    run_table(corpus::ipv6_fragments());
 }
 
 #[test]
 fn every_tcp_flag_combination_with_syn() {
-    run_table("tcp_flags", corpus::every_tcp_flag_combination_with_syn());
+    require_privileges!();
+    run_table(corpus::every_tcp_flag_combination_with_syn());
 }
 
 #[test]
 fn tcp_data_offset_below_five() {
-    run_table("tcp_doff", corpus::tcp_data_offset_below_five());
+    require_privileges!();
+    run_table(corpus::tcp_data_offset_below_five());
 }
 
 #[test]
 fn azure_port_rule_and_fragments() {
-    run_table("azure_fragments", corpus::azure_port_rule_and_fragments());
+    require_privileges!();
+    run_table(corpus::azure_port_rule_and_fragments());
 }

@@ -4,26 +4,19 @@
 //! and starts `egress-loader run --pin-dir <bpffs>/egress --rescan 0.2` in
 //! the topology's host namespace.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use aya::programs::{SchedClassifier, TcAttachType};
-use common::*;
-use egress_tests::topology::Topology;
 use egress_tests::traffic::{http_get, is_timeout, ping, tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, skip_unless_privileged};
+use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, require_privileges};
 
 /// Ping timeout for a reply that must come back.
 const PING_OK: Duration = Duration::from_secs(3);
 /// Ping timeout for an echo that must be dropped (ping rounds up to 1 s).
 const PING_DROPPED: Duration = Duration::from_secs(1);
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
@@ -44,9 +37,7 @@ fn tcx_ingress_programs(ns: &NetNs, iface: &str) -> Vec<u32> {
 
 #[test]
 fn metadata_blocked_other_destinations_reachable() {
-    if !skip_unless_privileged("metadata_blocked_other_destinations_reachable") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fmeta");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -123,9 +114,7 @@ fn metadata_blocked_other_destinations_reachable() {
 
 #[test]
 fn smtp_burst_then_refill() {
-    if !skip_unless_privileged("smtp_burst_then_refill") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fsmtp");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -181,9 +170,7 @@ fn smtp_burst_then_refill() {
 
 #[test]
 fn dry_run_drops_nothing_counts_everything() {
-    if !skip_unless_privileged("dry_run_drops_nothing_counts_everything") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fdry");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -212,9 +199,7 @@ fn dry_run_drops_nothing_counts_everything() {
 
 #[test]
 fn container_to_container_untouched() {
-    if !skip_unless_privileged("container_to_container_untouched") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fc2c");
     let bpffs = BpffsMount::new();
     let (c0, c1) = (topo.container(0), topo.container(1));
@@ -258,9 +243,7 @@ fn container_to_container_untouched() {
 
 #[test]
 fn detach_leaves_no_trace() {
-    if !skip_unless_privileged("detach_leaves_no_trace") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fdet");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -314,9 +297,7 @@ fn detach_leaves_no_trace() {
 
 #[test]
 fn protection_outlives_a_killed_loader() {
-    if !skip_unless_privileged("protection_outlives_a_killed_loader") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("fkill");
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0).ns();
@@ -394,9 +375,7 @@ fn protection_outlives_a_killed_loader() {
 
 #[test]
 fn second_run_on_same_pin_dir_refuses() {
-    if !skip_unless_privileged("second_run_on_same_pin_dir_refuses") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("ftwo");
     let bpffs = BpffsMount::new();
     let mut first = start_loader(&topo, &bpffs, &[]);
@@ -441,9 +420,7 @@ fn second_run_on_same_pin_dir_refuses() {
 
 #[test]
 fn new_bridge_is_filtered_and_vanished_bridge_forgotten() {
-    if !skip_unless_privileged("new_bridge_is_filtered_and_vanished_bridge_forgotten") {
-        return;
-    }
+    require_privileges!();
     const BRIDGE: &str = "br-egrtest8";
     let mut topo = topology("fbrid");
     let bpffs = BpffsMount::new();

@@ -19,44 +19,32 @@
 //!    the engine, which starts only after READY=1 (Type=notify,
 //!    Before=docker.service). Three reboots: no answer may get through.
 
-mod common;
-
 use std::{
-    io::Write as _,
     os::unix::net::UnixDatagram,
     path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use egress_tests::{
     BpffsMount, ChildGuard, addrs,
     docker::{
         DockerHost,
         images::{self, BUSYBOX_IMAGE},
-        skip_unless_docker,
     },
-    skip_unless_privileged,
     traffic::{ServerGuard, tcp_server},
 };
+use egress_tests::{report, require_privileges};
 
-const TEST: &str = "docker_boot_window";
 const FILTER_IMAGE: &str = "egress-filter:boot";
-const FILTER: &str = "egress-filter";
+const FILTER: &str = images::FILTER_CONTAINER;
 const PROBES: usize = 4;
 const REBOOTS: usize = 3;
 /// After the filter is attached (or the probes are back), how long to go
 /// on counting.
 const SETTLE: Duration = Duration::from_secs(2);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, $($arg)*);
-    }};
-}
 
 /// One probe: a restart-always container trying the metadata address every
 /// 50 ms (each try in the background, bounded by 1 s), logging each result.
@@ -233,9 +221,7 @@ fn start_unit_loader(
 
 #[test]
 fn docker_boot_window() {
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let loader = images::image_loader_bin()
         .unwrap_or_else(|e| panic!("a statically linked egress-loader for the image: {e:#}"));
     let bpffs = BpffsMount::new();
@@ -251,36 +237,8 @@ fn docker_boot_window() {
     );
 
     // 1. The container deployment, as docs/deployment.md runs it.
-    let volume = format!("{}:/sys/fs/bpf", bpffs.path().display());
-    let caps: &[&str] = if dh.server_major() >= 23 {
-        &[
-            "--cap-add",
-            "BPF",
-            "--cap-add",
-            "PERFMON",
-            "--cap-add",
-            "NET_ADMIN",
-        ]
-    } else {
-        &["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN"]
-    };
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        FILTER,
-        "--restart",
-        "always",
-        "--network",
-        "host",
-        "--read-only",
-        "--tmpfs",
-        "/run/egress-filter",
-        "-v",
-        &volume,
-    ];
-    args.extend_from_slice(caps);
-    args.push(FILTER_IMAGE);
+    let mut args = images::filter_run_args(&dh, bpffs.path());
+    args.push(FILTER_IMAGE.into());
     dh.docker(&args)
         .unwrap_or_else(|e| panic!("starting the filter: {e:#}"));
     assert!(
@@ -308,7 +266,7 @@ fn docker_boot_window() {
     }
 
     // 2. install-unit from the image, onto a host root of the test's.
-    let host_root = tempdir("bootroot");
+    let host_root = TempDir::new("bootroot");
     std::fs::create_dir_all(host_root.join("etc/systemd")).unwrap();
     let mount = format!("{}:/host", host_root.display());
     let out = dh
@@ -334,7 +292,7 @@ fn docker_boot_window() {
     // As the printed commands say: the container goes, the unit takes over.
     dh.docker(&["update", "--restart", "no", FILTER]).unwrap();
     dh.docker(&["rm", "-f", FILTER]).unwrap();
-    let dir = tempdir("bootunit");
+    let dir = TempDir::new("bootunit");
     let config = host_root.join("etc/egress-filter/config.toml");
     let pins = bpffs.path().join("egress");
     let mut unit_loader: Option<ChildGuard> = None;

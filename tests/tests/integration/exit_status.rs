@@ -4,8 +4,6 @@
 //! host cannot run the filter. Each refusal is also checked to change
 //! nothing (no pins appear).
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     path::Path,
@@ -13,9 +11,9 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use egress_tests::{
-    BpffsMount, ChildGuard, NetNs, loader_bin, skip_unless_privileged, topology::Topology,
+    BpffsMount, ChildGuard, NetNs, loader_bin, require_privileges, topology::Topology,
     unique_suffix, wait_until,
 };
 
@@ -44,10 +42,6 @@ fn loader_without_caps(ns: &NetNs, args: &[&str]) -> Output {
         .expect("run egress-loader")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[track_caller]
 fn expect(out: &Output, code: i32, says: &str, what: &str) {
     let err = stderr(out);
@@ -70,9 +64,7 @@ fn path_str(p: &Path) -> &str {
 /// 2 and 4 need no filter; 3 needs none to be there.
 #[test]
 fn refusals_before_anything_runs() {
-    if !skip_unless_privileged("exit_status_refusals") {
-        return;
-    }
+    require_privileges!();
     let ns = NetNs::new("exref").unwrap();
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
@@ -139,9 +131,7 @@ fn refusals_before_anything_runs() {
 /// 0 and 1 around a running loader, then 1 and 3 once it is gone.
 #[test]
 fn while_a_loader_runs_and_after() {
-    if !skip_unless_privileged("exit_status_running") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like("exrun").unwrap_or_else(|e| panic!("topology: {e:#}"));
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);

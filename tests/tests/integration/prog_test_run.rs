@@ -4,7 +4,7 @@
 use egress_ebpf_common::counters::CounterId::{self, *};
 use egress_tests::{
     frames::*,
-    skip_unless_privileged,
+    require_privileges,
     test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use std::net::Ipv4Addr;
@@ -14,15 +14,10 @@ const ALLOWED: [u8; 4] = [198, 51, 100, 80];
 const WIRESERVER: [u8; 4] = [168, 63, 129, 16];
 const SMTP_HOST: [u8; 4] = [198, 51, 100, 25];
 
-fn classifier(test: &str) -> Option<Classifier> {
-    skip_unless_privileged(test).then(Classifier::defaults)
-}
-
 #[test]
 fn ipv4_destinations() {
-    let Some(mut c) = classifier("ipv4_destinations") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.expect(
         "TCP to an allowed address",
         &v4_tcp(ALLOWED, 80, SYN),
@@ -83,9 +78,8 @@ fn ipv4_destinations() {
 
 #[test]
 fn azure_wireserver_is_blocked_on_its_ports_only() {
-    let Some(mut c) = classifier("azure_wireserver") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.expect(
         "WireServer TCP 80",
         &v4_tcp(WIRESERVER, 80, SYN),
@@ -134,9 +128,8 @@ fn azure_wireserver_is_blocked_on_its_ports_only() {
 
 #[test]
 fn ipv4_header_variants() {
-    let Some(mut c) = classifier("ipv4_header_variants") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let mut opt = V4::new(Ipv4Addr::from(IMDS), IPPROTO_TCP);
     opt.options = vec![1, 1, 1, 0, 0x94, 4, 0, 0, 1, 1, 1, 0]; // NOPs, router alert, EOL: IHL 8
     c.expect(
@@ -174,9 +167,8 @@ fn ipv4_header_variants() {
 
 #[test]
 fn vlan_tags() {
-    let Some(mut c) = classifier("vlan_tags") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let ip = V4::new(Ipv4Addr::from(IMDS), IPPROTO_TCP);
     let seg = tcp(1, 80, SYN);
     c.expect(
@@ -208,9 +200,8 @@ fn vlan_tags() {
 
 #[test]
 fn ipv6_destinations_and_extension_headers() {
-    let Some(mut c) = classifier("ipv6") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.expect(
         "IPv6 TCP to AWS IMDS",
         &v6_tcp("fd00:ec2::254", 80, SYN),
@@ -265,9 +256,8 @@ fn ipv6_destinations_and_extension_headers() {
 
 #[test]
 fn smtp_burst_then_limit() {
-    let Some(mut c) = classifier("smtp_burst_then_limit") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     // Default: 5/minute, burst 5, global.
     for i in 0..5 {
         c.expect(
@@ -327,9 +317,8 @@ fn smtp_burst_then_limit() {
 
 #[test]
 fn dry_run_counts_and_drops_nothing() {
-    let Some(mut c) = classifier("dry_run") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.apply("dry_run = true\n[smtp]\nburst = 1\n");
     c.expect(
         "metadata in dry-run",
@@ -366,9 +355,8 @@ fn dry_run_counts_and_drops_nothing() {
 
 #[test]
 fn not_ip_and_truncated_frames_pass() {
-    let Some(mut c) = classifier("not_ip") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.expect("ARP", &arp(), PASS, Passed);
     let full = v4_tcp(IMDS, 80, SYN);
     // A frame cut inside the IPv4 header cannot be fed this way: the kernel's
@@ -391,9 +379,8 @@ fn not_ip_and_truncated_frames_pass() {
 
 #[test]
 fn per_rule_counters_and_custom_rules() {
-    let Some(mut c) = classifier("per_rule") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.apply(
         r#"
         defaults = false
@@ -447,9 +434,8 @@ fn per_rule_counters_and_custom_rules() {
 
 #[test]
 fn counters_sum_every_verdict() {
-    let Some(mut c) = classifier("counters_sum") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let frames = [
         v4_tcp(IMDS, 80, SYN),
         v4_tcp(ALLOWED, 443, SYN),
@@ -469,9 +455,8 @@ fn counters_sum_every_verdict() {
 
 #[test]
 fn drop_events_are_reported_within_their_budget() {
-    let Some(mut c) = classifier("drop_events") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.apply("[events]\nrate = \"1/minute\"\nburst = 10\n");
     let frame = v4_tcp(IMDS, 80, SYN);
     let (verdict, _) = c.run_repeat(&frame, 100);
@@ -496,9 +481,8 @@ fn drop_events_are_reported_within_their_budget() {
 
 #[test]
 fn disabled_events_report_nothing() {
-    let Some(mut c) = classifier("events_disabled") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     c.apply("[events]\nenabled = false\n");
     c.run_repeat(&v4_tcp(IMDS, 80, SYN), 5);
     assert!(c.drain_events().is_empty());
@@ -511,9 +495,8 @@ fn disabled_events_report_nothing() {
 #[test]
 fn the_bridge_hands_on_a_marked_packet() {
     use egress_ebpf_common::{endpoint::HANDOFF_MARK, maps::PROGRAM};
-    let Some(mut c) = classifier("the_bridge_hands_on_a_marked_packet") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let frame = v4_tcp(IMDS, 80, SYN);
     let before = c.counters();
     let (verdict, mark) = c.run_marked(PROGRAM, &frame, HANDOFF_MARK | 0x5);
@@ -563,9 +546,8 @@ fn the_endpoint_program_judges_counts_and_hands_off() {
         endpoint::{ENDPOINT_EXCEPTED, ExceptionKey, HANDOFF_MARK},
         maps::{ENDPOINT_PROGRAM, PROGRAM},
     };
-    let Some(mut c) = classifier("the_endpoint_program_judges_counts_and_hands_off") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let mut maps = c.endpoint_maps();
     maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
 
@@ -635,11 +617,10 @@ fn endpoint_smtp_budgets() {
         endpoint::{ENDPOINT_OWN_SMTP, ENDPOINT_SMTP_UNLIMITED},
         maps::ENDPOINT_PROGRAM,
     };
-    let Some(mut c) = skip_unless_privileged("endpoint_smtp_budgets").then(|| {
-        Classifier::with_policy("[smtp]\nrate = \"1/hour\"\nburst = 2\nscope = \"per-container\"\n")
-    }) else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::with_policy(
+        "[smtp]\nrate = \"1/hour\"\nburst = 2\nscope = \"per-container\"\n",
+    );
     let mut maps = c.endpoint_maps();
     maps.endpoints.set(1, endpoint_entry(0), 0).unwrap();
     let syn = v4_tcp(SMTP_HOST, 25, SYN);
@@ -689,9 +670,8 @@ fn endpoint_smtp_budgets() {
 #[test]
 fn the_prefilter_is_read_before_the_tries() {
     use egress_ebpf_common::prefilter::{PREFILTER_V4, PREFILTER_V6, Prefilter, hi16};
-    let Some(mut c) = classifier("the_prefilter_is_read_before_the_tries") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::defaults();
     let v4 = c.maps().prefilter.get(&PREFILTER_V4, 0).unwrap();
     let v6 = c.maps().prefilter.get(&PREFILTER_V6, 0).unwrap();
     assert!(!v4.is_open(hi16(169, 254)) && v4.is_open(hi16(198, 51)));

@@ -2,23 +2,14 @@
 //! missing privileges and bpffs explained, the legacy netlink attach path,
 //! restarts with a changed config, reload and SIGHUP.
 
-mod common;
-
 use std::{
     process::Output,
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use common::*;
-use egress_tests::{
-    BpffsMount, NetNs, addrs, loader_bin, skip_unless_privileged, topology::Topology, traffic,
-};
+use crate::common::*;
+use egress_tests::{BpffsMount, NetNs, addrs, loader_bin, require_privileges, traffic};
 use serde_json::Value;
-
-fn topology(test: &str) -> Topology {
-    Topology::docker_like(test).unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 /// One `egress-loader ARGS` in `ns`, with a time limit.
 fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
@@ -32,10 +23,6 @@ fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
     cmd.output().expect("run egress-loader")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// status without the fields that legitimately differ between reads: the
 /// loader's own record of its configuration counts refusals.
 fn policy_snapshot(s: &Value) -> Value {
@@ -43,31 +30,6 @@ fn policy_snapshot(s: &Value) -> Value {
     s.as_object_mut().unwrap().remove("loader_running");
     s.as_object_mut().unwrap().remove("config");
     s
-}
-
-/// Runs `during` while a probe GETs the metadata service from `ns` every
-/// 50 ms; returns what `during` returned, the attempts and the successes.
-fn with_probe<R>(ns: &NetNs, during: impl FnOnce() -> R) -> (R, u32, u32) {
-    let stop = AtomicBool::new(false);
-    let successes = AtomicU32::new(0);
-    let attempts = AtomicU32::new(0);
-    let r = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                if traffic::http_get(ns, addrs::IMDS_V4, 80, "/", Duration::from_millis(250))
-                    .is_ok()
-                {
-                    successes.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let r = during();
-        stop.store(true, Ordering::Relaxed);
-        r
-    });
-    (r, attempts.into_inner(), successes.into_inner())
 }
 
 const BAD_FILES: &[(&str, &str)] = &[
@@ -202,12 +164,10 @@ const BAD_FLAGS: &[(&[&str], &str)] = &[
 /// draws no warning.
 #[test]
 fn open_metadata_is_warned_about() {
-    if !skip_unless_privileged("open_metadata_warned") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("warnmd");
     let bpffs = BpffsMount::new();
-    let dir = tempdir("warnmd");
+    let dir = TempDir::new("warnmd");
     let check = |content: &str| {
         let f = dir.join("c.toml");
         std::fs::write(&f, content).unwrap();
@@ -245,12 +205,10 @@ fn open_metadata_is_warned_about() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    if !skip_unless_privileged("bad_input") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("badin");
     let bpffs = BpffsMount::new();
-    let dir = tempdir("badin");
+    let dir = TempDir::new("badin");
     let config = dir.join("egress.toml");
     std::fs::write(
         &config,
@@ -342,33 +300,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }
 
-/// A temporary directory, removed on drop (also when the test panics).
-struct TempDir(std::path::PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(tag: &str) -> TempDir {
-    let d = std::env::temp_dir().join(format!("egress-{tag}-{}", egress_tests::unique_suffix()));
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
-
 #[test]
 fn missing_privileges_and_bpffs_are_explained() {
-    if !skip_unless_privileged("privileges") {
-        return;
-    }
+    require_privileges!();
     let ns = NetNs::new("nopriv").unwrap();
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
@@ -392,7 +326,7 @@ fn missing_privileges_and_bpffs_are_explained() {
     }
     assert!(!pins.exists(), "nothing may be created without privileges");
     // Privileged, but the pin dir is on an ordinary filesystem.
-    let plain = tempdir("nobpffs");
+    let plain = TempDir::new("nobpffs");
     let out = loader_once(
         &ns,
         &["run", "--pin-dir", plain.join("egress").to_str().unwrap()],
@@ -412,9 +346,7 @@ fn tc_filters(ns: &NetNs, iface: &str) -> String {
 
 #[test]
 fn netlink_attach_path_filters_adopts_and_detaches() {
-    if !skip_unless_privileged("netlink_path") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("nlpath");
     let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _ok = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
@@ -435,7 +367,7 @@ fn netlink_attach_path_filters_adopts_and_detaches() {
     assert_http_refused(c0, addrs::IMDS_V4, 80);
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
 
-    let (second, attempts, successes) = with_probe(c0, || {
+    let (second, attempts, successes) = traffic::with_probe(c0, || {
         first.kill().unwrap();
         std::thread::sleep(Duration::from_millis(700));
         let mut second = start_loader(&topo, &bpffs, &["--attach-mode", "netlink"]);
@@ -477,9 +409,7 @@ fn netlink_attach_path_filters_adopts_and_detaches() {
 
 #[test]
 fn restart_with_a_changed_config_never_opens_a_gap() {
-    if !skip_unless_privileged("restart_changed") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("rstcfg");
     let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
@@ -491,7 +421,7 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
     assert_http_ok(c0, addrs::SMTP_V4, 8080);
     let blocked_before = packets(&counters(&first), "metadata_blocked");
 
-    let dir = tempdir("rstcfg");
+    let dir = TempDir::new("rstcfg");
     let config = dir.join("egress.toml");
     std::fs::write(
         &config,
@@ -499,7 +429,7 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
          [[block]]\ncidr = \"198.51.100.25/32\"\nprotocol = \"tcp\"\nports = [8080]\n",
     )
     .unwrap();
-    let ((second, st), attempts, successes) = with_probe(c0, || {
+    let ((second, st), attempts, successes) = traffic::with_probe(c0, || {
         std::thread::sleep(Duration::from_millis(300));
         first.kill().unwrap();
         let second = start_loader(&topo, &bpffs, &["--config", config.to_str().unwrap()]);
@@ -543,13 +473,11 @@ fn restart_with_a_changed_config_never_opens_a_gap() {
 
 #[test]
 fn reload_and_sighup_apply_a_new_file_without_detaching() {
-    if !skip_unless_privileged("reload") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("reload");
     let _web = traffic::tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
     let bpffs = BpffsMount::new();
-    let dir = tempdir("reload");
+    let dir = TempDir::new("reload");
     let config = dir.join("egress.toml");
     std::fs::write(&config, "[[block]]\ncidr = \"169.254.169.254/32\"\n").unwrap();
     let c0 = topo.container(0).ns();
@@ -592,9 +520,7 @@ fn reload_and_sighup_apply_a_new_file_without_detaching() {
 
 #[test]
 fn status_check_reports_health_for_liveness_probes() {
-    if !skip_unless_privileged("status_check") {
-        return;
-    }
+    require_privileges!();
     let topo = topology("stchk");
     let bpffs = BpffsMount::new();
     let mut loader = start_loader(&topo, &bpffs, &[]);

@@ -10,7 +10,7 @@ use std::{
 use egress_ebpf_common::counters::CounterId::*;
 use egress_tests::{
     frames::*,
-    skip_unless_privileged,
+    require_privileges,
     test_run::{Classifier, DROP, PASS},
 };
 
@@ -111,23 +111,19 @@ fn check_contract(scope: &str) {
 
 #[test]
 fn global_bucket_holds_under_a_two_cpu_flood() {
-    if skip_unless_privileged("global_bucket_flood") {
-        check_contract("global");
-    }
+    require_privileges!();
+    check_contract("global");
 }
 
 #[test]
 fn per_source_bucket_holds_under_a_two_cpu_flood() {
-    if skip_unless_privileged("per_source_bucket_flood") {
-        check_contract("per-source");
-    }
+    require_privileges!();
+    check_contract("per-source");
 }
 
 #[test]
 fn filling_the_per_source_table_gives_no_fresh_buckets() {
-    if !skip_unless_privileged("per_source_eviction") {
-        return;
-    }
+    require_privileges!();
     let capacity = egress_ebpf_common::maps::SMTP_SOURCE_CAPACITY;
     let mut c =
         Classifier::with_policy("[smtp]\nrate = \"1/hour\"\nburst = 2\nscope = \"per-source\"\n");

@@ -22,23 +22,16 @@
 //!   macvlan network reported everywhere, and `status` listing every
 //!   container with its hook.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use egress_tests::cgroups::TestCgroup;
-use egress_tests::topology::Topology;
+use egress_tests::docker::start_docker;
 use egress_tests::traffic::{tcp_server, udp_sink};
-use egress_tests::{BpffsMount, LoaderProcess, addrs, skip_unless_privileged, wait_until};
+use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 use serde_json::Value;
-
-fn topology(test: &str, containers: usize) -> Topology {
-    Topology::docker_like_with(test, containers)
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
 
 fn cgroup(tag: &str) -> TestCgroup {
     TestCgroup::new(tag).unwrap_or_else(|e| panic!("a test cgroup: {e:#}"))
@@ -115,12 +108,9 @@ fn daemonset_config(dir: &std::path::Path) -> std::path::PathBuf {
 /// are what is tested.
 #[test]
 fn routed_veths_like_calico_and_cilium_are_filtered() {
-    const TEST: &str = "routed_veths_like_calico_and_cilium_are_filtered";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
+    require_privileges!();
     let veths = ["cali1a2b3c4d5e", "lxc1a2b3c4d5e6f"];
-    let mut topo = topology("cali", 0);
+    let mut topo = topology_with("cali", 0);
     topo.add_routed_pod(veths[0], Ipv4Addr::new(10, 244, 0, 5))
         .unwrap_or_else(|e| panic!("{e:#}"));
     topo.add_routed_pod(veths[1], Ipv4Addr::new(10, 244, 0, 6))
@@ -131,7 +121,7 @@ fn routed_veths_like_calico_and_cilium_are_filtered() {
     for pod in topo.containers() {
         assert_http_ok(pod.ns(), addrs::IMDS_V4, 80);
     }
-    let dir = tempdir("cni");
+    let dir = TempDir::new("cni");
     let config = daemonset_config(&dir);
     let bpffs = BpffsMount::new();
     // The ConfigMap's `kubepods` needs a node: no cgroup hooks here.
@@ -193,11 +183,8 @@ fn cgroupfs_pod() -> String {
 /// them keeps the metadata service.
 #[test]
 fn kubepods_shaped_cgroups_judge_host_network_pods() {
-    const TEST: &str = "kubepods_shaped_cgroups_judge_host_network_pods";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("kube", 1);
+    require_privileges!();
+    let topo = topology_with("kube", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let cg = cgroup("kube");
@@ -298,11 +285,8 @@ fn kubepods_shaped_cgroups_judge_host_network_pods() {
 /// refuses to start and says why.
 #[test]
 fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
-    const TEST: &str = "a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("kns", 0);
+    require_privileges!();
+    let topo = topology_with("kns", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("kns");
     cg.mkdir("kubepods.slice").unwrap();
@@ -367,7 +351,7 @@ fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
         "{err}"
     );
     // With it (the hostPath), attached; the pod that starts later is judged.
-    let dir = tempdir("kns");
+    let dir = TempDir::new("kns");
     let log = dir.join("loader.log");
     let log_file = std::fs::File::create(&log).unwrap();
     let mut cmd = in_pod(
@@ -417,11 +401,8 @@ fn a_loader_in_its_own_cgroup_namespace_uses_the_nodes_tree() {
 /// it for a host service.
 #[test]
 fn cgroup_hooks_judge_host_network_processes_once() {
-    const TEST: &str = "cgroup_hooks_judge_host_network_processes_once";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("cgh", 1);
+    require_privileges!();
+    let topo = topology_with("cgh", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _imds6 = tcp_server(topo.cloud(), addrs::IMDS_V6, 80).unwrap();
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
@@ -606,11 +587,8 @@ fn cgroup_hooks_judge_host_network_processes_once() {
 /// connect() as everywhere.
 #[test]
 fn where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp() {
-    const TEST: &str = "where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("cgf", 0);
+    require_privileges!();
+    let topo = topology_with("cgf", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("fallback");
     cg.mkdir("app").unwrap();
@@ -692,11 +670,8 @@ fn where_cgroup_skb_cannot_load_the_sendmsg_hooks_judge_udp() {
 /// empty another's.
 #[test]
 fn each_host_network_cgroup_has_its_own_smtp_bucket() {
-    const TEST: &str = "each_host_network_cgroup_has_its_own_smtp_bucket";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("cgb", 0);
+    require_privileges!();
+    let topo = topology_with("cgb", 0);
     let _smtp = tcp_server(topo.cloud(), addrs::SMTP_V4, 25).unwrap();
     let cg = cgroup("bucket");
     cg.mkdir("app").unwrap();
@@ -750,11 +725,8 @@ fn each_host_network_cgroup_has_its_own_smtp_bucket() {
 /// one slice. A pattern attaches to each scope as it appears.
 #[test]
 fn cgroup_patterns_follow_new_scopes() {
-    const TEST: &str = "cgroup_patterns_follow_new_scopes";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("cgs", 0);
+    require_privileges!();
+    let topo = topology_with("cgs", 0);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let cg = cgroup("slice");
     cg.mkdir("system.slice/ssh.service").unwrap();
@@ -842,11 +814,8 @@ fn cgroup_patterns_follow_new_scopes() {
 /// bad path refused.
 #[test]
 fn a_missing_cgroup_is_created_and_said() {
-    const TEST: &str = "a_missing_cgroup_is_created_and_said";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let topo = topology("cgm", 1);
+    require_privileges!();
+    let topo = topology_with("cgm", 1);
     let cg = cgroup("missing");
     let target = cg.arg("engine/parent");
     let bpffs = BpffsMount::new();
@@ -894,16 +863,13 @@ fn a_missing_cgroup_is_created_and_said() {
 /// host-network containers are not.
 #[test]
 fn without_cgroup2_the_bridge_filter_runs_and_says_so() {
-    const TEST: &str = "without_cgroup2_the_bridge_filter_runs_and_says_so";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
+    require_privileges!();
     let Some(fs) = egress_loader::kernel::cgroup::CgroupFs::find() else {
         // Already a v1-only host: the loader's own checks below still apply.
         eprintln!("no cgroup2 here");
         return;
     };
-    let topo = topology("cgv1", 1);
+    let topo = topology_with("cgv1", 1);
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
@@ -941,7 +907,7 @@ fn without_cgroup2_the_bridge_filter_runs_and_says_so() {
         "--cgroup",
         "auto",
     ]);
-    let log = tempdir("cgv1");
+    let log = TempDir::new("cgv1");
     let log_file = std::fs::File::create(log.join("loader.log")).unwrap();
     cmd.stdout(log_file.try_clone().unwrap()).stderr(log_file);
     let _loader = egress_tests::ChildGuard::spawn(cmd, "egress-loader run (no cgroup2)").unwrap();
@@ -971,15 +937,8 @@ fn without_cgroup2_the_bridge_filter_runs_and_says_so() {
 
 // ---- with a real Docker engine ----
 
-use egress_tests::docker::{DockerHost, Reach, images, skip_unless_docker};
-use egress_tests::{ChildGuard, NetNs, loader_bin, unique_suffix};
-use std::sync::mpsc;
-
-fn start_docker(prefix: &str) -> DockerHost {
-    let dh = DockerHost::start(prefix).unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
-    images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
-    dh
-}
+use egress_tests::docker::{DockerHost, Reach, images};
+use egress_tests::{EventsSocket, NetNs};
 
 /// Programs on `iface`'s TCX ingress, asked in `ns` (fast enough to time an attach).
 fn tcx_ingress(ns: &NetNs, iface: &str) -> usize {
@@ -990,40 +949,6 @@ fn tcx_ingress(ns: &NetNs, iface: &str) -> usize {
         .and_then(Result::ok)
         .map(|(_, p)| p.len())
         .unwrap_or(0)
-}
-
-/// A unique events socket path, removed on drop.
-struct EventsSocket(std::path::PathBuf);
-
-impl EventsSocket {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("egress-cov-{}.sock", unique_suffix())))
-    }
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp dir")
-    }
-}
-
-impl Drop for EventsSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiver<Value>) {
-    assert!(
-        wait_until(READY_TIMEOUT, || socket.0.exists()),
-        "no events socket at {}",
-        socket.0.display()
-    );
-    let mut cmd = ns.command(loader_bin().unwrap());
-    cmd.args(["events", "--socket", socket.arg()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = ChildGuard::spawn(cmd, "egress-loader events").unwrap();
-    let rx = child.json_lines();
-    (child, rx)
 }
 
 /// The value of the unlabelled gauge `name` in an OpenMetrics text.
@@ -1065,10 +990,7 @@ const METRICS_PORT: u16 = 9184;
 /// with its hook.
 #[test]
 fn engine_networks_are_attached_and_reported() {
-    const TEST: &str = "engine_networks_are_attached_and_reported";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
     let dh = start_docker("cvnet");
     let imds_server = tcp_server(dh.cloud(), addrs::IMDS_V4, 80).unwrap();
@@ -1362,12 +1284,9 @@ fn engine_networks_are_attached_and_reported() {
 /// first syscall.
 #[test]
 fn host_network_containers_are_refused_at_once() {
-    const TEST: &str = "host_network_containers_are_refused_at_once";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("cov");
     let dh = start_docker("cvhost");
     let _imds = tcp_server(dh.cloud(), addrs::IMDS_V4, 80).unwrap();
     let _smtp = tcp_server(dh.cloud(), addrs::SMTP_V4, 25).unwrap();

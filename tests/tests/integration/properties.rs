@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use egress_ebpf_common::counters::CounterId::{self, *};
 use egress_tests::{
     frames::*,
-    skip_unless_privileged,
+    require_privileges,
     test_run::{Classifier, DROP, PASS},
 };
 use proptest::{
@@ -185,9 +185,7 @@ fn moved(
 
 #[test]
 fn random_well_formed_frames_match_the_policy() {
-    if !skip_unless_privileged("random_well_formed_frames") {
-        return;
-    }
+    require_privileges!();
     let c = std::cell::RefCell::new(Classifier::with_policy(GENEROUS));
     let mut runner = TestRunner::new(Config {
         cases: 1500,
@@ -215,9 +213,7 @@ fn random_well_formed_frames_match_the_policy() {
 
 #[test]
 fn random_bytes_never_confuse_the_classifier() {
-    if !skip_unless_privileged("random_bytes") {
-        return;
-    }
+    require_privileges!();
     let c = std::cell::RefCell::new(Classifier::with_policy(GENEROUS));
     let strategy = (
         prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x8100), any::<u16>()],

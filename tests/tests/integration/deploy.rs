@@ -5,34 +5,23 @@
 //! the Kubernetes manifests (kustomize builds them, and every object
 //! validates against the Kubernetes schemas offline).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
+use crate::common::*;
 use aya::programs::{SchedClassifier, TcAttachType};
-use common::*;
-use egress_tests::{
-    BpffsMount, ChildGuard, NetNs, addrs, loader_bin, skip_unless_privileged, topology::Topology,
-};
+use egress_tests::{BpffsMount, ChildGuard, NetNs, addrs, loader_bin, topology::Topology};
+use egress_tests::{report, require_privileges, test_name};
 
 const UNIT: &str = "deploy/systemd/egress-filter.service";
 const UNIT_NAME: &str = "egress-filter.service";
 /// The engines the unit must come before (and be wanted by).
 const ENGINES: [&str; 3] = ["docker.service", "containerd.service", "kubelet.service"];
-
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, $($arg)*);
-    }};
-}
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,7 +77,7 @@ fn unit_keys(unit: &str) -> BTreeMap<String, String> {
 /// A root directory for `systemd-analyze verify --root`: the machine's
 /// own unit files (so sysinit.target and friends resolve), nothing else.
 fn systemd_root(tag: &str) -> TempDir {
-    let root = tempdir(tag);
+    let root = TempDir::new(tag);
     std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
     let out = run(Command::new("cp")
         .arg("-a")
@@ -128,8 +117,8 @@ fn verify(analyze: &Path, root: &Path, unit: &str, manpath: Option<&Path>) {
 
 #[test]
 fn the_unit_verifies_and_orders_the_filter_before_the_engines() {
-    const TEST: &str = "unit_verifies";
-    let Some(analyze) = require(TEST, "systemd-analyze", "Debian: systemd") else {
+    let test = test_name!();
+    let Some(analyze) = require(test, "systemd-analyze", "Debian: systemd") else {
         return;
     };
     let unit = std::fs::read_to_string(workspace_root().join(UNIT)).unwrap();
@@ -253,7 +242,7 @@ fn the_unit_verifies_and_orders_the_filter_before_the_engines() {
         "dry_run = true\n"
     );
     // Not a systemd root: refused, nothing written.
-    let empty = tempdir("noroot");
+    let empty = TempDir::new("noroot");
     let refused = run(Command::new(loader_bin().unwrap())
         .args(["install-unit", "--root"])
         .arg(&*empty));
@@ -294,11 +283,9 @@ fn tcx_programs(ns: &NetNs, iface: &str) -> usize {
 /// the filter.
 #[test]
 fn the_units_capabilities_are_enough_and_ready_means_in_force() {
-    const TEST: &str = "unit_caps";
-    if !skip_unless_privileged(TEST) {
-        return;
-    }
-    let Some(setpriv) = require(TEST, "setpriv", "Debian: util-linux") else {
+    require_privileges!();
+    let test = test_name!();
+    let Some(setpriv) = require(test, "setpriv", "Debian: util-linux") else {
         return;
     };
     let unit = std::fs::read_to_string(workspace_root().join(UNIT)).unwrap();
@@ -310,7 +297,7 @@ fn the_units_capabilities_are_enough_and_ready_means_in_force() {
     let topo = Topology::docker_like("unitcap").unwrap_or_else(|e| panic!("{e:#}"));
     let _imds = egress_tests::traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let bpffs = BpffsMount::new();
-    let dir = tempdir("unitcap");
+    let dir = TempDir::new("unitcap");
     let pins = pin_dir(&bpffs);
     let spawn = |caps: &[String], notify: Option<&Path>| {
         let mut cmd = topo.host().command(&setpriv);
@@ -414,19 +401,19 @@ fn the_units_capabilities_are_enough_and_ready_means_in_force() {
 
 #[test]
 fn the_package_installs_what_a_docker_host_needs() {
-    const TEST: &str = "deb_package";
+    let test = test_name!();
     let Some(deb) = std::env::var_os("EGRESS_DEB").map(PathBuf::from) else {
         assert!(
             !in_ci(),
-            "{TEST}: EGRESS_DEB is not set (cargo xtask test builds the package)"
+            "{test}: EGRESS_DEB is not set (cargo xtask test builds the package)"
         );
-        eprintln!("SKIP {TEST}: EGRESS_DEB not set; run `cargo xtask test`");
+        eprintln!("SKIP {test}: EGRESS_DEB not set; run `cargo xtask test`");
         return;
     };
     let (Some(dpkg_deb), Some(lintian), Some(analyze)) = (
-        require(TEST, "dpkg-deb", "Debian: dpkg"),
-        require(TEST, "lintian", "Debian: lintian"),
-        require(TEST, "systemd-analyze", "Debian: systemd"),
+        require(test, "dpkg-deb", "Debian: dpkg"),
+        require(test, "lintian", "Debian: lintian"),
+        require(test, "systemd-analyze", "Debian: systemd"),
     ) else {
         return;
     };
@@ -464,7 +451,7 @@ fn the_package_installs_what_a_docker_host_needs() {
     ] {
         assert!(files.iter().any(|f| f == want), "{want} not in the package");
     }
-    let control = tempdir("debctl");
+    let control = TempDir::new("debctl");
     let out = run(Command::new(&dpkg_deb).arg("-e").arg(&deb).arg(&*control));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
@@ -493,7 +480,7 @@ fn the_package_installs_what_a_docker_host_needs() {
     );
     // As shipped, the packaged config is exactly the defaults.
     let defaults = run(Command::new(&bin).args(["check-config", "--defaults"]));
-    let tmp = tempdir("debdefaults");
+    let tmp = TempDir::new("debdefaults");
     std::fs::write(tmp.join("d.toml"), &defaults.stdout).unwrap();
     let of_defaults = run(Command::new(&bin)
         .arg("check-config")
@@ -545,8 +532,8 @@ fn the_package_installs_what_a_docker_host_needs() {
 
 #[test]
 fn the_kubernetes_manifests_build_and_validate() {
-    const TEST: &str = "k8s_manifests";
-    let Some(kubectl) = require(TEST, "kubectl", "Debian: kubernetes-client") else {
+    let test = test_name!();
+    let Some(kubectl) = require(test, "kubectl", "Debian: kubernetes-client") else {
         return;
     };
     let validate = std::env::var_os("EGRESS_KUBERNETES_VALIDATE")
@@ -556,9 +543,9 @@ fn the_kubernetes_manifests_build_and_validate() {
     let Some(validate) = validate else {
         assert!(
             !in_ci(),
-            "{TEST}: kubernetes-validate not found (cargo xtask setup --test-deps)"
+            "{test}: kubernetes-validate not found (cargo xtask setup --test-deps)"
         );
-        eprintln!("SKIP {TEST}: kubernetes-validate not found (cargo xtask setup --test-deps)");
+        eprintln!("SKIP {test}: kubernetes-validate not found (cargo xtask setup --test-deps)");
         return;
     };
     let out = run(Command::new(kubectl)
@@ -570,7 +557,7 @@ fn the_kubernetes_manifests_build_and_validate() {
         text(&out.stderr)
     );
     let manifests = text(&out.stdout);
-    let dir = tempdir("k8s");
+    let dir = TempDir::new("k8s");
     let file = dir.join("egress-filter.yaml");
     std::fs::write(&file, &manifests).unwrap();
     let out = run(Command::new(&validate).arg("--strict").arg(&file));

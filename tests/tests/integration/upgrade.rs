@@ -10,51 +10,19 @@
 //! current names, a map of another size, as a release that changed that map
 //! would have.
 
-mod common;
-
 use std::{
     path::Path,
     process::{Command, Output},
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
+use crate::common::*;
 use aya::maps::MapInfo;
-use common::*;
 use egress_ebpf_common::maps::{COUNTERS, IFACE_CAPACITY, IFACE_COUNTERS};
 use egress_loader::kernel::pins::{LAYOUT_VERSION, PinDir};
 use egress_tests::{
-    BpffsMount, NetNs, addrs, loader_bin, skip_unless_privileged, topology::Topology, traffic,
+    BpffsMount, NetNs, addrs, loader_bin, require_privileges, topology::Topology, traffic,
 };
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs `during` while a probe GETs the metadata service from `ns` every
-/// 50 ms; returns what `during` returned, the attempts and the successes.
-fn with_probe<R>(ns: &NetNs, during: impl FnOnce() -> R) -> (R, u32, u32) {
-    let stop = AtomicBool::new(false);
-    let successes = AtomicU32::new(0);
-    let attempts = AtomicU32::new(0);
-    let r = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                attempts.fetch_add(1, Ordering::Relaxed);
-                if traffic::http_get(ns, addrs::IMDS_V4, 80, "/", Duration::from_millis(250))
-                    .is_ok()
-                {
-                    successes.fetch_add(1, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let r = during();
-        stop.store(true, Ordering::Relaxed);
-        r
-    });
-    (r, attempts.into_inner(), successes.into_inner())
-}
 
 /// Every path below the pin dir (relative, sorted).
 fn listing(bpffs: &BpffsMount) -> Vec<String> {
@@ -94,9 +62,7 @@ fn loader_once(ns: &NetNs, args: &[&str]) -> Output {
 
 #[test]
 fn an_older_layout_is_migrated_without_a_gap() {
-    if !skip_unless_privileged("upgrade") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like("upgrad").unwrap_or_else(|e| panic!("{e:#}"));
     let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let bpffs = BpffsMount::new();
@@ -136,7 +102,7 @@ fn an_older_layout_is_migrated_without_a_gap() {
         stderr(&reader)
     );
 
-    let ((new, took), attempts, successes) = with_probe(c0, || {
+    let ((new, took), attempts, successes) = traffic::with_probe(c0, || {
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
         let new = start_loader(&topo, &bpffs, &["--events-socket", "none"]);
@@ -204,9 +170,7 @@ fn an_older_layout_is_migrated_without_a_gap() {
 
 #[test]
 fn a_newer_layout_is_refused_and_nothing_changes() {
-    if !skip_unless_privileged("downgrade") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like("downgr").unwrap_or_else(|e| panic!("{e:#}"));
     let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
     let bpffs = BpffsMount::new();

@@ -2,16 +2,14 @@
 //! a rare condition made to happen with real traffic, shown once, at its
 //! level, however long the condition lasts within the log budget.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_connect, udp_send};
-use egress_tests::{BpffsMount, addrs, skip_unless_privileged, unique_suffix, wait_until};
+use egress_tests::{BpffsMount, addrs, require_privileges, unique_suffix, wait_until};
 
 const BUDGET_LINE: &str = "drop-event budget exhausted";
 
@@ -37,9 +35,7 @@ impl Drop for ConfigFile {
 
 #[test]
 fn an_exhausted_event_budget_is_logged_once_as_a_warning() {
-    if !skip_unless_privileged("an_exhausted_event_budget_is_logged_once_as_a_warning") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like_with("klog", 1)
         .unwrap_or_else(|e| panic!("building the topology: {e:#}"));
     let bpffs = BpffsMount::new();

@@ -21,23 +21,22 @@
 //! removed when the test ends, also when it fails.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use egress_tests::docker::images::{self, BUSYBOX_IMAGE};
 use egress_tests::docker::verdict::{Comparison, render_table};
-use egress_tests::docker::{DockerHost, Reach, Row, Verdict, skip_unless_docker};
+use egress_tests::docker::{DockerHost, Reach, Row, Verdict};
 use egress_tests::traffic::{ServerGuard, tcp_server};
-use egress_tests::{BpffsMount, NetNs, addrs, skip_unless_privileged};
+use egress_tests::{BpffsMount, NetNs, addrs};
+use egress_tests::{report, require_privileges};
 use serde_json::Value;
 
-const TEST: &str = "docker_engine_end_to_end";
 /// The filter image, built into the test's engine from deploy/Dockerfile.
 const FILTER_IMAGE: &str = "egress-filter:e2e";
 /// The filter container's name, as in docs/deployment.md.
-const FILTER: &str = "egress-filter";
+const FILTER: &str = images::FILTER_CONTAINER;
 /// The user-defined network created after the filter started.
 const NETWORK: &str = "e2e-net";
 /// The rate limit the filter (and the iptables `-m limit` rule) is given:
@@ -56,15 +55,6 @@ const HTTP_TIMEOUT_S: u32 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A bridge created after the filter started must be filtered within this.
 const NEW_BRIDGE_DEADLINE: Duration = Duration::from_secs(1);
-
-/// Writes straight to the test's stderr, past the harness's output capture:
-/// the table and the timings belong in CI logs even when the test passes.
-macro_rules! report {
-    ($($arg:tt)*) => {{
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, $($arg)*);
-    }};
-}
 
 /// Wall-clock time of each phase.
 struct Phases {
@@ -359,24 +349,6 @@ fn inspect(dh: &DockerHost, container: &str, format: &str) -> String {
         .unwrap_or_else(|e| panic!("docker inspect {container}: {e:#}"))
 }
 
-/// The capabilities the filter container gets: exactly what the loader
-/// needs (docs/deployment.md, "Capabilities"). Engines before 23.0 do not know
-/// CAP_BPF and CAP_PERFMON; CAP_SYS_ADMIN covers both there.
-fn filter_capabilities(dh: &DockerHost) -> &'static [&'static str] {
-    if dh.server_major() >= 23 {
-        &[
-            "--cap-add",
-            "BPF",
-            "--cap-add",
-            "PERFMON",
-            "--cap-add",
-            "NET_ADMIN",
-        ]
-    } else {
-        &["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN"]
-    }
-}
-
 /// Starts `name` on `network` (`bridge` is docker0), labelled `label`.
 fn start_client(
     dh: &DockerHost,
@@ -444,9 +416,7 @@ fn event_through_exec(dh: &DockerHost, cloud: &Cloud, client: &Client) -> Value 
 
 #[test]
 fn docker_engine_end_to_end() {
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let mut phases = Phases::new();
     let loader = images::image_loader_bin()
         .unwrap_or_else(|e| panic!("a statically linked egress-loader for the image: {e:#}"));
@@ -477,34 +447,19 @@ fn docker_engine_end_to_end() {
 
     // The filter, as docs/deployment.md runs it, with a private bpffs in place of
     // the machine's /sys/fs/bpf.
-    let volume = format!("{}:/sys/fs/bpf", bpffs.path().display());
     let smtp_burst = SMTP_BURST.to_string();
-    let mut run_args = vec![
-        "run",
-        "-d",
-        "--name",
-        FILTER,
-        "--restart",
-        "always",
-        "--network",
-        "host",
-        // As deploy/compose.yaml runs it: a read-only root, with a tmpfs for
-        // the events socket.
-        "--read-only",
-        "--tmpfs",
-        "/run/egress-filter",
-        "-v",
-        volume.as_str(),
-    ];
-    run_args.extend_from_slice(filter_capabilities(&dh));
-    run_args.extend_from_slice(&[
-        FILTER_IMAGE,
-        "run",
-        "--smtp-rate",
-        SMTP_RATE,
-        "--smtp-burst",
-        smtp_burst.as_str(),
-    ]);
+    let mut run_args = images::filter_run_args(&dh, bpffs.path());
+    run_args.extend(
+        [
+            FILTER_IMAGE,
+            "run",
+            "--smtp-rate",
+            SMTP_RATE,
+            "--smtp-burst",
+            &smtp_burst,
+        ]
+        .map(String::from),
+    );
     report!("$ docker {}", run_args.join(" "));
     dh.docker(&run_args)
         .unwrap_or_else(|e| panic!("starting the filter container: {e:#}"));

@@ -6,21 +6,17 @@
 //! Every loader gets its own events socket and, where it serves metrics, a
 //! port on the loopback of the topology's own host namespace.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use egress_tests::docker::{DockerHost, images, skip_unless_docker};
-use egress_tests::topology::Topology;
+use crate::common::*;
+use egress_tests::docker::{DockerHost, images};
 use egress_tests::traffic::{http_get, tcp_connect, tcp_server, udp_send};
 use egress_tests::{
-    BpffsMount, ChildGuard, LoaderProcess, NetNs, addrs, loader_bin, skip_unless_privileged,
+    BpffsMount, EventsSocket, LoaderProcess, NetNs, addrs, loader_bin, require_privileges,
     unique_suffix, wait_until,
 };
 use serde_json::Value;
@@ -28,31 +24,8 @@ use serde_json::Value;
 /// Where each test's loader serves metrics, inside its own host namespace.
 const METRICS_PORT: u16 = 9184;
 
-fn topology(test: &str, containers: usize) -> Topology {
-    Topology::docker_like_with(test, containers)
-        .unwrap_or_else(|e| panic!("building the topology: {e:#}"))
-}
-
 fn sock(addr: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(addr.into(), port)
-}
-
-/// A unique events socket path, removed on drop.
-struct EventsSocket(PathBuf);
-
-impl EventsSocket {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("egress-events-{}.sock", unique_suffix())))
-    }
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp dir")
-    }
-}
-
-impl Drop for EventsSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// One sample of the OpenMetrics text.
@@ -151,12 +124,10 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn metrics_match_counters_after_traffic() {
-    if !skip_unless_privileged("metrics_match_counters_after_traffic") {
-        return;
-    }
-    let topo = topology("omet", 1);
+    require_privileges!();
+    let topo = topology_with("omet", 1);
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("events");
     let c0 = topo.container(0).ns();
     let veth = topo.container(0).host_veth();
     let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
@@ -352,14 +323,12 @@ fn metrics_match_counters_after_traffic() {
 
 #[test]
 fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
-    if !skip_unless_privileged("verify_passes_on_filtered_bridge_fails_on_unfiltered") {
-        return;
-    }
-    let mut topo = topology("overif", 1);
+    require_privileges!();
+    let mut topo = topology_with("overif", 1);
     topo.add_bridge("br-unf", "172.18.0.0/16")
         .unwrap_or_else(|e| panic!("second bridge: {e:#}"));
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("events");
     // The probes carry TTL 1: even through the unfiltered bridge nothing
     // reaches the cloud namespace.
     let imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
@@ -471,10 +440,8 @@ fn verify_passes_on_filtered_bridge_fails_on_unfiltered() {
 
 #[test]
 fn verify_fails_without_a_filter() {
-    if !skip_unless_privileged("verify_fails_without_a_filter") {
-        return;
-    }
-    let topo = topology("ovnone", 0);
+    require_privileges!();
+    let topo = topology_with("ovnone", 0);
     let bpffs = BpffsMount::new();
     let pins = pin_dir(&bpffs);
     let pins = pins.to_str().unwrap();
@@ -490,23 +457,6 @@ fn verify_fails_without_a_filter() {
         "{}",
         text(&out)
     );
-}
-
-/// Follows `egress-loader events --socket PATH` from `ns`.
-fn follow_events(ns: &NetNs, socket: &EventsSocket) -> (ChildGuard, mpsc::Receiver<Value>) {
-    assert!(
-        wait_until(READY_TIMEOUT, || socket.0.exists()),
-        "no events socket at {}",
-        socket.0.display()
-    );
-    let mut cmd = ns.command(loader_bin().unwrap());
-    cmd.args(["events", "--socket", socket.arg()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = ChildGuard::spawn(cmd, "egress-loader events").unwrap();
-    let rx = child.json_lines();
-    (child, rx)
 }
 
 /// Repeats `attempt` until an event that satisfies `want` arrives.
@@ -530,12 +480,10 @@ fn wait_event(
 
 #[test]
 fn events_follow_drops_with_source_address() {
-    if !skip_unless_privileged("events_follow_drops_with_source_address") {
-        return;
-    }
-    let topo = topology("oevt", 2);
+    require_privileges!();
+    let topo = topology_with("oevt", 2);
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("events");
     // An engine that is not there: events degrade to addresses, said once.
     let missing = format!("unix:///nonexistent-{}/docker.sock", unique_suffix());
     let mut loader = start_loader(
@@ -607,12 +555,10 @@ fn events_follow_drops_with_source_address() {
 
 #[test]
 fn counters_watch_prints_rates() {
-    if !skip_unless_privileged("counters_watch_prints_rates") {
-        return;
-    }
-    let topo = topology("owatch", 1);
+    require_privileges!();
+    let topo = topology_with("owatch", 1);
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("events");
     let mut loader = start_loader(
         &topo,
         &bpffs,
@@ -674,12 +620,9 @@ fn counters_watch_prints_rates() {
 
 #[test]
 fn events_name_real_containers() {
-    const TEST: &str = "events_name_real_containers";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
-    let events = EventsSocket::new();
+    let events = EventsSocket::new("events");
     let dh = DockerHost::start("oedk").unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
     images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
     let mut loader = LoaderProcess::run_in_ns(

@@ -3,16 +3,14 @@
 //! work in a throwaway sandbox of network namespaces, for a newcomer. It is
 //! also a real test: every outcome it narrates is asserted.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use egress_tests::loader::describe_output;
 use egress_tests::topology::Topology;
 use egress_tests::traffic::{tcp_connect, tcp_server};
-use egress_tests::{BpffsMount, LoaderProcess, addrs, skip_unless_privileged, wait_until};
+use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 
 fn step(n: u32, title: &str, explanation: &str) {
     println!("\n=== {n}. {title} ===");
@@ -49,9 +47,7 @@ fn show_cli(loader: &LoaderProcess, subcommand: &str) -> String {
 
 #[test]
 fn demo() {
-    if !skip_unless_privileged("demo") {
-        return;
-    }
+    require_privileges!();
 
     step(
         1,

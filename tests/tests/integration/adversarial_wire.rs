@@ -4,15 +4,13 @@
 //! stopped never arrives; the controls beside them do (so a broken capture
 //! cannot pass the test).
 
-mod common;
-
 use std::{net::Ipv4Addr, time::Duration};
 
-use common::*;
+use crate::common::*;
 use egress_tests::{
     BpffsMount, addrs,
     frames::*,
-    skip_unless_privileged,
+    require_privileges,
     topology::Topology,
     wire::{Capture, Layout, mac, send_frames},
 };
@@ -43,9 +41,7 @@ fn v4_marked(dst: Ipv4Addr, proto: u8, mark: u16, f: impl FnOnce(&mut V4)) -> V4
 
 #[test]
 fn hostile_frames_on_the_wire() {
-    if !skip_unless_privileged("hostile_frames_on_the_wire") {
-        return;
-    }
+    require_privileges!();
     let topo = Topology::docker_like("wire").unwrap_or_else(|e| panic!("{e:#}"));
     // Room for frames larger than a page, so the kernel builds paged skbs.
     let c0 = topo.container(0);

@@ -5,28 +5,18 @@
 //! never limited; and a container that is gone leaves the per-container
 //! metrics while the host's totals keep its counts.
 
-mod common;
-
 use std::{net::Ipv4Addr, time::Duration};
 
-use common::*;
+use crate::common::*;
+use egress_tests::docker::start_docker;
 use egress_tests::{
-    BpffsMount, LoaderProcess, addrs,
-    docker::{engine::DockerHost, images, skip_unless_docker},
-    skip_unless_privileged,
-    traffic::tcp_server,
-    unique_suffix, wait_until,
+    BpffsMount, LoaderProcess, addrs, docker::engine::DockerHost, require_privileges,
+    traffic::tcp_server, unique_suffix, wait_until,
 };
 use serde_json::Value;
 
 const RELAY: &str = "role=mail-relay";
 const BULK: &str = "role=bulk";
-
-fn start_docker(prefix: &str) -> DockerHost {
-    let dh = DockerHost::start(prefix).unwrap_or_else(|e| panic!("starting Docker: {e:#}"));
-    images::build_busybox_image(&dh).unwrap_or_else(|e| panic!("busybox image: {e:#}"));
-    dh
-}
 
 fn start_loader_on(dh: &DockerHost, bpffs: &BpffsMount, extra: &[&str]) -> LoaderProcess {
     let host = dh.docker_host();
@@ -80,14 +70,11 @@ fn smtp_attempts(dh: &DockerHost, name: &str, n: usize) -> Vec<bool> {
 /// containers. Real `nc` clients connect to a real SMTP sink.
 #[test]
 fn an_exceptions_own_smtp_budget_is_charged_by_nobody_else() {
-    const TEST: &str = "an_exceptions_own_smtp_budget_is_charged_by_nobody_else";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
     let dh = start_docker("epsmtp");
     let smtp = tcp_server(dh.cloud(), addrs::SMTP_V4, 25).unwrap();
-    let dir = tempdir("epsmtp");
+    let dir = TempDir::new("epsmtp");
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -205,10 +192,7 @@ fn series(text: &str, name: &str, labels: &[String]) -> Vec<(String, f64)> {
 /// `counters`); the host's totals keep what it was counted for.
 #[test]
 fn a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts() {
-    const TEST: &str = "a_gone_containers_series_leave_the_metrics_and_the_totals_keep_its_counts";
-    if !skip_unless_privileged(TEST) || !skip_unless_docker(TEST) {
-        return;
-    }
+    require_privileges!(docker);
     let bpffs = BpffsMount::new();
     let dh = start_docker("epgone");
     let _imds = tcp_server(dh.cloud(), addrs::IMDS_V4, 80).unwrap();

@@ -5,17 +5,15 @@
 //! counter, the same rule. The adversarial corpus, then structured random
 //! frames under policies that reach every decision path.
 
-mod frame_strategy;
-
+use crate::frame_strategy::frame_strategy;
 use egress_ebpf_common::{counters::CounterId, rules::NO_RULE};
 use egress_tests::frames::*;
 use egress_tests::{
     corpus,
     host::{judge, model},
-    skip_unless_privileged,
     test_run::Classifier,
 };
-use frame_strategy::frame_strategy;
+use egress_tests::{require_privileges, test_name};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use std::net::Ipv4Addr;
 
@@ -65,9 +63,7 @@ fn compare(
 
 #[test]
 fn the_adversarial_corpus_in_kernel_and_host() {
-    if !skip_unless_privileged("the_adversarial_corpus_in_kernel_and_host") {
-        return;
-    }
+    require_privileges!();
     for table in corpus::all() {
         let mut kernel = Classifier::with_policy(table.policy);
         let host = model(table.policy);
@@ -89,9 +85,7 @@ fn the_adversarial_corpus_in_kernel_and_host() {
 /// frames rarely reach.
 #[test]
 fn smtp_bucket_sequences_in_kernel_and_host() {
-    if !skip_unless_privileged("smtp_bucket_sequences_in_kernel_and_host") {
-        return;
-    }
+    require_privileges!();
     let syn_from = |src: [u8; 4], dport: u16| {
         let mut h = V4::new(Ipv4Addr::from([198, 51, 100, 25]), IPPROTO_TCP);
         h.src = Ipv4Addr::from(src);
@@ -132,9 +126,6 @@ const BLOCKS: &str = "\
 [[block]]\ncidr = \"2001:db8::/32\"\nprotocol = \"udp\"\n";
 
 fn random_frames_agree(test: &str, policy: &str) {
-    if !skip_unless_privileged(test) {
-        return;
-    }
     let kernel = std::cell::RefCell::new(Classifier::with_policy(policy));
     let host = model(policy);
     let (ran, refused) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
@@ -169,16 +160,18 @@ fn random_frames_agree(test: &str, policy: &str) {
 
 #[test]
 fn random_frames_enforcing_global_bucket() {
+    require_privileges!();
     random_frames_agree(
-        "random_frames_enforcing_global_bucket",
+        test_name!(),
         &format!("{BLOCKS}[smtp]\nrate = \"1/hour\"\nburst = 5\n"),
     );
 }
 
 #[test]
 fn random_frames_dry_run_per_source_buckets() {
+    require_privileges!();
     random_frames_agree(
-        "random_frames_dry_run_per_source_buckets",
+        test_name!(),
         &format!(
             "dry_run = true\n{BLOCKS}[smtp]\nrate = \"1/hour\"\nburst = 2\nscope = \"per-source\"\n"
         ),

@@ -11,16 +11,12 @@ use egress_ebpf_common::{counters::CounterId::*, parse::parse};
 use egress_tests::{
     frames::*,
     host::reply_to,
-    skip_unless_privileged,
+    require_privileges,
     test_run::{Classifier, DROP, PASS, REDIRECT},
 };
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 const IMDS: [u8; 4] = [169, 254, 169, 254];
-
-fn classifier(name: &str, policy: &str) -> Option<Classifier> {
-    skip_unless_privileged(name).then(|| Classifier::with_policy(policy))
-}
 
 /// The 16-bit ones' complement sum check of a checksummed region.
 fn sums_to_zero(bytes: &[u8]) -> bool {
@@ -82,9 +78,8 @@ fn check_headers(what: &str, out: &[u8]) {
 
 #[test]
 fn resets_and_unreachables_are_the_host_builders_byte_for_byte() {
-    let Some(mut c) = classifier("reject_bytes", "") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::with_policy("");
     // A SYN: seq 0, ack = seq + 1, RST|ACK, ports and addresses swapped.
     let syn = to_this_host(v4_tcp(IMDS, 80, SYN));
     let r = answered(&mut c, "IPv4 SYN", &syn);
@@ -164,9 +159,8 @@ fn resets_and_unreachables_are_the_host_builders_byte_for_byte() {
 
 #[test]
 fn what_is_not_answered_is_dropped_and_counted() {
-    let Some(mut c) = classifier("reject_not", "") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::with_policy("");
     let syn = to_this_host(v4_tcp(IMDS, 80, SYN));
     let mut group = syn.clone();
     group[6] |= 1;
@@ -220,10 +214,8 @@ fn what_is_not_answered_is_dropped_and_counted() {
 
 #[test]
 fn the_reply_budget_then_silent_drops() {
-    let Some(mut c) = classifier("reject_budget", "[reject]\nrate = \"1/hour\"\nburst = 3\n")
-    else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::with_policy("[reject]\nrate = \"1/hour\"\nburst = 3\n");
     let syn = to_this_host(v4_tcp(IMDS, 80, SYN));
     let verdicts: Vec<u32> = (0..6).map(|_| c.run(&syn)).collect();
     assert_eq!(verdicts, [REDIRECT, REDIRECT, REDIRECT, DROP, DROP, DROP]);
@@ -238,12 +230,10 @@ fn the_reply_budget_then_silent_drops() {
 
 #[test]
 fn drop_rules_dry_run_and_smtp_over_limit() {
-    let Some(mut c) = classifier(
-        "reject_modes",
+    require_privileges!();
+    let mut c = Classifier::with_policy(
         "[[block]]\ncidr = \"10.0.0.0/8\"\n[smtp]\nburst = 1\nrate = \"1/hour\"\nover_limit = \"reject\"\n",
-    ) else {
-        return;
-    };
+    );
     // A rule without `action` drops silently.
     let f = to_this_host(v4_tcp([10, 1, 1, 1], 80, SYN));
     assert_eq!(c.run(&f), DROP);
@@ -263,9 +253,8 @@ fn drop_rules_dry_run_and_smtp_over_limit() {
 
 #[test]
 fn drop_events_say_what_became_of_the_reply() {
-    let Some(mut c) = classifier("reject_events", "") else {
-        return;
-    };
+    require_privileges!();
+    let mut c = Classifier::with_policy("");
     c.drain_events();
     c.run(&to_this_host(v4_tcp(IMDS, 80, SYN)));
     let mut group = to_this_host(v4_tcp(IMDS, 80, SYN));
