@@ -549,7 +549,7 @@ mod tests {
 
     /// The smallest frames by hand; the full parser suite (every path, with
     /// the test harness's frame builders, and against etherparse) is in
-    /// tests/tests/host_parser.rs.
+    /// tests/tests/integration/host_parser.rs.
     #[test]
     fn minimal_frames() {
         let mut f = [0u8; 14 + 20 + 20];

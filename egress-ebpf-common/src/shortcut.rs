@@ -13,7 +13,7 @@
 //! short for its ports, which is a fragment. Anything else returns false and
 //! takes the full decision: TCP, a fragment, an IPv6 extension header, a
 //! header cut short. The host's tests hold
-//! this to [`decide`] over random headers (tests/tests/host_parser.rs).
+//! this to [`decide`] over random headers (tests/tests/integration/host_parser.rs).
 //!
 //! [`decide`]: crate::decide::decide
 

@@ -26,7 +26,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("nsenter", "util-linux"),
     ("iptables", "iptables"),
-    // The deployment tests (tests/tests/deploy.rs): the unit, the package,
+    // The deployment tests (tests/tests/integration/deploy.rs): the unit, the package,
     // the Kubernetes manifests.
     ("systemd-analyze", "systemd"),
     ("setpriv", "util-linux"),
@@ -38,12 +38,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 ];
 
 /// From PyPI: offline validation of the Kubernetes manifests against the
-/// API's schemas, which it ships (tests/tests/deploy.rs). Installed into a
+/// API's schemas, which it ships (tests/tests/integration/deploy.rs). Installed into a
 /// virtual environment of its own under the target directory.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 /// From PyPI, into the same virtual environment: the AWS SDK core whose
-/// instance-metadata credential fetcher tests/tests/reject_netns.rs runs as
+/// instance-metadata credential fetcher tests/tests/integration/reject_netns.rs runs as
 /// a real client against a rejected metadata address.
 const BOTOCORE: &str = "botocore==1.44.8";
 
