@@ -13,6 +13,7 @@
 //! apply    Policy -> map contents, written without a partial state
 //! trace    a connection as the decision sees it, judged by the kernel's code
 //! check    what a policy leaves open that it should not (warnings)
+//! refused  configuration files the loader refuses, and what each refusal names
 //! ```
 
 pub mod apply;
@@ -23,6 +24,7 @@ pub mod defaults;
 pub mod error;
 pub mod flags;
 pub mod glob;
+pub mod refused;
 pub mod schema;
 pub mod trace;
 pub mod values;

@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::common::*;
+use egress_loader::policy::refused::REFUSED_FILES;
 use egress_tests::{BpffsMount, NetNs, addrs, loader_bin, require_privileges, traffic};
 use serde_json::Value;
 
@@ -31,118 +32,6 @@ fn policy_snapshot(s: &Value) -> Value {
     s.as_object_mut().unwrap().remove("config");
     s
 }
-
-const BAD_FILES: &[(&str, &str)] = &[
-    ("[[block]]\ncidr = \"10.0.0.0/33\"\n", "block[0].cidr"),
-    ("[[block]]\ncidr = \"10.0.0.1/8\"\n", "block[0].cidr"),
-    ("[[block]]\ncidr = \"not-an-address\"\n", "block[0].cidr"),
-    ("[[block]]\ncidr = \"fd00::/129\"\n", "block[0].cidr"),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"icmp\"\n",
-        "block[0].protocol",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nports = [80]\n",
-        "block[0].ports",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [0]\n",
-        "block[0].ports[0]",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [70000]\n",
-        "block[0].ports[0]",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = []\n",
-        "block[0].ports",
-    ),
-    ("block = []\n", "block"),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\n[[block]]\ncidr = \"10.0.0.0/8\"\n",
-        "block[1]",
-    ),
-    ("[smtp]\nports = []\n", "smtp.ports"),
-    ("[smtp]\nports = [0]\n", "smtp.ports[0]"),
-    ("[smtp]\nports = [70000]\n", "smtp.ports[0]"),
-    ("[smtp]\nports = [25, 25]\n", "smtp.ports[1]"),
-    ("[smtp]\nrate = \"0/minute\"\n", "smtp.rate"),
-    ("[smtp]\nrate = \"5/fortnight\"\n", "smtp.rate"),
-    ("[smtp]\nrate = \"five/minute\"\n", "smtp.rate"),
-    ("[smtp]\nrate = \"5\"\n", "smtp.rate"),
-    ("[smtp]\nburst = 0\n", "smtp.burst"),
-    ("[smtp]\nburst = -3\n", "smtp.burst"),
-    ("[smtp]\nscope = \"everyone\"\n", "smtp.scope"),
-    ("[attach]\ninterfaces = []\n", "attach.interfaces"),
-    ("[attach]\ninterfaces = [\"\"]\n", "attach.interfaces[0]"),
-    (
-        "[attach]\ninterfaces = [\"docker0\", \"docker0\"]\n",
-        "attach.interfaces[1]",
-    ),
-    ("[events]\nburst = 0\n", "events.burst"),
-    ("[smtp]\nover_limit = \"refuse\"\n", "smtp.over_limit"),
-    ("[smtp]\nover_limit = 1\n", "over_limit"),
-    ("[reject]\nrate = \"0/second\"\n", "reject.rate"),
-    ("[reject]\nburst = 0\n", "reject.burst"),
-    ("[reject]\nburst = 2000000\n", "reject.burst"),
-    ("defaults = \"no\"\n", "defaults"),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n",
-        "block[0].action",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = []\n",
-        "block[0].except_ports",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [0]\n",
-        "block[0].except_ports[0]",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53, 53]\n",
-        "block[0].except_ports[1]",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = [80]\nexcept_ports = [53]\n",
-        "block[0].except_ports",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_protocol = \"udp\"\n",
-        "block[0].except_protocol",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nexcept_ports = [53]\nexcept_protocol = \"icmp\"\n",
-        "block[0].except_protocol",
-    ),
-    (
-        "[[block]]\ncidr = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nexcept_ports = [53]\nexcept_protocol = \"udp\"\n",
-        "block[0].except_protocol",
-    ),
-    ("[[unblock]]\nname = \"nope\"\n", "unblock[0].name"),
-    ("[[unblock]]\ncidr = \"10.0.0.0/8\"\n", "unblock[0].cidr"),
-    ("[[unblock]]\ncidr = \"10.0.0.1/8\"\n", "unblock[0].cidr"),
-    ("[[unblock]]\n", "unblock[0]"),
-    (
-        "[[unblock]]\nname = \"metadata\"\ncidr = \"169.254.169.254/32\"\n",
-        "unblock[0]",
-    ),
-    (
-        "[[unblock]]\nname = \"metadata\"\n[[unblock]]\ncidr = \"169.254.169.254/32\"\n",
-        "unblock[1]",
-    ),
-    (
-        "defaults = false\n[[unblock]]\nname = \"metadata\"\n",
-        "unblock[0]",
-    ),
-    (
-        "[[unblock]]\nname = \"metadata\"\nport = 1\n",
-        "unknown field `port`",
-    ),
-    ("foo = 1\n", "unknown field `foo`"),
-    ("[smtp]\nrat = \"5/minute\"\n", "unknown field `rat`"),
-    ("dry_run = \"yes\"\n", "dry_run"),
-    ("[smtp\n", "config"),
-];
 
 const BAD_FLAGS: &[(&[&str], &str)] = &[
     (&["--smtp-rate", "0/minute"], "--smtp-rate"),
@@ -220,7 +109,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let pins = pin_dir(&bpffs);
     let pins = pins.to_str().unwrap();
 
-    for (content, field) in BAD_FILES {
+    for (content, field) in REFUSED_FILES {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, content).unwrap();
         let check = loader_once(topo.host(), &["check-config", bad.to_str().unwrap()]);
