@@ -342,9 +342,15 @@ fn protection_outlives_a_killed_loader() {
     }
     assert_eq!(imds.accepted(), 0);
     // `status` reads the first loader's attachments at once: the second
-    // one's log may still be to come (it loads and verifies two programs).
+    // one's log may still be to come (it loads and verifies two programs),
+    // and it logs "adopted" for the maps before it swaps the program in the
+    // link (seen on a loaded machine: the old program id read back).
     assert!(
-        egress_tests::wait_until(READY_TIMEOUT, || second.log().contains("adopted")),
+        egress_tests::wait_until(READY_TIMEOUT, || {
+            second.log().contains("adopted")
+                && interface(&status(&second), "docker0").and_then(|i| i["program_id"].as_u64())
+                    != first_prog
+        }),
         "second loader did not adopt:\n{}",
         second.log()
     );
