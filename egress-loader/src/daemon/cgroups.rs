@@ -37,7 +37,7 @@ pub struct CgroupHooks {
     /// cookie, every program refused).
     problem: Option<String>,
     /// Hooks the kernel refused, with its reason.
-    refused: Vec<(Hook, String)>,
+    refused: Vec<(Hook, kcgroup::HookLoadError)>,
     /// The targets in force, and the cgroups attached (path -> cgroup id).
     targets: Vec<Target>,
     attached: BTreeMap<String, u64>,

@@ -27,7 +27,10 @@ use egress_ebpf_common::{
 };
 use serde::Serialize;
 
-use crate::{error::Error, kernel::pins::PinDir};
+use crate::{
+    error::{Error, ObjectError},
+    kernel::pins::PinDir,
+};
 
 /// The cgroup2 (unified) hierarchy: cgroup BPF programs exist only there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +187,7 @@ pub const fn pin_name(hook: Hook) -> &'static str {
 /// the bridges are filtered either way, and `status` says what is missing.
 /// Where `cgroup_skb/egress` is refused, the sendmsg hooks are loaded to
 /// judge UDP in its place ([`UDP_FALLBACK_PROGRAMS`]).
-pub fn load_programs(ebpf: &mut Ebpf) -> Vec<(Hook, Result<(), String>)> {
+pub fn load_programs(ebpf: &mut Ebpf) -> Vec<(Hook, Result<(), HookLoadError>)> {
     let mut results = load_list(ebpf, &CGROUP_PROGRAMS);
     let skb_refused = results
         .iter()
@@ -199,18 +202,42 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Vec<(Hook, Result<(), String>)> {
 /// the tests of what an older kernel does (this machine's loads them all).
 pub const REFUSE_ENV: &str = "EGRESS_TEST_REFUSE_PROGRAMS";
 
-fn load_list(ebpf: &mut Ebpf, list: &[(&str, Hook)]) -> Vec<(Hook, Result<(), String>)> {
+/// Why a cgroup program is not loaded: the daemon logs it and goes on
+/// without that hook (`status` and `verify` say the hook is missing).
+#[derive(Debug, thiserror::Error)]
+pub enum HookLoadError {
+    /// Named in [`REFUSE_ENV`] (the tests of an older kernel).
+    #[error("not loaded: named in {REFUSE_ENV}")]
+    RefusedByTest,
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("program {0} has an unexpected type")]
+    UnexpectedType(String),
+    /// The kernel refused it: its reason, cut to the verifier's last lines.
+    /// (Not `#[source]`: the message is the kernel's reason itself.)
+    #[error("{}", verifier_text(.cause))]
+    Kernel {
+        program: String,
+        cause: aya::programs::ProgramError,
+    },
+}
+
+fn load_list(ebpf: &mut Ebpf, list: &[(&str, Hook)]) -> Vec<(Hook, Result<(), HookLoadError>)> {
     let refuse = std::env::var(REFUSE_ENV).unwrap_or_default();
     let refused = |name: &str| refuse.split(',').any(|r| r.trim() == name);
     // At once, a thread each: the verifier is most of the cost
     // (kernel::object::load_parallel).
     let names: Vec<&str> = list.iter().map(|(name, _)| *name).collect();
+    let kernel = |name: &str| {
+        let program = name.to_owned();
+        move |cause| HookLoadError::Kernel { program, cause }
+    };
     let results = crate::kernel::object::load_parallel(ebpf, &names, |name, prog| match prog {
-        _ if refused(name) => Err(format!("not loaded: named in {REFUSE_ENV}")),
-        None => Err(format!("program {name} missing from the object")),
-        Some(Program::CgroupSockAddr(p)) => p.load().map_err(|e| verifier_text(&e)),
-        Some(Program::CgroupSkb(p)) => p.load().map_err(|e| verifier_text(&e)),
-        Some(_) => Err(format!("program {name} has an unexpected type")),
+        _ if refused(name) => Err(HookLoadError::RefusedByTest),
+        None => Err(ObjectError::MissingProgram(name.into()).into()),
+        Some(Program::CgroupSockAddr(p)) => p.load().map_err(kernel(name)),
+        Some(Program::CgroupSkb(p)) => p.load().map_err(kernel(name)),
+        Some(_) => Err(HookLoadError::UnexpectedType(name.into())),
     });
     list.iter().map(|(_, hook)| *hook).zip(results).collect()
 }
@@ -601,6 +628,34 @@ mod tests {
         assert!(normalize("").is_err());
         assert!(normalize("a/../b").is_err());
         assert!(normalize("a//b").is_err());
+    }
+
+    /// Each reason prints what the `String` it replaced printed.
+    #[test]
+    fn load_errors_print_the_old_messages() {
+        for (e, want) in [
+            (
+                HookLoadError::RefusedByTest,
+                "not loaded: named in EGRESS_TEST_REFUSE_PROGRAMS",
+            ),
+            (
+                ObjectError::MissingProgram("egress_connect4".into()).into(),
+                "program egress_connect4 missing from the object",
+            ),
+            (
+                HookLoadError::UnexpectedType("egress_connect4".into()),
+                "program egress_connect4 has an unexpected type",
+            ),
+            (
+                HookLoadError::Kernel {
+                    program: "egress_cgroup_skb".into(),
+                    cause: aya::programs::ProgramError::NotLoaded,
+                },
+                "the program is not loaded",
+            ),
+        ] {
+            assert_eq!(e.to_string(), want);
+        }
     }
 
     #[test]
