@@ -97,6 +97,18 @@ pub enum EngineError {
     StreamClosed,
 }
 
+/// A `--docker-host` or `DOCKER_HOST` that names no local engine socket:
+/// the flag's is a [`ConfigError`], the environment's a warning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DockerHostError {
+    #[error(
+        "{url:?}: only unix:// Docker hosts are supported (the engine's local socket), not {scheme}://"
+    )]
+    NotUnix { url: String, scheme: String },
+    #[error("{0:?}: expected unix:///absolute/path/to/docker.sock")]
+    NotAbsolute(String),
+}
+
 /// A Docker engine's unix socket, and where its path came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerEndpoint {
@@ -108,20 +120,19 @@ pub struct DockerEndpoint {
 impl DockerEndpoint {
     /// `unix:///path/docker.sock` (or a plain absolute path). Other schemes
     /// (tcp://, ssh://) are refused: only the local engine's socket is used.
-    pub fn parse(url: &str, source: &'static str) -> Result<Self, String> {
+    pub fn parse(url: &str, source: &'static str) -> Result<Self, DockerHostError> {
         let path = match url.split_once("://") {
             Some(("unix", path)) => path,
             Some((scheme, _)) => {
-                return Err(format!(
-                    "{url:?}: only unix:// Docker hosts are supported (the engine's local socket), not {scheme}://"
-                ));
+                return Err(DockerHostError::NotUnix {
+                    url: url.into(),
+                    scheme: scheme.into(),
+                });
             }
             None => url,
         };
         if !path.starts_with('/') {
-            return Err(format!(
-                "{url:?}: expected unix:///absolute/path/to/docker.sock"
-            ));
+            return Err(DockerHostError::NotAbsolute(url.into()));
         }
         Ok(Self {
             socket: PathBuf::from(path),
@@ -653,6 +664,29 @@ mod tests {
         );
         assert!(DockerEndpoint::parse("tcp://127.0.0.1:2375", "x").is_err());
         assert!(DockerEndpoint::parse("unix://relative.sock", "x").is_err());
+    }
+
+    /// Each refusal prints what the `String` it replaced printed.
+    #[test]
+    fn docker_host_errors_print_the_old_messages() {
+        let e = DockerEndpoint::parse("tcp://127.0.0.1:2375", "x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"tcp://127.0.0.1:2375\": only unix:// Docker hosts are supported (the engine's \
+             local socket), not tcp://"
+        );
+        let e = DockerEndpoint::parse("unix://relative.sock", "x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"unix://relative.sock\": expected unix:///absolute/path/to/docker.sock"
+        );
+        assert_eq!(
+            DockerEndpoint::resolve(Some("ssh://h"), None)
+                .unwrap_err()
+                .to_string(),
+            "--docker-host: \"ssh://h\": only unix:// Docker hosts are supported (the engine's \
+             local socket), not ssh://"
+        );
     }
 
     #[test]
