@@ -27,9 +27,11 @@
 //! cgroup_probe  a connect() from a new cgroup below each attached cgroup
 //! netns    the probe's namespace, veth, address and route
 //! netlink  the bridge's subnet, the addresses in use, port state
+//! error    why a bridge's probe could not run, step by step
 //! ```
 
 pub mod cgroup_probe;
+mod error;
 mod netlink;
 mod netns;
 pub mod probe;
@@ -58,6 +60,7 @@ use crate::{
     },
     policy::{apply::read_config, glob::pattern_matches},
     verify::{
+        error::BridgeProbeError,
         netlink::{bridge_net, pick_probe_address},
         netns::ProbeRun,
         probe::{METADATA_PROBE, SMTP_PROBE_ADDR},
@@ -194,7 +197,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
             None => report.problems.push(format!("{name} does not exist")),
             Some(index) => {
                 if let Err(e) = probe_bridge(&rt, opts, &plan, index, n, &mut report) {
-                    report.problems.push(e);
+                    report.problems.push(e.to_string());
                 }
             }
         }
@@ -351,14 +354,14 @@ fn probe_bridge(
     index: u32,
     n: usize,
     report: &mut BridgeReport,
-) -> Result<(), String> {
+) -> Result<(), BridgeProbeError> {
     let _runtime = rt.enter();
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(BridgeProbeError::Connection)?;
     rt.spawn(conn);
     let net = rt.block_on(bridge_net(&handle, index))?;
     report.bridge_address = Some(format!("{}/{}", net.address, net.prefix));
     let probe = pick_probe_address(net.address, net.prefix, &net.taken)
-        .ok_or("no free address for the probe in the bridge's subnet")?;
+        .ok_or(BridgeProbeError::NoFreeAddress)?;
     report.probe_address = Some(probe);
     let smtp_target = plan
         .smtp_port
@@ -366,7 +369,7 @@ fn probe_bridge(
     // The backstop probe's port is one the loader leaves to the bridge
     // (endpoint::veth::VERIFY_BACKSTOP_PREFIX).
     let veth = format!("{VERIFY_BACKSTOP_PREFIX}{:x}x{n}", std::process::id());
-    let before = read_interface(&opts.pins, index).map_err(|e| e.to_string())?;
+    let before = read_interface(&opts.pins, index)?;
     let run = ProbeRun {
         endpoint: None,
         bridge_index: index,
@@ -379,9 +382,9 @@ fn probe_bridge(
     let answers = std::thread::scope(|s| {
         s.spawn(|| run.run())
             .join()
-            .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+            .unwrap_or_else(|_| Err(BridgeProbeError::ThreadPanicked))
     })?;
-    let after = read_interface(&opts.pins, index).map_err(|e| e.to_string())?;
+    let after = read_interface(&opts.pins, index)?;
     report.packets_seen = total_packets(&after).saturating_sub(total_packets(&before));
     let blocked = counters_delta(&before, &after, CounterId::MetadataBlocked);
     report.metadata = Some(MetadataProbe {
@@ -456,10 +459,10 @@ fn probe_endpoint(
     index: u32,
     n: usize,
     report: &mut BridgeReport,
-) -> Result<(), String> {
+) -> Result<(), BridgeProbeError> {
     let bridge = HashMap::from([(report.interface.clone(), index)]);
-    let on_bridge = veth::inventory(&bridge).map_err(|e| format!("listing veths: {e}"))?;
-    let endpoints = crate::observe::endpoints::read(&opts.pins).map_err(|e| e.to_string())?;
+    let on_bridge = veth::inventory(&bridge).map_err(BridgeProbeError::ListVeths)?;
+    let endpoints = crate::observe::endpoints::read(&opts.pins)?;
     let expected = on_bridge
         .iter()
         .any(|v| endpoints.iter().any(|(e, _)| e.ifindex == v.ifindex));
@@ -475,7 +478,7 @@ fn probe_endpoint(
     let answers = std::thread::scope(|s| {
         s.spawn(|| run.run())
             .join()
-            .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+            .unwrap_or_else(|_| Err(BridgeProbeError::ThreadPanicked))
     })?;
     let (attached, blocked) = answers.endpoint.unwrap_or((false, 0));
     if let Answer::Answered(how) = &answers.metadata {

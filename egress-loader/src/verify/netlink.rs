@@ -11,6 +11,8 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
+use crate::verify::error::{BridgeProbeError, NetlinkStep};
+
 /// The bridge's IPv4 address, every local IPv4 address of the host, and
 /// the addresses its neighbour table knows on the bridge.
 pub(super) struct BridgeNet {
@@ -19,7 +21,7 @@ pub(super) struct BridgeNet {
     pub taken: Vec<Ipv4Addr>,
 }
 
-pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet, String> {
+pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet, BridgeProbeError> {
     let link = handle
         .link()
         .get()
@@ -27,14 +29,14 @@ pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet,
         .execute()
         .try_next()
         .await
-        .map_err(|e| format!("reading the link: {e}"))?
-        .ok_or("the interface is gone")?;
+        .map_err(BridgeProbeError::netlink(NetlinkStep::ReadLink))?
+        .ok_or(BridgeProbeError::InterfaceGone)?;
     let is_bridge = link.attributes.iter().any(|a| {
         matches!(a, LinkAttribute::LinkInfo(infos)
             if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
     });
     if !is_bridge {
-        return Err("not a bridge: verify plugs its probe into a bridge".into());
+        return Err(BridgeProbeError::NotABridge);
     }
     let mut own = None;
     let mut taken = Vec::new();
@@ -42,7 +44,7 @@ pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet,
     while let Some(msg) = addrs
         .try_next()
         .await
-        .map_err(|e| format!("reading addresses: {e}"))?
+        .map_err(BridgeProbeError::netlink(NetlinkStep::ReadAddresses))?
     {
         for attr in &msg.attributes {
             if let AddressAttribute::Local(IpAddr::V4(a))
@@ -55,7 +57,7 @@ pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet,
             }
         }
     }
-    let (address, prefix) = own.ok_or("no IPv4 address on the bridge: nowhere to route a probe")?;
+    let (address, prefix) = own.ok_or(BridgeProbeError::NoBridgeAddress)?;
     let mut neigh = handle
         .neighbours()
         .get()
@@ -64,7 +66,7 @@ pub(super) async fn bridge_net(handle: &Handle, index: u32) -> Result<BridgeNet,
     while let Some(msg) = neigh
         .try_next()
         .await
-        .map_err(|e| format!("reading the neighbour table: {e}"))?
+        .map_err(BridgeProbeError::netlink(NetlinkStep::ReadNeighbours))?
     {
         if msg.header.ifindex != index {
             continue;

@@ -18,6 +18,7 @@ use nix::sched::CloneFlags;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::verify::{
+    error::{BridgeProbeError, NamespaceStep, NetlinkStep},
     netlink::is_forwarding,
     probe::{METADATA_PROBE, PROBE_WAIT, send_syns},
     report::Answer,
@@ -68,19 +69,17 @@ fn endpoint_blocked(pins: &crate::kernel::pins::PinDir, ifindex: u32) -> Option<
         })
 }
 
-fn ns_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 impl ProbeRun {
     /// On a thread of its own: its network namespace changes.
-    pub fn run(&self) -> Result<Answers, String> {
-        let host_ns = File::open("/proc/thread-self/ns/net")
-            .map_err(|e| format!("opening this thread's network namespace: {e}"))?;
+    pub fn run(&self) -> Result<Answers, BridgeProbeError> {
+        let open = |step| {
+            File::open("/proc/thread-self/ns/net")
+                .map_err(|cause| BridgeProbeError::OpenNamespace { step, cause })
+        };
+        let host_ns = open(NamespaceStep::OpenHost)?;
         nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(ns_err("creating the probe's network namespace"))?;
-        let probe_ns = File::open("/proc/thread-self/ns/net")
-            .map_err(|e| format!("opening the probe's network namespace: {e}"))?;
+            .map_err(BridgeProbeError::namespace(NamespaceStep::Create))?;
+        let probe_ns = open(NamespaceStep::OpenProbe)?;
         // Interfaces created here get no IPv6 (no router solicitations or
         // MLD reports on the bridge while it is probed).
         for key in ["all", "default"] {
@@ -90,15 +89,15 @@ impl ProbeRun {
         // connection opened below in the probe's namespace holds that
         // namespace, which must go when the thread does; the caller's
         // runtime lives on to the next bridge.
-        let rt = crate::kernel::runtime::current_thread().map_err(|e| e.to_string())?;
+        let rt = crate::kernel::runtime::current_thread().map_err(BridgeProbeError::Runtime)?;
         let runtime = rt.enter();
         let (conn, probe_nl, _) =
-            rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+            rtnetlink::new_connection().map_err(BridgeProbeError::Connection)?;
         rt.spawn(conn);
         nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET)
-            .map_err(ns_err("returning to the host's network namespace"))?;
+            .map_err(BridgeProbeError::namespace(NamespaceStep::ReturnToHost))?;
         let (conn, host_nl, _) =
-            rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+            rtnetlink::new_connection().map_err(BridgeProbeError::Connection)?;
         rt.spawn(conn);
         // One request creates both ends: the bridge port here, its peer in
         // the probe's namespace. Either both exist or neither.
@@ -111,9 +110,11 @@ impl ProbeRun {
             .up()
             .build();
         rt.block_on(host_nl.link().add(veth).execute())
-            .map_err(|e| format!("creating veth {} on the bridge: {e}", self.veth))?;
+            .map_err(BridgeProbeError::netlink(NetlinkStep::CreateVeth(
+                self.veth.clone(),
+            )))?;
         nix::sched::setns(&probe_ns, CloneFlags::CLONE_NEWNET)
-            .map_err(ns_err("entering the probe's network namespace"))?;
+            .map_err(BridgeProbeError::namespace(NamespaceStep::EnterProbe))?;
         let result = rt
             .block_on(self.configure(&probe_nl, &host_nl))
             .and_then(|()| {
@@ -123,7 +124,7 @@ impl ProbeRun {
                     None => None,
                     Some(pins) => {
                         nix::sched::setns(&host_ns, CloneFlags::CLONE_NEWNET)
-                            .map_err(ns_err("returning to the host's network namespace"))?;
+                            .map_err(BridgeProbeError::namespace(NamespaceStep::ReturnToHost))?;
                         let index = nix::net::if_::if_nametoindex(self.veth.as_str()).unwrap_or(0);
                         let deadline = Instant::now() + ENDPOINT_ATTACH_TIMEOUT;
                         // Attached: the loader pinned the link (after it
@@ -140,12 +141,12 @@ impl ProbeRun {
                             std::thread::sleep(Duration::from_millis(20));
                         };
                         nix::sched::setns(&probe_ns, CloneFlags::CLONE_NEWNET)
-                            .map_err(ns_err("entering the probe's network namespace"))?;
+                            .map_err(BridgeProbeError::namespace(NamespaceStep::EnterProbe))?;
                         Some((pins, index, before))
                     }
                 };
                 let metadata = send_syns(METADATA_PROBE, 1, PROBE_WAIT)
-                    .map_err(|e| format!("metadata probe: {e}"))?
+                    .map_err(BridgeProbeError::MetadataProbe)?
                     .remove(0);
                 let endpoint = match endpoint {
                     None => None,
@@ -166,7 +167,7 @@ impl ProbeRun {
                 }
                 let smtp = match self.smtp {
                     Some((target, count)) => send_syns(target, count as usize, PROBE_WAIT)
-                        .map_err(|e| format!("SMTP probe: {e}"))?,
+                        .map_err(BridgeProbeError::SmtpProbe)?,
                     None => Vec::new(),
                 };
                 Ok(Answers {
@@ -199,13 +200,13 @@ impl ProbeRun {
         }
         drop(runtime);
         drop(rt);
-        back.map_err(ns_err("returning to the host's network namespace"))?;
+        back.map_err(BridgeProbeError::namespace(NamespaceStep::ReturnToHost))?;
         result
     }
 
     /// Inside the probe's namespace: address, link up, default route via
     /// the bridge; then waits until the bridge forwards on the new port.
-    async fn configure(&self, nl: &Handle, host: &Handle) -> Result<(), String> {
+    async fn configure(&self, nl: &Handle, host: &Handle) -> Result<(), BridgeProbeError> {
         let link = nl
             .link()
             .get()
@@ -213,19 +214,22 @@ impl ProbeRun {
             .execute()
             .try_next()
             .await
-            .map_err(|e| format!("probe link: {e}"))?
-            .ok_or("probe link missing")?;
+            .map_err(BridgeProbeError::netlink(NetlinkStep::ProbeLink))?
+            .ok_or(BridgeProbeError::ProbeLinkMissing)?;
         let index = link.header.index;
         nl.address()
             .add(index, IpAddr::V4(self.probe), self.prefix)
             .execute()
             .await
-            .map_err(|e| format!("adding {}/{}: {e}", self.probe, self.prefix))?;
+            .map_err(BridgeProbeError::netlink(NetlinkStep::AddAddress {
+                address: self.probe,
+                prefix: self.prefix,
+            }))?;
         nl.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(|e| format!("probe link up: {e}"))?;
+            .map_err(BridgeProbeError::netlink(NetlinkStep::ProbeLinkUp))?;
         let deadline = Instant::now() + LINK_UP_TIMEOUT;
         loop {
             let l = nl
@@ -235,14 +239,12 @@ impl ProbeRun {
                 .execute()
                 .try_next()
                 .await
-                .map_err(|e| format!("probe link: {e}"))?;
+                .map_err(BridgeProbeError::netlink(NetlinkStep::ProbeLink))?;
             if l.is_some_and(|l| l.header.flags.contains(LinkFlags::LowerUp)) {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the probe's link did not come up within {LINK_UP_TIMEOUT:?}"
-                ));
+                return Err(BridgeProbeError::LinkNotUp(LINK_UP_TIMEOUT));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -255,7 +257,9 @@ impl ProbeRun {
             )
             .execute()
             .await
-            .map_err(|e| format!("default route via {}: {e}", self.gateway))?;
+            .map_err(BridgeProbeError::netlink(NetlinkStep::DefaultRoute(
+                self.gateway,
+            )))?;
         // The bridge enables a port when the link watcher reports its
         // carrier, some time after the link is up; until then it drops
         // the probe's frames. With STP that takes two forward delays.
@@ -268,15 +272,17 @@ impl ProbeRun {
                 .execute()
                 .try_next()
                 .await
-                .map_err(|e| format!("bridge port {}: {e}", self.veth))?;
+                .map_err(BridgeProbeError::netlink(NetlinkStep::BridgePort(
+                    self.veth.clone(),
+                )))?;
             if port.is_some_and(|l| is_forwarding(&l.attributes)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the bridge does not forward on the probe's port {} after {PORT_FORWARDING_TIMEOUT:?}",
-                    self.veth
-                ));
+                return Err(BridgeProbeError::NotForwarding {
+                    port: self.veth.clone(),
+                    waited: PORT_FORWARDING_TIMEOUT,
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
