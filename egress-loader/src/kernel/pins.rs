@@ -2,15 +2,19 @@
 //!
 //! ```text
 //! <pin dir>/layout-<N>/<MAP NAME>   every map (policy, counters, buckets), of map layout N
-//! <pin dir>/links/<ifname>          one TCX link per filtered interface
+//! <pin dir>/links/<ifname>          one TCX link per filtered interface (the interface's name,
+//!                                   `%` and `.` percent-encoded: `flannel.1` is `flannel%2E1`)
 //! <pin dir>/cgroups/<cgroup>/<hook> one link per cgroup hook and cgroup (the cgroup's path
-//!                                   below the cgroup2 mount, `/` written `%2F`, `.` `%2E`)
+//!                                   below the cgroup2 mount, `%`, `/` and `.` percent-encoded)
 //! <pin dir>/maps/<MAP NAME>         the maps of loaders before layouts were numbered (layout 1)
 //! ```
 //!
 //! The maps are versioned and the links are not: a loader with a newer
 //! layout creates its maps beside the old ones and swaps its program into
-//! the same links (`kernel::layout`).
+//! the same links (`kernel::layout`). A link pinned before names were
+//! encoded is read back as it is: its name has no `.` (bpffs refused it)
+//! and no `%` (the kernel refuses it in an interface's name), so it is its
+//! own encoding.
 
 use std::path::{Path, PathBuf};
 
@@ -25,19 +29,51 @@ pub const LAYOUT_VERSION: u32 = 2;
 /// `statfs` magic of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// A cgroup path as one bpffs file name: `%`, `/` and `.` percent-encoded
-/// (bpffs refuses names with a dot, EPERM: they are reserved,
-/// kernel/bpf/inode.c, bpf_lookup).
-pub fn escape_cgroup(rel: &str) -> String {
-    rel.replace('%', "%25")
-        .replace('/', "%2F")
-        .replace('.', "%2E")
+/// A name as one bpffs file name: `%`, `/` and `.` percent-encoded (`%25`,
+/// `%2F`, `%2E`), every other character as it is. bpffs refuses a name with
+/// a dot (EPERM: kernel/bpf/inode.c, bpf_lookup), and a cgroup's path has
+/// slashes. Distinct names give distinct pin names ([`unescape_pin_name`]
+/// reads each one back).
+pub fn escape_pin_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '.' => out.push_str("%2E"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-pub fn unescape_cgroup(name: &str) -> String {
-    name.replace("%2E", ".")
-        .replace("%2F", "/")
-        .replace("%25", "%")
+/// The name [`escape_pin_name`] made `pin` from. Any other `%` (one no
+/// encoding of this module wrote) stays as it is.
+pub fn unescape_pin_name(pin: &str) -> String {
+    let mut out = String::with_capacity(pin.len());
+    let mut rest = pin;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = &rest[at..];
+        let decoded = match code.get(..3) {
+            Some("%25") => Some('%'),
+            Some("%2F") => Some('/'),
+            Some("%2E") => Some('.'),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &code[3..];
+            }
+            None => {
+                out.push('%');
+                rest = &code[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -87,8 +123,9 @@ impl PinDir {
     pub fn links(&self) -> PathBuf {
         self.root.join("links")
     }
+    /// The pinned link of interface `ifname`.
     pub fn link(&self, ifname: &str) -> PathBuf {
-        self.links().join(ifname)
+        self.links().join(escape_pin_name(ifname))
     }
     /// The cgroup hooks' links, one directory per cgroup.
     pub fn cgroup_links(&self) -> PathBuf {
@@ -96,7 +133,7 @@ impl PinDir {
     }
     /// The links of cgroup `rel` (relative to the cgroup2 mount).
     pub fn cgroup_link_dir(&self, rel: &str) -> PathBuf {
-        self.cgroup_links().join(escape_cgroup(rel))
+        self.cgroup_links().join(escape_pin_name(rel))
     }
     pub fn cgroup_link(&self, rel: &str, hook: &str) -> PathBuf {
         self.cgroup_link_dir(rel).join(hook)
@@ -108,7 +145,7 @@ impl PinDir {
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .map(|n| unescape_cgroup(&n))
+            .map(|n| unescape_pin_name(&n))
             .collect();
         v.sort();
         v
@@ -117,13 +154,15 @@ impl PinDir {
     pub fn is_loaded(&self) -> bool {
         self.map(egress_ebpf_common::maps::COUNTERS).exists()
     }
-    /// Interface names that have a pinned link.
+    /// Interface names that have a pinned link (the names, not the pins'
+    /// file names).
     pub fn pinned_links(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.links())
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| unescape_pin_name(&n))
             .collect();
         v.sort();
         v
@@ -132,20 +171,117 @@ impl PinDir {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
+    /// Names the kernel accepts for an interface (no `/`, `:`, whitespace;
+    /// `%` only here: the kernel refuses it) and cgroup paths.
+    const NAMES: &[&str] = &[
+        "docker0",
+        "flannel.1",
+        "dk.br0",
+        "eth0.100",
+        "vxlan.calico",
+        "a.",
+        ".a",
+        "a..b",
+        "%",
+        "%%",
+        "%2E",
+        "%2e",
+        "%25",
+        "%252E",
+        "%2F",
+        "a%2",
+        "a%2E.",
+        "%.%",
+        "system.slice/docker-ab.scope",
+        "a%2Fb/c",
+        "/",
+        "é.ü",
+    ];
+
     #[test]
-    fn cgroup_names_round_trip() {
-        for rel in [
-            "docker",
-            "system.slice/docker-ab.scope",
-            "a%2Fb/c",
-            "%",
-            "a%2E.",
-        ] {
-            let e = escape_cgroup(rel);
-            assert!(!e.contains('/') && !e.contains('.'), "{e}");
-            assert_eq!(unescape_cgroup(&e), rel);
+    fn pin_names_round_trip_and_are_valid_on_bpffs() {
+        for name in NAMES {
+            let pin = escape_pin_name(name);
+            assert!(
+                !pin.is_empty() && !pin.contains(['.', '/']),
+                "{name:?}: {pin:?}"
+            );
+            assert_eq!(unescape_pin_name(&pin), *name, "{pin:?}");
         }
+        // IFNAMSIZ - 1 bytes, each one escaped, stays below NAME_MAX (255).
+        assert_eq!(escape_pin_name(&".".repeat(15)).len(), 45);
+    }
+
+    #[test]
+    fn distinct_names_have_distinct_pins() {
+        let mut pins = HashSet::new();
+        for name in NAMES {
+            assert!(pins.insert(escape_pin_name(name)), "{name:?}");
+        }
+        // Every string of up to 4 characters over the characters the
+        // encoding writes or reads.
+        let alphabet = ['%', '2', '5', 'E', 'F', '.', '/', 'a'];
+        let mut names = vec![String::new()];
+        let mut pins = HashSet::new();
+        for _ in 0..4 {
+            names = names
+                .iter()
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            for name in &names {
+                let pin = escape_pin_name(name);
+                assert_eq!(unescape_pin_name(&pin), *name);
+                assert!(pins.insert(pin), "{name:?}");
+            }
+        }
+    }
+
+    /// Links pinned before names were encoded are read back as they are:
+    /// their names had no `.` (bpffs refused it) and no `%` (the kernel
+    /// refuses it in an interface name).
+    #[test]
+    fn names_pinned_before_the_encoding_read_back_unchanged() {
+        for old in [
+            "docker0",
+            "br-1a2b3c4d5e6f",
+            "veth1a2b3c",
+            "cali+x",
+            "x@y#z",
+            "é-ü",
+        ] {
+            assert_eq!(escape_pin_name(old), old);
+            assert_eq!(unescape_pin_name(old), old);
+        }
+        let pins = PinDir::new("/p");
+        assert_eq!(pins.link("docker0"), Path::new("/p/links/docker0"));
+        assert_eq!(pins.link("flannel.1"), Path::new("/p/links/flannel%2E1"));
+    }
+
+    /// The cgroup pins keep the spelling they had (`%`, `/`, `.` encoded).
+    #[test]
+    fn cgroup_pins_keep_their_spelling() {
+        assert_eq!(
+            escape_pin_name("system.slice/docker-ab.scope"),
+            "system%2Eslice%2Fdocker-ab%2Escope"
+        );
+        assert_eq!(escape_pin_name("a%2Fb/c"), "a%252Fb%2Fc");
+        let pins = PinDir::new("/p");
+        assert_eq!(
+            pins.cgroup_link("docker/x.y", "connect4"),
+            Path::new("/p/cgroups/docker%2Fx%2Ey/connect4")
+        );
+    }
+
+    /// A `%` this module did not write stays as it is.
+    #[test]
+    fn unknown_percent_sequences_stay() {
+        for pin in ["%", "a%", "%2", "%2e", "%41", "%%"] {
+            assert_eq!(unescape_pin_name(pin), pin);
+        }
+        assert_eq!(unescape_pin_name("%%2E"), "%.");
     }
 }
