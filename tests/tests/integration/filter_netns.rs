@@ -464,3 +464,152 @@ fn new_bridge_is_filtered_and_vanished_bridge_forgotten() {
     assert!(is_attached(&st, "docker0"), "{st}");
     assert_http_refused(topo.container(0).ns(), addrs::IMDS_V4, 80);
 }
+
+/// The names under `<pin dir>/links/`, as they are on bpffs.
+fn link_pins(bpffs: &BpffsMount) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(pin_dir(bpffs).join("links"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `detach` run against `loader`'s pin dir must succeed and take `iface`'s
+/// program off its hook; the loader then exits by itself.
+fn detach_and_check(
+    loader: &mut egress_tests::LoaderProcess,
+    bpffs: &BpffsMount,
+    host: &NetNs,
+    iface: &str,
+) {
+    let out = loader.cli("detach", &[] as &[&str]).unwrap();
+    let described = egress_tests::loader::describe_output(&out);
+    assert!(out.status.success(), "detach failed: {described}");
+    assert!(
+        egress_tests::wait_until(Duration::from_secs(3), || !loader.is_running()),
+        "loader still running 3 s after detach:\n{}",
+        loader.log()
+    );
+    assert!(!pin_dir(bpffs).exists(), "pins left: {:?}", bpffs.list());
+    let left = tcx_ingress_programs(host, iface);
+    assert!(left.is_empty(), "TCX programs left on {iface}: {left:?}");
+}
+
+/// bpffs refuses a dot in a pin's name: a bridge named as Docker lets one
+/// be named (`com.docker.network.bridge.name=dk.br0`) is pinned under an
+/// encoded name, filters its containers, and `status`, `counters` and
+/// `detach` speak of it by its own name.
+#[test]
+fn a_bridge_with_a_dot_in_its_name_is_filtered() {
+    require_privileges!();
+    const BRIDGE: &str = "dk.br0";
+    let mut topo = topology("fdotb");
+    let bpffs = BpffsMount::new();
+    let _imds = tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    let _web = tcp_server(topo.cloud(), addrs::SMTP_V4, 8080).unwrap();
+    topo.add_bridge(BRIDGE, "172.18.0.0/16").unwrap();
+    let c = topo.containers().last().unwrap().ns();
+    // Without the filter the metadata service answers: the refusal below can fail.
+    assert_http_ok(c, addrs::IMDS_V4, 80);
+
+    // Bridges only: the containers' veths would judge their packets first.
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &["--no-endpoints", "--iface", "docker0", "--iface", BRIDGE],
+    );
+    let st = wait_attached(&mut loader, BRIDGE, READY_TIMEOUT);
+    assert_http_refused(c, addrs::IMDS_V4, 80);
+    assert_http_ok(c, addrs::SMTP_V4, 8080);
+
+    // One program on the hook, the one `status` names, held by one pin.
+    let progs = tcx_ingress_programs(topo.host(), BRIDGE);
+    let prog_id = interface(&st, BRIDGE).unwrap()["program_id"].as_u64();
+    assert_eq!(progs.len(), 1, "TCX programs on {BRIDGE}: {progs:?}");
+    assert_eq!(Some(u64::from(progs[0])), prog_id, "{st}");
+    let pinned = link_pins(&bpffs);
+    assert!(pinned.iter().any(|p| p == "dk%2Ebr0"), "{pinned:?}");
+    let names: Vec<&serde_json::Value> = st["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["name"])
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains('%'))),
+        "{st}"
+    );
+
+    let c = counters(&loader);
+    let blocked = c["interfaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["interface"] == BRIDGE))
+        .and_then(|i| i["counters"].as_array())
+        .and_then(|a| a.iter().find(|x| x["name"] == "metadata_blocked"))
+        .and_then(|x| x["packets"].as_u64());
+    assert!(blocked.is_some_and(|n| n > 0), "{BRIDGE}'s counters: {c}");
+    // The drop events name it too.
+    let log = loader.log();
+    assert!(log.contains(r#""interface":"dk.br0""#), "{log}");
+
+    detach_and_check(&mut loader, &bpffs, topo.host(), BRIDGE);
+    assert_http_ok(topo.containers().last().unwrap().ns(), addrs::IMDS_V4, 80);
+}
+
+/// An overlay's VXLAN device named as flannel names it, chosen by an
+/// `--iface` pattern: attached, pinned under an encoded name, listed by
+/// `status` under its own name, and detached by `detach`. (What it
+/// decapsulates is another test's concern; this one is about the name.)
+#[test]
+fn a_vxlan_device_with_a_dot_in_its_name_is_attached_and_detached() {
+    require_privileges!();
+    const VXLAN: &str = "flannel.1";
+    let topo = topology("fdotv");
+    let bpffs = BpffsMount::new();
+    let host = topo.host();
+    host.ip(&[
+        "link",
+        "add",
+        VXLAN,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "local",
+        &addrs::UPLINK_HOST_V4.to_string(),
+        "dev",
+        addrs::UPLINK,
+        "nolearning",
+    ])
+    .unwrap();
+    host.ip(&["link", "set", VXLAN, "up"]).unwrap();
+
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &["--iface", "docker0", "--iface", "flannel.*"],
+    );
+    let st = wait_attached(&mut loader, VXLAN, READY_TIMEOUT);
+    let progs = tcx_ingress_programs(host, VXLAN);
+    let prog_id = interface(&st, VXLAN).unwrap()["program_id"].as_u64();
+    assert_eq!(progs.len(), 1, "TCX programs on {VXLAN}: {progs:?}");
+    assert_eq!(Some(u64::from(progs[0])), prog_id, "{st}");
+    let pinned = link_pins(&bpffs);
+    assert!(pinned.iter().any(|p| p == "flannel%2E1"), "{pinned:?}");
+    // Attached once: a later scan finds its own pin and leaves it.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(tcx_ingress_programs(host, VXLAN), progs);
+    let log = loader.log();
+    assert_eq!(log.matches("flannel.1 (ifindex").count(), 1, "{log}");
+    assert!(!log.contains("BPF_OBJ_PIN"), "{log}");
+
+    detach_and_check(&mut loader, &bpffs, host, VXLAN);
+}

@@ -222,3 +222,105 @@ fn a_newer_layout_is_refused_and_nothing_changes() {
     assert!(detach.status.success(), "{}", stderr(&detach));
     assert!(!pins.root().exists(), "{:?}", listing(&bpffs));
 }
+
+/// A link pinned under an encoded name (a bridge named `dk.br0`, which
+/// bpffs would refuse as it is) is adopted by the next loader, an upgrade
+/// from the older layout included: its program is swapped inside the same
+/// link, never released and attached again, while a probe retries the
+/// metadata address behind that bridge.
+#[test]
+fn a_link_pinned_under_an_encoded_name_is_adopted_by_an_upgrade() {
+    require_privileges!();
+    const BRIDGE: &str = "dk.br0";
+    let mut topo = Topology::docker_like("updot").unwrap_or_else(|e| panic!("{e:#}"));
+    let _imds = traffic::tcp_server(topo.cloud(), addrs::IMDS_V4, 80).unwrap();
+    // Links pinned before the encoding are read back as they are because
+    // their names never hold a `.` (bpffs refused it) nor a `%`: the kernel
+    // refuses one in an interface's name (a `%d` is a template, anything
+    // else EINVAL).
+    let refused = topo.host().ip(&["link", "add", "a%b", "type", "bridge"]);
+    assert!(refused.is_err(), "the kernel took an interface named a%b");
+    topo.add_bridge(BRIDGE, "172.18.0.0/16").unwrap();
+    let bpffs = BpffsMount::new();
+    let pins = PinDir::new(pin_dir(&bpffs));
+    let c = topo.containers().last().unwrap().ns();
+    // Bridges only: the probe's packets are the bridge's link's to judge.
+    let args = [
+        "--no-endpoints",
+        "--events-socket",
+        "none",
+        "--iface",
+        "docker0",
+        "--iface",
+        BRIDGE,
+    ];
+    let links = |bpffs: &BpffsMount| -> Vec<String> {
+        listing(bpffs)
+            .into_iter()
+            .filter(|p| p.starts_with("egress/links/"))
+            .collect()
+    };
+
+    let mut old = start_loader(&topo, &bpffs, &args);
+    let st = wait_attached(&mut old, BRIDGE, READY_TIMEOUT);
+    let old_program = interface(&st, BRIDGE).unwrap()["program_id"].clone();
+    assert_http_refused(c, addrs::IMDS_V4, 80);
+    old.kill().unwrap();
+    let legacy = pins.layout_dir(egress_loader::kernel::pins::LEGACY_LAYOUT);
+    std::fs::rename(pins.maps(), &legacy).unwrap();
+    let links_before = links(&bpffs);
+    assert!(
+        links_before.iter().any(|p| p == "egress/links/dk%2Ebr0"),
+        "{links_before:?}"
+    );
+
+    let (new, attempts, successes) = traffic::with_probe(c, || {
+        std::thread::sleep(Duration::from_millis(300));
+        let new = start_loader(&topo, &bpffs, &args);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !new.log().contains("pin(s) of map layout(s) [1]") {
+            assert!(Instant::now() < deadline, "no migration: {}", new.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        new
+    });
+    let log = new.log();
+    assert!(attempts >= 4, "the probe hardly ran: {attempts}");
+    assert_eq!(
+        successes, 0,
+        "the metadata service was reached during the upgrade"
+    );
+    assert!(log.contains("migrating in place"), "{log}");
+    // The bridge's one log line (drop events, JSON, aside): adopted, not
+    // released as gone nor attached afresh.
+    let bridge_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with('{') && (l.contains("dk.br0") || l.contains("dk%2Ebr0")))
+        .collect();
+    assert!(
+        bridge_lines.len() == 1 && bridge_lines[0].contains("adopted the existing attachment"),
+        "{BRIDGE} not adopted once and only:\n{log}"
+    );
+    let st = status(&new);
+    assert!(is_attached(&st, BRIDGE), "{st}");
+    assert_ne!(
+        interface(&st, BRIDGE).unwrap()["program_id"],
+        old_program,
+        "{st}"
+    );
+    assert_eq!(links(&bpffs), links_before);
+    let tcx = {
+        let n = BRIDGE.to_owned();
+        topo.host()
+            .run_in(move || {
+                aya::programs::SchedClassifier::query_tcx(&n, aya::programs::TcAttachType::Ingress)
+            })
+            .unwrap()
+            .unwrap()
+            .1
+            .len()
+    };
+    assert_eq!(tcx, 1, "attached twice");
+    assert_http_refused(c, addrs::IMDS_V4, 80);
+}
