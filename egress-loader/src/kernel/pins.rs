@@ -261,6 +261,25 @@ mod tests {
         assert_eq!(pins.link("flannel.1"), Path::new("/p/links/flannel%2E1"));
     }
 
+    /// What lists pins gives back names, not file names (a plain directory
+    /// stands in for bpffs).
+    #[test]
+    fn listed_pins_are_names() {
+        let root = std::env::temp_dir().join(format!("egress-pins-test-{}", std::process::id()));
+        let pins = PinDir::new(&root);
+        for name in ["docker0", "flannel.1", "dk.br0"] {
+            let path = pins.link(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"").unwrap();
+        }
+        std::fs::create_dir_all(pins.cgroup_link_dir("system.slice/docker-ab.scope")).unwrap();
+        let links = pins.pinned_links();
+        let cgroups = pins.pinned_cgroups();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(links, ["dk.br0", "docker0", "flannel.1"]);
+        assert_eq!(cgroups, ["system.slice/docker-ab.scope"]);
+    }
+
     /// The cgroup pins keep the spelling they had (`%`, `/`, `.` encoded).
     #[test]
     fn cgroup_pins_keep_their_spelling() {
