@@ -47,6 +47,8 @@ pub struct Tunnel {
     pub ifindex: u32,
     pub kind: String,
     pub layer: Layer,
+    /// Its MAC address, when it has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Whether a link of `kind` decapsulates into this namespace.
@@ -65,6 +67,7 @@ pub fn tunnels(links: &[Link]) -> Vec<Tunnel> {
                 name: l.name.clone(),
                 ifindex: l.index,
                 kind: kind.to_owned(),
+                mac: l.mac,
                 layer: if l.link_type == ARPHRD_ETHER {
                     Layer::Ethernet
                 } else {

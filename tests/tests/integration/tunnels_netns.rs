@@ -160,6 +160,7 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
     // The default rule rejects; on a tunnel no reply goes back.
     assert!(c["replies"]["refused"].as_u64().unwrap_or(0) >= 3, "{c}");
     assert_eq!(c["replies"]["sent"], 0, "{c}");
+    assert_tunnel_verified(&loader, "vx0", "ethernet");
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
 }
 
@@ -315,6 +316,7 @@ fn tun_device_fed_by_a_daemon_is_judged_as_ip() {
     let c = counters(&loader);
     assert!(iface_packets(&c, "ftun0", "metadata_blocked") >= 3, "{c}");
     assert!(iface_packets(&c, "ftun0", "passed") >= 3, "{c}");
+    assert_tunnel_verified(&loader, "ftun0", "ip");
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
 }
 
@@ -327,4 +329,30 @@ fn no_tunnels_leaves_the_devices_alone() {
     let mut loader = start_loader(&topo, &bpffs, &["--no-tunnels"]);
     let st = wait_attached(&mut loader, addrs::DOCKER0, READY_TIMEOUT);
     assert!(interface(&st, "vx0").is_none(), "{st}");
+    // Never a silent gap: verify names the device it leaves unjudged.
+    let out = loader
+        .cli("verify", &["--iface", "vx0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  vx0") && text.contains("not attached"),
+        "{text}"
+    );
+}
+
+/// `verify` passes the tunnel `iface`: its program, run as on it on an
+/// inner SYN of `layer`'s shape, drops it and counts it there.
+fn assert_tunnel_verified(loader: &egress_tests::LoaderProcess, iface: &str, layer: &str) {
+    let v = loader
+        .cli_json("verify", &["--iface", iface])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let t = v["tunnels"]
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["interface"] == iface))
+        .unwrap_or_else(|| panic!("verify did not probe {iface}: {v}"));
+    assert_eq!(t["problems"], serde_json::json!([]), "{v}");
+    assert_eq!(t["layer"], layer, "{v}");
+    assert_eq!(t["dropped"], true, "{v}");
+    assert_eq!(t["metadata_blocked"], 1, "{v}");
 }
