@@ -323,16 +323,20 @@ impl Report {
         }
         let failed = self.failed_bridges();
         if self.passed() {
-            let cgroups = if self.cgroups.is_empty() {
-                String::new()
+            let mut what = vec![format!("{} bridge(s)", self.bridges.len())];
+            if !self.tunnels.is_empty() {
+                what.push(format!("{} tunnel(s)", self.tunnels.len()));
+            }
+            if !self.cgroups.is_empty() {
+                what.push(format!("{} cgroup(s)", self.cgroups.len()));
+            }
+            let last = what.pop().unwrap_or_default();
+            let what = if what.is_empty() {
+                last
             } else {
-                format!(" and {} cgroup(s)", self.cgroups.len())
+                format!("{} and {last}", what.join(", "))
             };
-            let _ = writeln!(
-                t,
-                "verify: all {} bridge(s){cgroups} filter",
-                self.bridges.len()
-            );
+            let _ = writeln!(t, "verify: all {what} filter");
         } else if !failed.is_empty() {
             let _ = writeln!(
                 t,

@@ -25,6 +25,8 @@ use egress_tests::traffic::{udp_send, udp_sink};
 use egress_tests::{BpffsMount, NetNs, addrs, require_privileges, wait_until};
 use serde_json::Value;
 
+/// Where the vxlan test's loader serves metrics, in its own host namespace.
+const METRICS_PORT: u16 = 9185;
 /// VXLAN's IANA port; flannel's vxlan backend uses 8472, same shape.
 const VXLAN_PORT: u16 = 4789;
 const VNI: u32 = 42;
@@ -136,7 +138,8 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
         topo.diagnostics()
     );
 
-    let mut loader = start_loader(&topo, &bpffs, &[]);
+    let metrics_addr = format!("127.0.0.1:{METRICS_PORT}");
+    let mut loader = start_loader(&topo, &bpffs, &["--metrics-addr", &metrics_addr]);
     let st = wait_attached(&mut loader, "vx0", READY_TIMEOUT);
     assert_eq!(role(&st, "vx0"), "tunnel", "{st}");
     let before = imds.count();
@@ -160,6 +163,18 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
     // The default rule rejects; on a tunnel no reply goes back.
     assert!(c["replies"]["refused"].as_u64().unwrap_or(0) >= 3, "{c}");
     assert_eq!(c["replies"]["sent"], 0, "{c}");
+    // /metrics counts per interface as for the bridges.
+    let m = metrics_text(topo.host(), METRICS_PORT);
+    assert!(
+        m.lines().any(|l| l.starts_with("egress_packets_total{")
+            && l.contains("verdict=\"metadata_blocked\"")
+            && l.contains("interface=\"vx0\"")),
+        "{m}"
+    );
+    assert!(
+        m.contains("egress_interface_attached{interface=\"vx0\"} 1"),
+        "{m}"
+    );
     assert_tunnel_verified(&loader, "vx0", "ethernet");
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
 }
@@ -355,4 +370,13 @@ fn assert_tunnel_verified(loader: &egress_tests::LoaderProcess, iface: &str, lay
     assert_eq!(t["layer"], layer, "{v}");
     assert_eq!(t["dropped"], true, "{v}");
     assert_eq!(t["metadata_blocked"], 1, "{v}");
+    let out = loader
+        .cli("verify", &["--iface", iface])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains(&format!("PASS  {iface}")),
+        "{text}"
+    );
 }
