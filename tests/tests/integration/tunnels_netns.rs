@@ -13,14 +13,14 @@
 //! kinds (egress-loader's endpoint::tunnel); vxlan and tun are tested here.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
-use egress_tests::frames::{self, IPPROTO_UDP, V4};
+use egress_tests::frames::{self, IPPROTO_UDP, V4, V6};
 use egress_tests::traffic::{udp_send, udp_sink};
 use egress_tests::{BpffsMount, NetNs, addrs, require_privileges, wait_until};
 use serde_json::Value;
@@ -53,13 +53,40 @@ fn inner_ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-/// The VXLAN payload (header, inner Ethernet frame) of an inner packet.
+/// An inner IPv6/UDP packet from `src` to `dst`, with the checksum IPv6
+/// requires (RFC 8200: a zero UDP checksum is dropped).
+fn inner_ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut ip = V6::new(dst, IPPROTO_UDP);
+    ip.src = src;
+    let mut l4 = frames::udp(40000, SINK_PORT, payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+    pseudo.extend_from_slice(&l4);
+    let sum = match frames::checksum(&pseudo) {
+        0 => 0xffff,
+        s => s,
+    };
+    l4[6..8].copy_from_slice(&sum.to_be_bytes());
+    let mut p = ip.header(l4.len());
+    p.extend_from_slice(&l4);
+    p
+}
+
+/// The VXLAN payload (header, inner Ethernet frame) of an inner IPv4
+/// packet.
 fn vxlan_payload(inner_ip: &[u8]) -> Vec<u8> {
+    vxlan_payload_of(0x0800, inner_ip)
+}
+
+fn vxlan_payload_of(ether_type: u16, inner_ip: &[u8]) -> Vec<u8> {
     let mut v = vec![0x08, 0, 0, 0];
     v.extend_from_slice(&(VNI << 8).to_be_bytes());
     v.extend_from_slice(&VX_MAC);
     v.extend_from_slice(&frames::SRC_MAC);
-    v.extend_from_slice(&0x0800u16.to_be_bytes());
+    v.extend_from_slice(&ether_type.to_be_bytes());
     v.extend_from_slice(inner_ip);
     v
 }
@@ -176,6 +203,50 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
         "{m}"
     );
     assert_tunnel_verified(&loader, "vx0", "ethernet");
+    assert!(loader.is_running(), "loader died:\n{}", loader.log());
+}
+
+#[test]
+fn vxlan_carrying_ipv6_is_judged() {
+    require_privileges!();
+    let topo = topology_with("tvx6", 1);
+    let bpffs = BpffsMount::new();
+    let c0 = topo.container(0);
+    add_vxlan(topo.host(), "vx6");
+    topo.host()
+        .wait_ipv6_settled(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let imds = udp_sink(topo.cloud(), addrs::IMDS_V6, SINK_PORT).unwrap();
+    let web = udp_sink(topo.cloud(), addrs::SMTP_V6, SINK_PORT).unwrap();
+    let outer = SocketAddr::new(addrs::DOCKER0_V4.into(), VXLAN_PORT);
+    let to_imds = vxlan_payload_of(0x86dd, &inner_ipv6_udp(c0.ipv6(), addrs::IMDS_V6, b"imds"));
+    let to_web = vxlan_payload_of(0x86dd, &inner_ipv6_udp(c0.ipv6(), addrs::SMTP_V6, b"web"));
+
+    udp_send(c0.ns(), outer, &to_imds, 1).unwrap();
+    assert!(
+        imds.wait_for(1, ARRIVES),
+        "the setup does not leak: the inner packet never reached fd00:ec2::254\n{}",
+        topo.diagnostics()
+    );
+
+    let mut loader = start_loader(&topo, &bpffs, &[]);
+    wait_attached(&mut loader, "vx6", READY_TIMEOUT);
+    let before = imds.count();
+    udp_send(c0.ns(), outer, &to_imds, 3).unwrap();
+    udp_send(c0.ns(), outer, &to_web, 3).unwrap();
+    assert!(
+        web.wait_for(3, ARRIVES),
+        "an allowed inner packet was dropped"
+    );
+    std::thread::sleep(STAYS_AWAY);
+    assert_eq!(
+        imds.count(),
+        before,
+        "an inner IPv6 packet reached the metadata address through vx6"
+    );
+    let c = counters(&loader);
+    assert!(iface_packets(&c, "vx6", "metadata_blocked") >= 3, "{c}");
+    assert!(rule_packets(&c, "fd00:ec2::254/128") >= 3, "{c}");
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
 }
 
