@@ -29,7 +29,8 @@ impl Filter {
     /// ones.
     pub fn reconcile(&mut self) {
         let present = attach::interfaces();
-        let tunnels = self.wanted_tunnels();
+        let listed = self.wanted_tunnels();
+        let tunnels = listed.as_deref().unwrap_or_default();
         for (name, index) in &present {
             if !self.wants(name) || self.attached.get(name) == Some(index) {
                 continue;
@@ -85,7 +86,9 @@ impl Filter {
         }
         // The bridges first: an endpoint hands its packets to its bridge.
         self.reconcile_endpoints();
-        self.reconcile_tunnels(&tunnels);
+        if let Some(tunnels) = &listed {
+            self.reconcile_tunnels(tunnels);
+        }
         {
             let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
             published.extend(self.tunnels.iter().map(|(n, i)| (n.clone(), *i)));
@@ -97,7 +100,11 @@ impl Filter {
     pub fn release_unwanted_pins(&mut self) {
         let present = attach::interfaces();
         let endpoints = self.endpoint_veth_names();
-        let tunnels: Vec<String> = self.wanted_tunnels().into_iter().map(|t| t.name).collect();
+        let Some(tunnels) = self.wanted_tunnels() else {
+            // Which pins are tunnels' is unknown: release nothing now.
+            return;
+        };
+        let tunnels: Vec<String> = tunnels.into_iter().map(|t| t.name).collect();
         for name in self.pins.pinned_links() {
             let exists = present.iter().any(|(n, _)| *n == name);
             // Until the engine answers, a bridge it may name keeps its link.

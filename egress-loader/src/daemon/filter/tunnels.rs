@@ -15,15 +15,21 @@ use crate::{
 };
 
 impl Filter {
-    /// The tunnels the policy wants judged now (none with `tunnels = false`).
-    pub(super) fn wanted_tunnels(&self) -> Vec<Tunnel> {
+    /// The tunnels the policy wants judged now (none with `tunnels =
+    /// false`); `None` when the links cannot be listed: then nothing is
+    /// attached, forgotten or released on their account this time (a
+    /// failed dump must not detach a tunnel).
+    pub(super) fn wanted_tunnels(&self) -> Option<Vec<Tunnel>> {
         if !self.policy.tunnels {
-            return Vec::new();
+            return Some(Vec::new());
         }
-        tunnel::inventory().unwrap_or_else(|e| {
-            error!("tunnels: listing the links: {e}");
-            Vec::new()
-        })
+        match tunnel::inventory() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                error!("tunnels: listing the links: {e}");
+                None
+            }
+        }
     }
 
     /// Attaches to new tunnels, forgets vanished ones (`tunnels`: this
