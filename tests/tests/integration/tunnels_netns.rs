@@ -451,3 +451,51 @@ fn assert_tunnel_verified(loader: &egress_tests::LoaderProcess, iface: &str, lay
         "{text}"
     );
 }
+
+#[test]
+fn turning_tunnels_off_in_the_followed_file_detaches_and_on_again_attaches() {
+    require_privileges!();
+    let topo = topology_with("tvxr", 1);
+    let bpffs = BpffsMount::new();
+    add_vxlan(topo.host(), "vx0");
+    let dir = egress_tests::TempDir::new("tvxr");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "[attach]\ntunnels = true\n").unwrap();
+    let mut loader = start_loader(
+        &topo,
+        &bpffs,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--events-socket",
+            "none",
+        ],
+    );
+    wait_attached(&mut loader, "vx0", READY_TIMEOUT);
+    let vx0_programs = || {
+        topo.host()
+            .run_in(|| {
+                aya::programs::SchedClassifier::query_tcx(
+                    "vx0",
+                    aya::programs::TcAttachType::Ingress,
+                )
+            })
+            .expect("setns")
+            .map(|(_, p)| p.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(vx0_programs(), 1);
+
+    std::fs::write(&config, "[attach]\ntunnels = false\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || vx0_programs() == 0
+            && interface(&status(&loader), "vx0").is_none()),
+        "vx0 still filtered after tunnels = false: {}",
+        status(&loader)
+    );
+    std::fs::write(&config, "[attach]\ntunnels = true\n").unwrap();
+    let st = wait_attached(&mut loader, "vx0", Duration::from_secs(10));
+    assert_eq!(role(&st, "vx0"), "tunnel", "{st}");
+    assert_eq!(vx0_programs(), 1);
+    assert!(loader.is_running(), "loader died:\n{}", loader.log());
+}
