@@ -16,7 +16,8 @@
 //!    bridge program alone, attaching 100 endpoints, memory with 100;
 //! 7. paths: the reject path's cost per packet, the pass path with and
 //!    without except_ports in traffic, host-network CRR and UDP `sendto`
-//!    through the cgroup hooks, `docker network create` to attached.
+//!    through the cgroup hooks, `docker network create` to attached, and the
+//!    tunnel program on a VXLAN device's ingress per inner packet.
 //!
 //! Nothing here touches the machine's root network namespace: every address,
 //! route and firewall rule is made inside namespaces this run created, and
@@ -33,6 +34,7 @@ mod report;
 mod setups;
 mod stats;
 mod suite;
+mod tunnels;
 mod workloads;
 mod world;
 

@@ -884,6 +884,8 @@ pub struct Paths {
     pub exceptions: Vec<ExceptionsTraffic>,
     /// `Err(reason)` when the section could not run (no Docker engine).
     pub network_create: std::result::Result<NetworkCreate, String>,
+    /// The tunnel program on a VXLAN device's ingress (crate::tunnels).
+    pub vxlan: std::result::Result<crate::tunnels::Vxlan, String>,
 }
 
 pub fn measure(world: &mut World, plan: &Plan, warnings: &mut Vec<String>) -> Result<Paths> {
@@ -905,11 +907,19 @@ pub fn measure(world: &mut World, plan: &Plan, warnings: &mut Vec<String>) -> Re
         println!("   {w}");
         warnings.push(w);
     }
+    println!("   -- the tunnel program on a VXLAN device's ingress");
+    let vxlan = part("paths/vxlan", || crate::tunnels::vxlan(world, plan)).map_err(|e| {
+        let w = format!("VXLAN section not run: {e:#}");
+        println!("   {w}");
+        warnings.push(w.clone());
+        w
+    });
     Ok(Paths {
         hostnet,
         reject,
         exceptions,
         network_create,
+        vxlan,
     })
 }
 

@@ -27,7 +27,7 @@ pub enum Section {
     Endpoints,
     /// The newer paths: host-network CRR and UDP through the cgroup hooks,
     /// the reject path's cost per packet, `docker network create` to
-    /// attached.
+    /// attached, the tunnel program on a VXLAN device's ingress.
     Paths,
 }
 
@@ -136,6 +136,9 @@ pub struct Plan {
     pub endpoint_100_reps: u32,
     /// Repetitions of the pass path with and without except_ports.
     pub exception_reps: u32,
+    /// Repetitions of the tunnel program against no filter on a VXLAN
+    /// device's ingress.
+    pub tunnel_reps: u32,
     /// Whether one activation of a configuration (a loader started and
     /// ready, a few seconds) measures both workloads, UDP then CRR, in the
     /// endpoints and except_ports parts (quick), or each workload gets its
@@ -204,6 +207,7 @@ impl Plan {
                 endpoint_reps: 1,
                 endpoint_100_reps: 1,
                 exception_reps: 2,
+                tunnel_reps: 2,
                 share_activation: true,
                 networks: 3,
                 idle: Duration::from_millis(1500),
@@ -226,6 +230,7 @@ impl Plan {
                 endpoint_reps: 3,
                 endpoint_100_reps: 3,
                 exception_reps: 6,
+                tunnel_reps: 6,
                 share_activation: false,
                 networks: 6,
                 idle: Duration::from_millis(2500),
@@ -299,7 +304,10 @@ impl Plan {
                         3.0 * (self.run_main.as_secs_f64() / 2.0 + CLIENT_START),
                     )
                     + DOCKER_START
-                    + self.networks as f64 * NETWORK,
+                    + self.networks as f64 * NETWORK
+                    // The VXLAN part: a loader and two runs per repetition,
+                    // one loader and run for the run-time stats.
+                    + f64::from(self.tunnel_reps + 1) * (LOADER + 2.0 * run),
             ),
         ];
         v.into_iter().filter(|(x, _)| self.has(*x)).collect()
@@ -439,6 +447,7 @@ mod tests {
         assert!(q.endpoint_reps <= f.endpoint_reps);
         assert!(q.endpoint_100_reps <= f.endpoint_100_reps);
         assert!(q.exception_reps <= f.exception_reps && q.networks <= f.networks);
+        assert!(q.tunnel_reps >= 2 && q.tunnel_reps <= f.tunnel_reps);
         assert!(q.hostnet.budget <= f.hostnet.budget && q.run_main <= f.run_main);
         assert_eq!(q.max_size(), f.max_size());
         assert!(q.single_calls % 2 == 1 && f.single_calls % 2 == 1);

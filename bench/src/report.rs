@@ -835,6 +835,39 @@ fn paths_section(
             ratio_cell(e.ratio())
         );
     }
+    s.push_str("\n## Tunnels: the program on a VXLAN device's ingress\n\n");
+    match &p.vxlan {
+        Err(e) => {
+            let _ = writeln!(s, "Not run: {e}\n");
+        }
+        Ok(v) => {
+            use crate::tunnels::{NO_FILTER, TUNNEL_PROGRAM};
+            let _ = writeln!(
+                s,
+                "64-byte inner UDP frames wrapped in VXLAN, from the container to its bridge's \
+                 address, decapsulated by a vxlan device in the host namespace and routed to the \
+                 sink (one sender, as the main comparison's UDP workload); no filter and the \
+                 tunnel program alone (no bridge, endpoint or cgroup program: the outer path is \
+                 the same) interleaved, {} repetitions of {:.1} s; ratios to no filter, paired \
+                 by repetition, higher is better, with their 95% interval. The program's \
+                 time by the kernel's run-time stats (one more run; the stats add their own \
+                 bookkeeping to each run): **{:.1} ns per inner packet** ({} runs).\n\n\
+                 | metric | no filter | tunnel program | ratio |\n|---|---|---|---|\n\
+                 | inner packets per second | {:.0} | {:.0} | {} |\n\
+                 | CPU ns per inner packet | {:.0} | {:.0} | {} |\n",
+                v.reps,
+                v.run_secs,
+                v.program_ns,
+                v.program_packets,
+                v.median_of(NO_FILTER, false),
+                v.median_of(TUNNEL_PROGRAM, false),
+                ratio_cell(v.ratio(false)),
+                v.median_of(NO_FILTER, true),
+                v.median_of(TUNNEL_PROGRAM, true),
+                ratio_cell(v.ratio(true)),
+            );
+        }
+    }
     s.push_str("\n## From `docker network create` to attached\n\n");
     match &p.network_create {
         Err(reason) => {

@@ -459,7 +459,18 @@ pub fn rr(w: &World, run: Duration) -> Result<RrResult> {
 /// to a sink in the cloud; returns datagrams received per second and the
 /// sending CPU's ns per datagram received (sender thread and ksoftirqd).
 pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
-    let sa = SocketAddr::new(SERVER, UDP_PORT);
+    udp_rate_to(
+        w,
+        run,
+        SocketAddr::new(SERVER, UDP_PORT),
+        &[0x42u8; UDP_PAYLOAD],
+    )
+}
+
+/// [`udp_rate`] with the datagrams' destination and payload given: the
+/// sink still counts what arrives at SERVER:UDP_PORT (for a tunnel, the
+/// inner packets the payloads carry there).
+pub fn udp_rate_to(w: &World, run: Duration, sa: SocketAddr, payload: &[u8]) -> Result<(f64, f64)> {
     let sink = UdpSink::start(w)?;
     let k0 = ksoftirqd_ns();
     let sent = w.client().run_in(|| -> io::Result<(u64, f64, u64)> {
@@ -470,7 +481,7 @@ pub fn udp_rate(w: &World, run: Duration) -> Result<(f64, f64)> {
         let deadline = t0 + run;
         let mut sent = 0u64;
         while Instant::now() < deadline && sent < MAX_UDP_PACKETS {
-            sent += send_batch(&sock)?;
+            sent += send_batch(&sock, payload)?;
         }
         Ok((sent, t0.elapsed().as_secs_f64(), thread_cpu_ns()))
     });
@@ -557,8 +568,7 @@ fn set_buf(s: &UdpSocket, opt: libc::c_int, bytes: i32) {
 
 /// One sendmmsg() of UDP_BATCH datagrams on a connected socket; returns how
 /// many went out.
-fn send_batch(sock: &UdpSocket) -> io::Result<u64> {
-    let payload = [0x42u8; UDP_PAYLOAD];
+fn send_batch(sock: &UdpSocket, payload: &[u8]) -> io::Result<u64> {
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr() as *mut libc::c_void,
         iov_len: payload.len(),

@@ -158,6 +158,12 @@ pub const IFACE_CAPACITY: u32 = 4096;
 pub const PROGRAM: &str = "egress_filter";
 /// The classifier on each endpoint's (container's) host-side veth.
 pub const ENDPOINT_PROGRAM: &str = "egress_endpoint";
+/// The classifier on a decapsulating device that hands up Ethernet frames
+/// (vxlan, geneve, gretap, a tap): the inner packets (docs/design.md, Tunnels).
+pub const TUNNEL_PROGRAM: &str = "egress_tunnel";
+/// The same for a device that hands up bare IP packets (tun, ipip, sit,
+/// gre, ip6tnl): at its tc ingress the packet starts at the IP header.
+pub const TUNNEL_L3_PROGRAM: &str = "egress_tunnel_l3";
 /// An empty classifier in the same object, for benchmark baselines.
 pub const NOOP_PROGRAM: &str = "egress_noop";
 /// An empty `cgroup_skb/egress` program, for the host-network baseline.

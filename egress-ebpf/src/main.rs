@@ -1,7 +1,9 @@
 //! The tc classifiers: `egress_filter` on the ingress of each Docker bridge,
 //! where the containers' egress traffic enters the host, and
 //! `egress_endpoint` on the ingress of each container's host-side veth,
-//! where the sender is known (docs/design.md, Endpoints).
+//! where the sender is known (docs/design.md, Endpoints), and
+//! `egress_tunnel`/`egress_tunnel_l3` on the ingress of each decapsulating
+//! device, where inner packets enter the host (docs/design.md, Tunnels).
 #![no_std]
 #![no_main]
 // The bpfel target has no native compare-and-swap in `core::sync::atomic`
@@ -20,6 +22,7 @@ mod maps;
 mod reply;
 mod skb;
 mod tat;
+mod tunnel;
 mod view;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
@@ -40,6 +43,21 @@ pub fn egress_filter(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_endpoint(ctx: TcContext) -> i32 {
     endpoint::judge(&ctx)
+}
+
+/// The program on a decapsulating device that hands up Ethernet frames
+/// (vxlan, geneve, gretap, tap): its ingress carries the inner packets a
+/// container may have wrapped to reach the host's routing (tunnel module).
+#[classifier]
+pub fn egress_tunnel(ctx: TcContext) -> i32 {
+    tunnel::judge::<false>(&ctx)
+}
+
+/// The same for a device whose ingress starts at the IP header (tun,
+/// ipip, sit, gre, ip6tnl: no Ethernet header).
+#[classifier]
+pub fn egress_tunnel_l3(ctx: TcContext) -> i32 {
+    tunnel::judge::<true>(&ctx)
 }
 
 /// Answers a rejected packet (a TCP reset, an ICMP port unreachable) and

@@ -206,6 +206,15 @@ fn bump(outcome: ReplyOutcome) {
     }
 }
 
+/// A reject on a tunnel device: no reply is sent (the sender behind the
+/// tunnel cannot be told from the inner packet; tunnel module), counted as
+/// `refused`.
+#[inline(always)]
+pub fn refuse() -> ReplyOutcome {
+    bump(ReplyOutcome::Refused);
+    ReplyOutcome::Refused
+}
+
 /// The reply budget: one global GCRA bucket on the coarse clock, like the
 /// drop-event budget (bucket::admit_event explains why the coarse clock).
 #[inline(always)]

@@ -105,6 +105,13 @@ pub struct Args {
     /// exceptions and `per-container` buckets cannot apply).
     #[arg(long)]
     no_endpoints: bool,
+    /// Leave the host's decapsulating devices unfiltered. By default the
+    /// inner packets that every vxlan, geneve, gre/gretap, ipip, sit,
+    /// ip6tnl and tun device of the host namespace hands up are judged on
+    /// its ingress, like a bridge's (the devices are found by link kind,
+    /// whatever their names; `attach.tunnels` in the file).
+    #[arg(long)]
+    no_tunnels: bool,
     /// On SIGINT/SIGTERM remove links, filters and pins. Without it the filter
     /// stays attached after the loader exits, so protection outlives it.
     #[arg(long)]
@@ -141,6 +148,7 @@ impl Args {
             scope: self.scope.clone(),
             dry_run: self.dry_run,
             no_endpoints: self.no_endpoints,
+            no_tunnels: self.no_tunnels,
         }
     }
 

@@ -21,7 +21,12 @@ use super::{
 /// removed afterwards, also on error. For each cgroup the cgroup hooks are
 /// attached to, a process in a new cgroup below it connects to the metadata
 /// address (TTL 1, non-blocking): the connect() must be refused with EPERM
-/// and counted. With an engine, every UNCOVERED container or network fails.
+/// and counted. For each decapsulating device (vxlan, geneve, gre, ipip,
+/// tun...), the program in its attachment is run by the kernel
+/// (BPF_PROG_TEST_RUN, nothing sent) on an inner SYN to the metadata
+/// address as if on that device: it must be dropped and counted there; a
+/// device without the program fails. With an engine, every UNCOVERED
+/// container or network fails.
 /// Exit status 1 if anything fails.
 #[derive(clap::Args)]
 #[command(

@@ -7,6 +7,7 @@
 //! ```text
 //! filter/interfaces.rs  the bridges' program: attach to matching interfaces, forget, release
 //! filter/endpoints.rs   the veths' program and entries (the state: daemon/endpoints.rs)
+//! filter/tunnels.rs     the tunnels' program: every decapsulating device, by link kind
 //! filter/cgroups.rs     the cgroup hooks (the state: daemon/cgroups.rs), what is attached
 //! filter/reload.rs      a new policy (SIGHUP, a file change) without detaching
 //! ```
@@ -15,6 +16,7 @@ mod cgroups;
 mod endpoints;
 mod interfaces;
 mod reload;
+mod tunnels;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -51,6 +53,9 @@ pub struct Filter {
     policy: Policy,
     /// Interfaces we attached to, with the ifindex we attached to.
     attached: HashMap<String, u32>,
+    /// Decapsulating devices we attached the tunnel program to (name ->
+    /// ifindex), filter/tunnels.rs.
+    tunnels: HashMap<String, u32>,
     /// The same, for the metrics server.
     published: metrics::Attached,
     /// Which configuration is in force.
@@ -113,6 +118,7 @@ impl Filter {
             mode: p.mode,
             policy: p.policy,
             attached: HashMap::new(),
+            tunnels: HashMap::new(),
             published: Default::default(),
             config: p.config,
         }
@@ -128,10 +134,13 @@ impl Filter {
         &self.policy.interfaces
     }
 
-    /// (interfaces, cgroups) the bridge program and the cgroup hooks are
-    /// attached to.
+    /// (interfaces, cgroups) the bridge and tunnel programs and the cgroup
+    /// hooks are attached to.
     pub fn attached_counts(&self) -> (usize, usize) {
-        (self.attached.len(), self.coverage.hooks.attached_count())
+        (
+            self.attached.len() + self.tunnels.len(),
+            self.coverage.hooks.attached_count(),
+        )
     }
 
     /// The generation of the configuration in force.

@@ -72,6 +72,7 @@ mod tests {
             master,
             link_netnsid: ns,
             mac: Some([0x02, 0, 0, 0, 0, index as u8]),
+            link_type: 1,
         }
     }
 

@@ -16,7 +16,7 @@ use aya::{
     },
     util::KernelVersion,
 };
-use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM};
+use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM};
 use serde::Serialize;
 
 use crate::{
@@ -227,8 +227,8 @@ pub fn detach(pins: &PinDir, ifname: &str) -> Result<bool, Error> {
         removed = true;
     }
     if nix::net::if_::if_nametoindex(ifname).is_ok() {
-        // A bridge's filter, or an endpoint's (a container's veth).
-        for program in [PROGRAM, ENDPOINT_PROGRAM] {
+        // A bridge's filter, an endpoint's (a container's veth), a tunnel's.
+        for program in [PROGRAM, ENDPOINT_PROGRAM, TUNNEL_PROGRAM, TUNNEL_L3_PROGRAM] {
             match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, program) {
                 Ok(()) => removed = true,
                 Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}

@@ -77,6 +77,9 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// Its MAC address (`IFLA_ADDRESS`), when it has an Ethernet one.
     pub mac: Option<[u8; 6]>,
+    /// Its link type (`ifi_type`, an `ARPHRD_*`): `ARPHRD_ETHER` (1) for
+    /// a device that hands up Ethernet frames.
+    pub link_type: u16,
 }
 
 fn nl_io(e: impl std::fmt::Display) -> std::io::Error {
@@ -157,6 +160,7 @@ pub fn dump_links() -> std::io::Result<Vec<Link>> {
             master: None,
             link_netnsid: None,
             mac: None,
+            link_type: u16::from(link.header.link_layer_type),
         };
         for a in &link.attributes {
             match a {

@@ -7,7 +7,9 @@ use aya::{
     maps::ProgramArray,
     programs::{Program, SchedClassifier},
 };
-use egress_ebpf_common::maps::{ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME};
+use egress_ebpf_common::maps::{
+    ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM,
+};
 
 use crate::{
     error::{Error, ObjectError},
@@ -36,7 +38,16 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)?;
-    for result in load_classifiers(&mut ebpf, &[REPLY_PROGRAM_NAME, PROGRAM, ENDPOINT_PROGRAM]) {
+    for result in load_classifiers(
+        &mut ebpf,
+        &[
+            REPLY_PROGRAM_NAME,
+            PROGRAM,
+            ENDPOINT_PROGRAM,
+            TUNNEL_PROGRAM,
+            TUNNEL_L3_PROGRAM,
+        ],
+    ) {
         result?;
     }
     load_reply_program(&mut ebpf)?;
@@ -125,6 +136,19 @@ pub fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
 /// The classifier of each endpoint's (container's) veth.
 pub fn endpoint_classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
     program(ebpf, ENDPOINT_PROGRAM)
+}
+
+/// The classifier of a decapsulating device: `ip` for one that hands up
+/// bare IP packets (no Ethernet header at its tc ingress).
+pub fn tunnel_classifier(ebpf: &mut Ebpf, ip: bool) -> Result<&mut SchedClassifier, Error> {
+    program(
+        ebpf,
+        if ip {
+            TUNNEL_L3_PROGRAM
+        } else {
+            TUNNEL_PROGRAM
+        },
+    )
 }
 
 fn program<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut SchedClassifier, Error> {

@@ -163,8 +163,9 @@ pub struct InterfaceStatus {
     pub attached: bool,
     pub attach_type: &'static str,
     pub program_id: Option<u32>,
-    /// `bridge` (the bridges' program, the backstop) or `endpoint` (a
-    /// container's veth: its program and entry, daemon::endpoints).
+    /// `bridge` (the bridges' program, the backstop), `endpoint` (a
+    /// container's veth: its program and entry, daemon::endpoints) or
+    /// `tunnel` (a decapsulating device: the inner packets it hands up).
     pub role: &'static str,
 }
 
@@ -231,9 +232,15 @@ pub fn read_with_engine(
     let endpoints: Vec<u32> = crate::observe::endpoints::read(pins)
         .map(|v| v.into_iter().map(|(e, _)| e.ifindex).collect())
         .unwrap_or_default();
+    // A decapsulating device (by its link kind) runs the tunnel program.
+    let tunnels: Vec<u32> = crate::endpoint::tunnel::inventory()
+        .map(|v| v.into_iter().map(|t| t.ifindex).collect())
+        .unwrap_or_default();
     let role = |ifindex: Option<u32>| {
         if ifindex.is_some_and(|i| endpoints.contains(&i)) {
             "endpoint"
+        } else if ifindex.is_some_and(|i| tunnels.contains(&i)) {
+            "tunnel"
         } else {
             "bridge"
         }
@@ -258,18 +265,27 @@ pub fn read_with_engine(
                 .block_on(netlink::legacy_ingress_filters(*index))
                 .into_iter()
                 .find(|f| {
-                    f.program_name == egress_ebpf_common::maps::PROGRAM
-                        || f.program_name == egress_ebpf_common::maps::ENDPOINT_PROGRAM
+                    use egress_ebpf_common::maps::{
+                        ENDPOINT_PROGRAM, PROGRAM, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM,
+                    };
+                    [PROGRAM, ENDPOINT_PROGRAM, TUNNEL_PROGRAM, TUNNEL_L3_PROGRAM]
+                        .contains(&f.program_name.as_str())
                 });
             if let Some(f) = ours {
+                use egress_ebpf_common::maps::{
+                    ENDPOINT_PROGRAM, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM,
+                };
+                let p = f.program_name.as_str();
                 interfaces.push(InterfaceStatus {
                     name: name.clone(),
                     ifindex: Some(*index),
                     attached: true,
                     attach_type: "netlink",
                     program_id: Some(f.program_id),
-                    role: if f.program_name == egress_ebpf_common::maps::ENDPOINT_PROGRAM {
+                    role: if p == ENDPOINT_PROGRAM {
                         "endpoint"
+                    } else if p == TUNNEL_PROGRAM || p == TUNNEL_L3_PROGRAM {
+                        "tunnel"
                     } else {
                         "bridge"
                     },

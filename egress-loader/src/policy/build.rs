@@ -101,6 +101,7 @@ impl Policy {
         );
         let interfaces = validate_patterns(field, interfaces)?;
         let endpoints = !o.no_endpoints && attach.endpoints.unwrap_or(true);
+        let tunnels = !o.no_tunnels && attach.tunnels.unwrap_or(true);
         let docker_networks = !o.no_docker_networks && attach.docker_networks.unwrap_or(true);
         let (field, cgroups) = layered(
             (
@@ -199,6 +200,7 @@ impl Policy {
             event_rate,
             event_burst,
             endpoints,
+            tunnels,
             exceptions,
         };
         // The merged trie entries have a capacity per prefix; check it here so
@@ -809,14 +811,16 @@ mod tests {
             scope: Some("per-source".into()),
             dry_run: true,
             no_endpoints: true,
+            no_tunnels: true,
             ..Default::default()
         };
         let p = Policy::from_toml(
-            "[attach]\nendpoints = true\n[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n",
+            "[attach]\nendpoints = true\ntunnels = true\n[smtp]\nports = [587]\nrate = \"9/hour\"\nburst = 9\n",
             &o,
         )
         .unwrap();
         assert!(!p.endpoints, "--no-endpoints beats the file");
+        assert!(!p.tunnels, "--no-tunnels beats the file");
         assert_eq!(p.interfaces, ["cni0"]);
         assert_eq!(
             p.blocks.len(),

@@ -77,6 +77,8 @@ pub struct Overrides {
     pub dry_run: bool,
     /// `--no-endpoints`: the bridges only, no per-container veth programs.
     pub no_endpoints: bool,
+    /// `--no-tunnels`: leave the decapsulating devices alone.
+    pub no_tunnels: bool,
 }
 
 /// A `--block` value as it was written, for errors.

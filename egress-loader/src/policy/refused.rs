@@ -55,6 +55,7 @@ pub const REFUSED_FILES: &[(&str, &str)] = &[
         "attach.interfaces[1]",
     ),
     ("[events]\nburst = 0\n", "events.burst"),
+    ("[attach]\ntunnels = \"yes\"\n", "tunnels"),
     ("[smtp]\nover_limit = \"refuse\"\n", "smtp.over_limit"),
     ("[smtp]\nover_limit = 1\n", "over_limit"),
     ("[reject]\nrate = \"0/second\"\n", "reject.rate"),

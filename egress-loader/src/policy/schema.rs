@@ -74,6 +74,9 @@ pub struct AttachSection {
     pub interfaces: Option<Vec<String>>,
     /// Attach to each container's host-side veth too (default true).
     pub endpoints: Option<bool>,
+    /// Judge what the host's decapsulating devices (vxlan, geneve, gre,
+    /// ipip, tun...) hand up, found by link kind (default true).
+    pub tunnels: Option<bool>,
     /// Also every bridge network the Docker engine has, whatever its
     /// interface name (default true).
     pub docker_networks: Option<bool>,
@@ -176,7 +179,7 @@ pub fn default_config_toml() -> String {
         ));
     }
     s.push_str(
-        "\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\n\
+        "\n[attach]\ninterfaces = [\"docker0\", \"br-*\"]\nendpoints = true\ntunnels = true\n\
          docker_networks = true\ncgroups = [\"auto\"]\n",
     );
     let ports: Vec<String> = DEFAULT_SMTP_PORTS.iter().map(u16::to_string).collect();

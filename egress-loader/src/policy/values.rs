@@ -413,6 +413,9 @@ pub struct Policy {
     pub event_burst: u32,
     /// Attach to each container's veth too (`attach.endpoints`, default on).
     pub endpoints: bool,
+    /// Attach to the decapsulating devices too (`attach.tunnels`, default
+    /// on; endpoint::tunnel).
+    pub tunnels: bool,
     /// `[[exception]]`s by container label, in file order.
     pub exceptions: Vec<Exception>,
 }

@@ -11,6 +11,11 @@
 //! and checks that a metadata SYN from there is dropped and counted on
 //! that endpoint (the per-endpoint path).
 //!
+//! Each decapsulating device (vxlan, tun...: endpoint::tunnel) must run the
+//! tunnel program; the program in its attachment is run by the kernel on an
+//! inner SYN to the metadata address as if on that device
+//! (`tunnel_probe`), and must drop it and count it there.
+//!
 //! The probes carry TTL 1: the classifier sees them on the bridge's ingress
 //! like any container packet, but the host never forwards them (it answers
 //! "time exceeded" instead), so nothing a probe sends can leave the host,
@@ -25,6 +30,7 @@
 //! report        the per-bridge PASS/FAIL report
 //! probe         TTL-1 SYNs and their answers
 //! cgroup_probe  a connect() from a new cgroup below each attached cgroup
+//! tunnel_probe  the tunnel program, test-run as on each decapsulating device
 //! netns    the probe's namespace, veth, address and route
 //! netlink  the bridge's subnet, the addresses in use, port state
 //! error    why a bridge's probe could not run, step by step
@@ -36,6 +42,7 @@ mod netlink;
 mod netns;
 pub mod probe;
 pub mod report;
+pub mod tunnel_probe;
 
 use std::{collections::HashMap, net::SocketAddrV4};
 
@@ -50,6 +57,7 @@ use crate::{
         containers::id_in_cgroup,
         coverage::HookKind,
         engine::DockerEndpoint,
+        tunnel::{self, Layer, Tunnel},
         veth::{self, VERIFY_BACKSTOP_PREFIX},
     },
     error::Error,
@@ -66,6 +74,7 @@ use crate::{
         probe::{METADATA_PROBE, SMTP_PROBE_ADDR},
         report::{
             Answer, BridgeReport, CgroupReport, EndpointProbe, MetadataProbe, Report, SmtpProbe,
+            TunnelReport,
         },
     },
 };
@@ -86,6 +95,7 @@ pub struct VerifyOptions {
 fn targets(
     patterns: &[String],
     present: &[(String, u32)],
+    tunnels: &[Tunnel],
     status: &status::Status,
     problems: &mut Vec<String>,
 ) -> Vec<String> {
@@ -117,7 +127,11 @@ fn targets(
         if matched.is_empty() {
             problems.push(format!("no interface matches {p:?}"));
         }
-        for n in matched {
+        // A tunnel is probed as one (probe_tunnels), not as a bridge.
+        for n in matched
+            .into_iter()
+            .filter(|n| !tunnels.iter().any(|t| &t.name == *n))
+        {
             if !out.contains(n) {
                 out.push(n.clone());
             }
@@ -165,7 +179,14 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
             "the policy does not block TCP to {METADATA_PROBE}: the metadata probe cannot show a drop"
         ));
     }
-    let names = targets(&opts.patterns, &present, &status, &mut problems);
+    let tunnels: Vec<Tunnel> = tunnel::inventory()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| {
+            opts.patterns.is_empty() || opts.patterns.iter().any(|p| pattern_matches(p, &t.name))
+        })
+        .collect();
+    let names = targets(&opts.patterns, &present, &tunnels, &status, &mut problems);
     let rt = crate::kernel::runtime::current_thread()?;
     let mut bridges = Vec::new();
     for (n, name) in names.iter().enumerate() {
@@ -208,6 +229,7 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Error> {
         pin_dir: opts.pins.root().display().to_string(),
         dry_run: plan.dry_run,
         bridges,
+        tunnels: probe_tunnels(&opts.pins, &tunnels, &status, &plan),
         cgroups: probe_cgroups(&opts.pins, &status.coverage, &plan),
         uncovered,
         notes,
@@ -256,6 +278,68 @@ fn coverage_lines(c: &status::CoverageStatus) -> (Vec<String>, Vec<String>) {
         notes.push(format!("host-network containers are not covered: {p}"));
     }
     (uncovered, notes)
+}
+
+/// Each decapsulating device: attached, and its program drops an inner SYN
+/// to the metadata address run as on that device (tunnel_probe). One
+/// that is not attached is a FAIL: what it decapsulates reaches the host's
+/// routing unjudged (`attach.tunnels = false` included: never silent).
+fn probe_tunnels(
+    pins: &PinDir,
+    tunnels: &[Tunnel],
+    status: &status::Status,
+    plan: &Plan,
+) -> Vec<TunnelReport> {
+    let mut out = Vec::new();
+    for t in tunnels {
+        let att = status
+            .interfaces
+            .iter()
+            .find(|i| i.name == t.name && i.attached && i.role == "tunnel");
+        let mut r = TunnelReport {
+            interface: t.name.clone(),
+            ifindex: t.ifindex,
+            kind: t.kind.clone(),
+            layer: match t.layer {
+                Layer::Ethernet => "ethernet",
+                Layer::Ip => "ip",
+            },
+            attached: att.is_some(),
+            program_id: att.and_then(|a| a.program_id),
+            dropped: None,
+            metadata_blocked: 0,
+            problems: Vec::new(),
+        };
+        match r.program_id {
+            None => r.problems.push(format!(
+                "the tunnel program is not attached to {}: the packets it decapsulates are not judged",
+                t.name
+            )),
+            Some(id) => match tunnel_probe::probe(pins, t, id) {
+                Ok(o) => {
+                    r.dropped = Some(o.dropped);
+                    r.metadata_blocked = o.metadata_blocked;
+                    if !o.dropped {
+                        r.problems.push(format!(
+                            "the inner SYN to the metadata address passed{}",
+                            if plan.dry_run {
+                                ": the filter is in dry-run"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    if o.metadata_blocked == 0 {
+                        r.problems
+                            .push(format!("metadata_blocked did not move on {}", t.name));
+                    }
+                }
+                Err(e) => r.problems.push(e.to_string()),
+            },
+        }
+        out.push(r);
+    }
+    out
 }
 
 /// A connect() to the metadata address from a new cgroup below each cgroup

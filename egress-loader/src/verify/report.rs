@@ -79,6 +79,26 @@ impl BridgeReport {
     }
 }
 
+/// A decapsulating device (vxlan, tun...), and what the test run of the
+/// program in its attachment got (verify::tunnel_probe).
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelReport {
+    pub interface: String,
+    pub ifindex: u32,
+    /// Its link kind (`vxlan`, `tun`...).
+    pub kind: String,
+    /// What it hands up: `ethernet` or `ip`.
+    pub layer: &'static str,
+    pub attached: bool,
+    pub program_id: Option<u32>,
+    /// Whether the program dropped the inner SYN to the metadata address;
+    /// `None`: not run.
+    pub dropped: Option<bool>,
+    /// `metadata_blocked` on the device, after minus before.
+    pub metadata_blocked: u64,
+    pub problems: Vec<String>,
+}
+
 /// One cgroup the cgroup hooks are attached to, and what its probe got.
 #[derive(Debug, Clone, Serialize)]
 pub struct CgroupReport {
@@ -102,6 +122,8 @@ pub struct Report {
     pub pin_dir: String,
     pub dry_run: bool,
     pub bridges: Vec<BridgeReport>,
+    /// The decapsulating devices, probed.
+    pub tunnels: Vec<TunnelReport>,
     /// The cgroups the cgroup hooks are attached to, probed.
     pub cgroups: Vec<CgroupReport>,
     /// Containers and networks no hook sees (with an engine): each a FAIL.
@@ -116,8 +138,9 @@ impl Report {
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
             && self.uncovered.is_empty()
-            && !self.bridges.is_empty()
+            && !(self.bridges.is_empty() && self.tunnels.is_empty())
             && self.bridges.iter().all(|b| b.passed())
+            && self.tunnels.iter().all(|t| t.problems.is_empty())
             && self.cgroups.iter().all(|c| c.problems.is_empty())
     }
 
@@ -227,6 +250,37 @@ impl Report {
                 let _ = writeln!(t, "      problem   {p}");
             }
         }
+        for u in &self.tunnels {
+            let _ = writeln!(
+                t,
+                "{}  {}  ({} tunnel, ifindex {}, {})",
+                if u.problems.is_empty() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+                u.interface,
+                u.kind,
+                u.ifindex,
+                match u.program_id {
+                    Some(p) if u.attached => format!("prog {p}"),
+                    _ => "NOT attached".into(),
+                }
+            );
+            if let Some(dropped) = u.dropped {
+                let _ = writeln!(
+                    t,
+                    "      metadata  inner TCP SYN to 169.254.169.254:80 ({}) run as on {}: {}; metadata_blocked +{}",
+                    u.layer,
+                    u.interface,
+                    if dropped { "dropped" } else { "PASSED" },
+                    u.metadata_blocked
+                );
+            }
+            for p in &u.problems {
+                let _ = writeln!(t, "      problem   {p}");
+            }
+        }
         for c in &self.cgroups {
             let mut facts = vec![c.hooks.join(" ")];
             if !c.program_ids.is_empty() {
@@ -269,16 +323,20 @@ impl Report {
         }
         let failed = self.failed_bridges();
         if self.passed() {
-            let cgroups = if self.cgroups.is_empty() {
-                String::new()
+            let mut what = vec![format!("{} bridge(s)", self.bridges.len())];
+            if !self.tunnels.is_empty() {
+                what.push(format!("{} tunnel(s)", self.tunnels.len()));
+            }
+            if !self.cgroups.is_empty() {
+                what.push(format!("{} cgroup(s)", self.cgroups.len()));
+            }
+            let last = what.pop().unwrap_or_default();
+            let what = if what.is_empty() {
+                last
             } else {
-                format!(" and {} cgroup(s)", self.cgroups.len())
+                format!("{} and {last}", what.join(", "))
             };
-            let _ = writeln!(
-                t,
-                "verify: all {} bridge(s){cgroups} filter",
-                self.bridges.len()
-            );
+            let _ = writeln!(t, "verify: all {what} filter");
         } else if !failed.is_empty() {
             let _ = writeln!(
                 t,
@@ -304,6 +362,7 @@ mod tests {
             pin_dir: "/p".into(),
             dry_run: false,
             bridges: Vec::new(),
+            tunnels: Vec::new(),
             cgroups: Vec::new(),
             uncovered: Vec::new(),
             notes: Vec::new(),

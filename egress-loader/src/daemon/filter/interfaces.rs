@@ -25,11 +25,19 @@ impl Filter {
             || (self.policy.docker_networks && self.coverage.bridges.contains(ifname))
     }
 
-    /// Attaches to new matching interfaces, forgets vanished ones.
+    /// Attaches to new matching interfaces and tunnels, forgets vanished
+    /// ones.
     pub fn reconcile(&mut self) {
         let present = attach::interfaces();
+        let listed = self.wanted_tunnels();
+        let tunnels = listed.as_deref().unwrap_or_default();
         for (name, index) in &present {
             if !self.wants(name) || self.attached.get(name) == Some(index) {
+                continue;
+            }
+            // A pattern that names a tunnel (`--iface 'flannel*'`): its
+            // inner packets need the tunnel program, which knows its layer.
+            if tunnels.iter().any(|t| t.name == *name) {
                 continue;
             }
             let prog = match object::classifier(&mut self.ebpf) {
@@ -58,7 +66,9 @@ impl Filter {
         let gone: Vec<String> = self
             .attached
             .keys()
-            .filter(|n| !present.iter().any(|(p, _)| p == *n))
+            .filter(|n| {
+                !present.iter().any(|(p, _)| p == *n) || tunnels.iter().any(|t| &t.name == *n)
+            })
             .cloned()
             .collect();
         for name in gone {
@@ -76,6 +86,13 @@ impl Filter {
         }
         // The bridges first: an endpoint hands its packets to its bridge.
         self.reconcile_endpoints();
+        if let Some(tunnels) = &listed {
+            self.reconcile_tunnels(tunnels);
+        }
+        {
+            let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+            published.extend(self.tunnels.iter().map(|(n, i)| (n.clone(), *i)));
+        }
         self.publish_attached();
     }
 
@@ -83,11 +100,17 @@ impl Filter {
     pub fn release_unwanted_pins(&mut self) {
         let present = attach::interfaces();
         let endpoints = self.endpoint_veth_names();
+        let Some(tunnels) = self.wanted_tunnels() else {
+            // Which pins are tunnels' is unknown: release nothing now.
+            return;
+        };
+        let tunnels: Vec<String> = tunnels.into_iter().map(|t| t.name).collect();
         for name in self.pins.pinned_links() {
             let exists = present.iter().any(|(n, _)| *n == name);
             // Until the engine answers, a bridge it may name keeps its link.
             let engine_may_name = self.policy.docker_networks && !self.coverage.settled;
-            if exists && (self.wants(&name) || endpoints.contains(&name) || engine_may_name) {
+            let wanted = self.wants(&name) || endpoints.contains(&name) || tunnels.contains(&name);
+            if exists && (wanted || engine_may_name) {
                 continue;
             }
             match attach::detach(&self.pins, &name) {
