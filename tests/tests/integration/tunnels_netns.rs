@@ -124,7 +124,8 @@ fn add_vxlan(host: &NetNs, name: &str) {
     // The inner source is the container's address, whose route is docker0:
     // loose as the overlays configure it, not strict.
     for key in ["all", name] {
-        host.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")
+        // Slashes: a dot in the device's name would split the key.
+        host.sysctl(&format!("net/ipv4/conf/{key}/rp_filter"), "0")
             .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
@@ -144,13 +145,17 @@ fn role(st: &Value, iface: &str) -> Value {
     interface(st, iface).map_or(Value::Null, |i| i["role"].clone())
 }
 
+/// flannel's own name for its VXLAN device: a dot in the name, which bpffs
+/// refuses in a pin's name (kernel::pins encodes it).
+const VXLAN_DEV: &str = "flannel.1";
+
 #[test]
 fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
     require_privileges!();
     let topo = topology_with("tvxl", 1);
     let bpffs = BpffsMount::new();
     let c0 = topo.container(0);
-    add_vxlan(topo.host(), "vx0");
+    add_vxlan(topo.host(), VXLAN_DEV);
     let imds = udp_sink(topo.cloud(), addrs::IMDS_V4, SINK_PORT).unwrap();
     let web = udp_sink(topo.cloud(), addrs::SMTP_V4, SINK_PORT).unwrap();
     let outer = SocketAddr::new(addrs::DOCKER0_V4.into(), VXLAN_PORT);
@@ -167,8 +172,8 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
 
     let metrics_addr = format!("127.0.0.1:{METRICS_PORT}");
     let mut loader = start_loader(&topo, &bpffs, &["--metrics-addr", &metrics_addr]);
-    let st = wait_attached(&mut loader, "vx0", READY_TIMEOUT);
-    assert_eq!(role(&st, "vx0"), "tunnel", "{st}");
+    let st = wait_attached(&mut loader, VXLAN_DEV, READY_TIMEOUT);
+    assert_eq!(role(&st, VXLAN_DEV), "tunnel", "{st}");
     let before = imds.count();
 
     udp_send(c0.ns(), outer, &to_imds, 3).unwrap();
@@ -181,12 +186,12 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
     assert_eq!(
         imds.count(),
         before,
-        "an inner packet reached the metadata address through vx0"
+        "an inner packet reached the metadata address through {VXLAN_DEV}"
     );
 
     let c = counters(&loader);
-    assert!(iface_packets(&c, "vx0", "metadata_blocked") >= 3, "{c}");
-    assert!(iface_packets(&c, "vx0", "passed") >= 3, "{c}");
+    assert!(iface_packets(&c, VXLAN_DEV, "metadata_blocked") >= 3, "{c}");
+    assert!(iface_packets(&c, VXLAN_DEV, "passed") >= 3, "{c}");
     // The default rule rejects; on a tunnel no reply goes back.
     assert!(c["replies"]["refused"].as_u64().unwrap_or(0) >= 3, "{c}");
     assert_eq!(c["replies"]["sent"], 0, "{c}");
@@ -195,14 +200,14 @@ fn vxlan_inner_packets_are_judged_on_the_vxlan_device() {
     assert!(
         m.lines().any(|l| l.starts_with("egress_packets_total{")
             && l.contains("verdict=\"metadata_blocked\"")
-            && l.contains("interface=\"vx0\"")),
+            && l.contains("interface=\"flannel.1\"")),
         "{m}"
     );
     assert!(
-        m.contains("egress_interface_attached{interface=\"vx0\"} 1"),
+        m.contains("egress_interface_attached{interface=\"flannel.1\"} 1"),
         "{m}"
     );
-    assert_tunnel_verified(&loader, "vx0", "ethernet");
+    assert_tunnel_verified(&loader, VXLAN_DEV, "ethernet");
     assert!(loader.is_running(), "loader died:\n{}", loader.log());
 }
 
