@@ -41,4 +41,5 @@ mod program_shape;
 mod properties;
 mod reject_netns;
 mod reject_test_run;
+mod source_routes;
 mod upgrade;
