@@ -13,7 +13,12 @@
 //!   hands `__cgroup_bpf_run_filter_skb`'s -EPERM back up through
 //!   ip_send_skb/udp_send_skb; the same on IPv6). Packets whose destination
 //!   `connect()` judged (TCP; a connected UDP socket sending to its peer)
-//!   pass untouched, so a SYN is never charged a second time.
+//!   pass untouched, so a SYN is never charged a second time; except a TCP
+//!   packet with IPv4 options or IPv6 extension headers, where a source
+//!   route (`IP_OPTIONS` LSRR/SSRR, `IPV6_RTHDR`) sends it to the route's
+//!   first hop instead of the address `connect()` judged: judged here by
+//!   its real destination (a SYN with options to an SMTP port is charged
+//!   twice: stricter, and no client sends one).
 //!
 //! `sendmsg4/6` judge a UDP `sendto()` only on kernels where
 //! `cgroup_skb/egress` cannot load (before Linux 6.15, whose verifier has
@@ -234,7 +239,10 @@ pub fn egress_sendmsg6(ctx: SockAddrContext) -> i32 {
 
 /// What the socket of a packet told `connect()`, read before the packet is
 /// parsed: its destination, when `connect()` judged every packet it sends
-/// there.
+/// there. A plain struct (`tcp` and `udp` false: not connected), not an
+/// `Option`: LLVM tests an `Option`'s payload without its discriminant,
+/// and the verifier refuses the read of a register it never saw written
+/// (`R7 !read_ok`, docs/design.md, Verifier notes).
 struct Connected {
     /// A TCP socket: every packet goes to the peer `connect()` judged.
     tcp: bool,
@@ -250,17 +258,32 @@ struct Connected {
 
 const BPF_TCP_ESTABLISHED: u32 = 1;
 
+impl Connected {
+    const NONE: Self = Self {
+        tcp: false,
+        udp: false,
+        dst_ip4: 0,
+        dst_ip6: [0; 4],
+        dst_port: 0,
+    };
+
+    #[inline(always)]
+    fn is_connected(&self) -> bool {
+        self.tcp || self.udp
+    }
+}
+
 #[inline(always)]
-fn connected(ctx: &SkBuffContext) -> Option<Connected> {
+fn connected(ctx: &SkBuffContext) -> Connected {
     let skb = ctx.skb.skb;
     // SAFETY: the context's socket pointer; bpf_sk_fullsock checks it.
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return None;
+        return Connected::NONE;
     }
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
-        return None;
+        return Connected::NONE;
     }
     // SAFETY: a full socket the helper returned; each field is a load at a
     // constant offset, which is all the verifier allows of a bpf_sock.
@@ -270,16 +293,16 @@ fn connected(ctx: &SkBuffContext) -> Option<Connected> {
         && (protocol == PROTO_UDP as u32 || protocol == PROTO_UDPLITE as u32)
         && unsafe { (*full).state } == BPF_TCP_ESTABLISHED;
     if !tcp && !udp {
-        return None;
+        return Connected::NONE;
     }
     unsafe {
-        Some(Connected {
+        Connected {
             tcp,
             udp,
             dst_ip4: (*full).dst_ip4,
             dst_ip6: (*full).dst_ip6,
             dst_port: (*full).dst_port,
-        })
+        }
     }
 }
 
@@ -317,26 +340,45 @@ fn judged_at_connect(c: &Connected, parsed: &Parsed) -> bool {
     }
 }
 
+/// Whether the packet has IPv4 options or an IPv6 extension header, where
+/// a source route would be. The destination in its header is then not
+/// necessarily the one connect() judged (ip_queue_xmit and
+/// inet6_csk_xmit send to the route's first hop).
+#[inline(always)]
+fn may_carry_route<P: Packet>(pkt: &P) -> bool {
+    // Bytes 0-7 in one read: the version and IHL, and IPv6's next header.
+    let Some(h) = pkt.load::<8>(0) else {
+        return false;
+    };
+    match h[0] >> 4 {
+        4 => h[0] & 0x0f > 5,
+        6 => h[6] != PROTO_TCP,
+        _ => false,
+    }
+}
+
 #[cgroup_skb(egress)]
 pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
     // A TCP socket's packet first: it passes whatever its namespace (judged
     // at connect() in the host's, by the tc classifier in a container's),
     // so most packets here cost no netns lookup.
     let conn = connected(&ctx);
-    if let Some(c) = &conn
-        && c.tcp
-    {
+    let pkt = CgroupSkb(&ctx);
+    // A source route (IP_OPTIONS, IPV6_RTHDR) sends a TCP socket's packets
+    // to the route's first hop, which connect() never judged: a packet
+    // that may carry one is judged here like any other.
+    let routed = may_carry_route(&pkt);
+    if conn.tcp && !routed {
         return ALLOW;
     }
     if !in_host_netns(&ctx) {
         return ALLOW;
     }
-    let pkt = CgroupSkb(&ctx);
     // An unconnected socket's datagram to an open destination, what a
     // host-network `sendto()` loop sends: passed on four header bytes and
     // the pre-filter, as the full decision would pass it (the shortcut's
     // proof and its test: egress_ebpf_common::shortcut).
-    if conn.is_none() && open_udp_datagram(&pkt, |family| PREFILTER.get(family)) {
+    if !conn.is_connected() && open_udp_datagram(&pkt, |family| PREFILTER.get(family)) {
         counters::count_hook(
             CounterId::Passed,
             NO_RULE,
@@ -346,9 +388,9 @@ pub fn egress_cgroup_skb(ctx: SkBuffContext) -> i32 {
         return ALLOW;
     }
     let parsed = parse_ip(&pkt);
-    if let Some(c) = &conn
-        && judged_at_connect(c, &parsed)
-    {
+    // A TCP socket's packet here may carry a route: judged whatever the
+    // socket says.
+    if !conn.tcp && judged_at_connect(&conn, &parsed) {
         return ALLOW;
     }
     let skb = ctx.skb.skb;

@@ -108,6 +108,11 @@ impl CgroupHooks {
         if kcgroup::loaded_hooks(ebpf).is_empty() {
             s.problem = Some("the kernel refused every cgroup program".into());
         }
+        // Once, at start: the door the hooks leave open (README, "Raw
+        // frames and the BPF LSM").
+        info!(
+            "cgroup hooks: AF_PACKET sockets are not refused (no BPF LSM program:              none could be loaded and tested where the filter is built); a              host-network container holding CAP_NET_RAW can send raw frames, and              status and verify say so for each"
+        );
         s.watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(e) = res
                 && matches!(e.kind, EventKind::Create(_) | EventKind::Remove(_))

@@ -13,6 +13,10 @@
 //!                                                    connect() to the first, send() there, then
 //!                                                    sendto() the second on the same socket
 //! egress-netprobe --cgroup DIR ping ADDR             one ICMP echo on a raw socket, 1 s for the reply
+//! egress-netprobe --cgroup DIR tcp-routed ADDR PORT HOP
+//!                                                    connect(), 1 s, through the source route HOP:
+//!                                                    IP_OPTIONS LSRR for IPv4, IPV6_RTHDR type 4
+//!                                                    (segment routing) for IPv6
 //! ```
 //!
 //! ADDR may be IPv4 or IPv6 (an IPv4-mapped `::ffff:a.b.c.d` goes through an
@@ -149,6 +153,74 @@ fn tcp_nonblocking(sa: SocketAddr) -> std::io::Result<String> {
     }
 }
 
+/// A TCP `connect()` to `sa` whose socket carries a source route through
+/// `hop`: the kernel sends the SYN to `hop` with `sa`'s address in the
+/// route (ip_options_build, ipv6_push_rthdr4).
+fn tcp_routed(sa: SocketAddr, hop: IpAddr) -> std::io::Result<String> {
+    let (domain, level, name, route) = match hop {
+        IpAddr::V4(h) => {
+            // LSRR: type, length, pointer 4, the first hop, then a slot the
+            // kernel fills with the destination; a no-op pads it to 12.
+            let mut o = vec![131u8, 11, 4];
+            o.extend_from_slice(&h.octets());
+            o.extend_from_slice(&[0; 4]);
+            o.push(1);
+            (libc::AF_INET, libc::IPPROTO_IP, libc::IP_OPTIONS, o)
+        }
+        IpAddr::V6(h) => {
+            // RFC 8754: next header, length 4 (two segments), type 4,
+            // segments left 1, last entry 1, flags, tag; segment 0 (the
+            // kernel writes the destination there), segment 1 (the hop).
+            let mut o = vec![0u8, 4, 4, 1, 1, 0, 0, 0];
+            o.extend_from_slice(&[0; 16]);
+            o.extend_from_slice(&h.octets());
+            (libc::AF_INET6, libc::IPPROTO_IPV6, libc::IPV6_RTHDR, o)
+        }
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    unsafe {
+        let s = libc::socket(domain, libc::SOCK_STREAM, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(s);
+        if libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            route.as_ptr().cast(),
+            route.len() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(std::io::Error::other(format!(
+                "setsockopt: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let (storage, len) = sockaddr(sa);
+        if libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        ) == 0
+        {
+            return Ok("connected".into());
+        }
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn sockaddr(sa: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain data; zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -251,6 +323,7 @@ fn main() {
             })
         }
         "ping" => ping(addr(1)),
+        "tcp-routed" => tcp_routed(SocketAddr::new(addr(1), port(2)), addr(3)),
         other => Err(std::io::Error::other(format!(
             "unknown operation {other:?}"
         ))),

@@ -33,12 +33,12 @@ use egress_tests::traffic::{tcp_server, udp_sink};
 use egress_tests::{BpffsMount, LoaderProcess, addrs, require_privileges, wait_until};
 use serde_json::Value;
 
-fn cgroup(tag: &str) -> TestCgroup {
+pub(crate) fn cgroup(tag: &str) -> TestCgroup {
     TestCgroup::new(tag).unwrap_or_else(|e| panic!("a test cgroup: {e:#}"))
 }
 
 /// `counters --json`'s `hooks[]` entry of `hook`, packets of `verdict`.
-fn hook_packets(counters: &Value, hook: &str, verdict: &str) -> u64 {
+pub(crate) fn hook_packets(counters: &Value, hook: &str, verdict: &str) -> u64 {
     counters["hooks"]
         .as_array()
         .and_then(|a| a.iter().find(|h| h["hook"] == hook))
@@ -69,7 +69,7 @@ fn cgroup_status<'a>(status: &'a Value, cgroup: &str) -> Option<&'a Value> {
         .find(|c| format!("/{}", c["cgroup"].as_str().unwrap_or_default()) == cgroup)
 }
 
-fn cgroup_attached(status: &Value, cgroup: &str) -> bool {
+pub(crate) fn cgroup_attached(status: &Value, cgroup: &str) -> bool {
     cgroup_status(status, cgroup).is_some_and(|c| {
         c["live"]
             .as_array()

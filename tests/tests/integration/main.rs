@@ -41,5 +41,6 @@ mod program_shape;
 mod properties;
 mod reject_netns;
 mod reject_test_run;
+mod source_routes;
 mod tunnels_netns;
 mod upgrade;
