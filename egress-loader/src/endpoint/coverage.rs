@@ -10,6 +10,10 @@
 //! | `--network container:X` | whatever filters X (one network namespace) |
 //! | `--network none` | nothing to filter |
 //! | macvlan, ipvlan, other drivers | UNCOVERED |
+//!
+//! A covered container may still have a door its hooks do not watch (a
+//! [`Gap`]): it is PARTLY COVERED, never plainly covered
+//! (`egress_partly_covered_containers{reason}`).
 
 use std::collections::BTreeSet;
 
@@ -47,6 +51,40 @@ impl HookKind {
     }
 }
 
+/// A door a covered container's hooks leave open: the container is PARTLY
+/// COVERED (`status`, `verify`, `egress_partly_covered_containers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gap {
+    /// Host network with CAP_NET_RAW and no BPF LSM program to refuse
+    /// AF_PACKET sockets: raw frames pass every cgroup hook.
+    AfPacket,
+}
+
+impl Gap {
+    /// Every gap, in the order `/metrics` lists them.
+    pub const ALL: [Gap; 1] = [Gap::AfPacket];
+
+    /// The `reason` label and the JSON spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Gap::AfPacket => "af_packet",
+        }
+    }
+}
+
+/// The gaps of container `c` given its hook; `netns_of` is the container
+/// whose network namespace it is in (itself, or X for `container:X`).
+fn gaps(c: &ContainerInfo, netns_of: &ContainerInfo, hook: HookKind) -> Vec<Gap> {
+    let mut out = Vec::new();
+    // No BPF LSM program is loaded (daemon/cgroups.rs says so at start):
+    // AF_PACKET sockets are never refused. The capability is c's own.
+    if hook == HookKind::Cgroup && netns_of.is_host_network() && c.net_raw {
+        out.push(Gap::AfPacket);
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerCoverage {
     pub name: String,
@@ -62,6 +100,9 @@ pub struct ContainerCoverage {
     /// What of its traffic the hooks do not see, though they filter it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caveats: Vec<String>,
+    /// Doors its hook leaves open: PARTLY COVERED when not empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partly_covered: Vec<Gap>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +139,26 @@ pub struct Coverage {
     /// Running containers no hook filters.
     pub uncovered_containers: usize,
     pub uncovered_networks: usize,
+    /// Running containers filtered, but with a door open ([`Gap`]).
+    pub partly_covered_containers: usize,
+}
+
+impl Coverage {
+    /// For each [`Gap`], how many running containers it leaves partly
+    /// covered (0 included, so a gauge falls back to 0).
+    pub fn partly_covered_by_gap(&self) -> Vec<(Gap, usize)> {
+        Gap::ALL
+            .iter()
+            .map(|g| {
+                let n = self
+                    .containers
+                    .iter()
+                    .filter(|c| c.partly_covered.contains(g))
+                    .count();
+                (*g, n)
+            })
+            .collect()
+    }
 }
 
 /// The latest coverage, as `run` follows it (for `/metrics`).
@@ -313,12 +374,14 @@ pub fn compute(
     };
     let mut out = Vec::new();
     for c in containers {
+        let mut netns_of = c;
         let (hook, via, reason, caveats) = match c.network_mode.strip_prefix("container:") {
             Some(other) => match containers
                 .iter()
                 .find(|o| other.starts_with(&o.id) || o.name == other)
             {
                 Some(o) => {
+                    netns_of = o;
                     let (h, v, r, cv) = direct(o);
                     (
                         h,
@@ -347,10 +410,12 @@ pub fn compute(
             via,
             reason,
             caveats,
+            partly_covered: gaps(c, netns_of, hook),
         });
     }
     Coverage {
         uncovered_containers: out.iter().filter(|c| c.hook == HookKind::Uncovered).count(),
+        partly_covered_containers: out.iter().filter(|c| !c.partly_covered.is_empty()).count(),
         uncovered_networks: nets.iter().filter(|n| !n.covered).count(),
         containers: out,
         networks: nets,
@@ -482,6 +547,49 @@ mod tests {
         // Networks: late (not attached) and mv; host and none are not listed.
         assert_eq!(c.uncovered_networks, 2);
         assert_eq!(c.networks.len(), 4);
+    }
+
+    /// CAP_NET_RAW on the host network: covered by the cgroup hooks, but
+    /// never plainly (AF_PACKET); without it, or on a bridge, no gap.
+    #[test]
+    fn host_network_with_net_raw_is_partly_covered() {
+        let mut raw = container("raw", "host", &["host"]);
+        raw.net_raw = true;
+        let noraw = container("noraw", "host", &["host"]);
+        let mut bridged = container("web", "bridge", &["bridge"]);
+        bridged.net_raw = true;
+        let mut side = container("side", "container:raw", &[]);
+        side.net_raw = true;
+        let mut stray = container("stray", "host", &["host"]);
+        stray.net_raw = true;
+        stray.cgroup = Some("elsewhere/stray".into());
+        let networks = [network("bridge", "bridge", Some("docker0"))];
+        let c = compute(
+            &[raw, noraw, bridged, side, stray],
+            &networks,
+            &attached(),
+            |_| vec![],
+        );
+        let get = |n: &str| c.containers.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(get("raw").partly_covered, [Gap::AfPacket]);
+        assert_eq!(get("side").partly_covered, [Gap::AfPacket]);
+        assert!(get("noraw").partly_covered.is_empty());
+        assert!(get("web").partly_covered.is_empty());
+        // UNCOVERED says more than partly covered.
+        assert_eq!(get("stray").hook, HookKind::Uncovered);
+        assert!(get("stray").partly_covered.is_empty());
+        assert_eq!(c.partly_covered_containers, 2);
+        assert_eq!(c.partly_covered_by_gap(), [(Gap::AfPacket, 2)]);
+        let j = serde_json::to_value(get("raw")).unwrap();
+        assert_eq!(j["partly_covered"], serde_json::json!(["af_packet"]));
+        // Without any: every gap is listed, at 0.
+        let none = compute(
+            &[container("nn", "host", &["host"])],
+            &networks,
+            &attached(),
+            |_| vec![],
+        );
+        assert_eq!(none.partly_covered_by_gap(), [(Gap::AfPacket, 0)]);
     }
 
     #[test]

@@ -1083,6 +1083,7 @@ mod tests {
             via: vec!["/docker".into()],
             reason: None,
             caveats: vec![],
+            partly_covered: vec![],
         };
         let attachment = |live: Vec<H>| CgroupAttachment {
             cgroup: "docker".into(),
