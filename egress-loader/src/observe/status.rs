@@ -63,6 +63,8 @@ pub struct CoverageStatus {
     pub containers: Vec<ContainerCoverage>,
     pub networks: Vec<NetworkCoverage>,
     pub uncovered_containers: usize,
+    /// Filtered, with a door open (`partly_covered` on each).
+    pub partly_covered_containers: usize,
 }
 
 /// What the kernel has attached, as coverage reads it.
@@ -99,6 +101,7 @@ pub fn coverage(
         containers: Vec::new(),
         networks: Vec::new(),
         uncovered_containers: 0,
+        partly_covered_containers: 0,
     };
     let Some(endpoint) = engine else {
         return out;
@@ -121,6 +124,7 @@ pub fn coverage(
                 c.pid.map(coverage::host_peers).unwrap_or_default()
             });
             out.uncovered_containers = c.uncovered_containers;
+            out.partly_covered_containers = c.partly_covered_containers;
             out.containers = c.containers;
             out.networks = c.networks;
         }
@@ -526,9 +530,13 @@ fn render_coverage(t: &mut String, c: &CoverageStatus) {
             let _ = writeln!(t, "containers: the engine at {url} cannot be asked: {e}");
         }
         (Some(url), None) => {
+            let partly = match c.partly_covered_containers {
+                0 => String::new(),
+                n => format!(", {n} PARTLY COVERED"),
+            };
             let _ = writeln!(
                 t,
-                "containers (engine {url}): {} running, {} UNCOVERED",
+                "containers (engine {url}): {} running, {} UNCOVERED{partly}",
                 c.containers.len(),
                 c.uncovered_containers
             );
@@ -549,6 +557,12 @@ fn render_coverage(t: &mut String, c: &CoverageStatus) {
                     HookKind::None => "none (no network)".to_owned(),
                     h if k.via.is_empty() => h.name().to_owned(),
                     h => format!("{} ({})", h.name(), k.via.join(", ")),
+                };
+                let hook = if k.partly_covered.is_empty() {
+                    hook
+                } else {
+                    let gaps: Vec<_> = k.partly_covered.iter().map(|g| g.name()).collect();
+                    format!("{hook}: PARTLY COVERED ({})", gaps.join(", "))
                 };
                 let _ = writeln!(t, "  {:<20} {:<20} {hook}", k.name, networks);
                 for cv in &k.caveats {

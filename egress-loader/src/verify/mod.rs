@@ -263,8 +263,14 @@ fn coverage_lines(c: &status::CoverageStatus) -> (Vec<String>, Vec<String>) {
         ));
     }
     for k in &c.containers {
+        // Never plainly covered: the note says what its hook leaves open.
+        let partly = if k.partly_covered.is_empty() {
+            ""
+        } else {
+            "PARTLY COVERED: "
+        };
         for cv in &k.caveats {
-            notes.push(format!("container {}: {cv}", k.name));
+            notes.push(format!("container {}: {partly}{cv}", k.name));
         }
     }
     match (&c.engine, &c.engine_error) {
