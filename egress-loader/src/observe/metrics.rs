@@ -18,6 +18,7 @@
 //! egress_cgroup_attached{cgroup}             1 per cgroup whose cgroup hooks are attached
 //! egress_uncovered_containers                running containers no hook sees (with an engine)
 //! egress_uncovered_networks                  engine networks the filter does not see
+//! egress_partly_covered_containers{reason}   running containers filtered with a door open: af_packet
 //! egress_hook_decisions_total{verdict,hook}  the cgroup hooks' decisions (HOOK_COUNTERS)
 //! egress_interface_attached{interface}       1 per interface `run` attached (0: link gone)
 //! egress_dry_run                             1 in dry-run (nothing dropped)
@@ -53,7 +54,10 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use crate::{
-    endpoint::{coverage::SharedCoverage, engine::DockerIdentity},
+    endpoint::{
+        coverage::{Coverage, SharedCoverage},
+        engine::DockerIdentity,
+    },
     error::Error,
     kernel::{
         attach::{self, AttachMode},
@@ -258,9 +262,23 @@ fn encode_coverage(e: &mut DescriptorEncoder, src: &MetricsSource) -> Result<(),
                 "Engine networks whose containers the filter does not see (macvlan, ipvlan, a bridge not attached)",
                 &single(cov.uncovered_networks as i64),
             )?;
+            gauge(
+                e,
+                "egress_partly_covered_containers",
+                "Running containers a hook filters but with a door open, by reason (af_packet: host network with CAP_NET_RAW, whose AF_PACKET sockets pass the cgroup hooks): egress-loader status names them",
+                &partly_covered(&cov),
+            )?;
         }
     }
     Ok(())
+}
+
+/// `egress_partly_covered_containers{reason}`: every reason, 0 included.
+fn partly_covered(cov: &Coverage) -> Vec<(Vec<(&'static str, String)>, i64)> {
+    cov.partly_covered_by_gap()
+        .into_iter()
+        .map(|(g, n)| (vec![("reason", g.name().to_owned())], n as i64))
+        .collect()
 }
 
 /// The configuration in force and its reloads.
@@ -632,5 +650,48 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
         // No counter families without a reading.
         assert!(!text.contains("egress_host_packets_total"), "{text}");
+    }
+
+    /// A host-network container with CAP_NET_RAW is counted partly covered
+    /// (af_packet), never folded into the covered ones; without it, 0.
+    #[test]
+    fn partly_covered_containers_by_reason() {
+        use crate::endpoint::coverage::{ContainerCoverage, Gap, HookKind};
+        let scrape = |gaps: Vec<Gap>| {
+            let cov = Coverage {
+                containers: vec![ContainerCoverage {
+                    name: "agent".into(),
+                    id: "0123456789ab".into(),
+                    network_mode: "host".into(),
+                    networks: vec![],
+                    hook: HookKind::Cgroup,
+                    via: vec!["/docker".into()],
+                    reason: None,
+                    caveats: vec![],
+                    partly_covered: gaps,
+                }],
+                ..Coverage::default()
+            };
+            render(&registry(Arc::new(MetricsSource {
+                pins: PinDir::new("/nonexistent/egress"),
+                mode: AttachMode::Tcx,
+                attached: Attached::default(),
+                docker: None,
+                started: UNIX_EPOCH,
+                config: None,
+                coverage: Some(Arc::new(RwLock::new(Some(cov)))),
+                cgroups: None,
+            })))
+        };
+        let text = scrape(vec![Gap::AfPacket]);
+        assert!(
+            text.contains("\negress_partly_covered_containers{reason=\"af_packet\"} 1\n"),
+            "{text}"
+        );
+        let text = scrape(vec![]);
+        assert!(
+            text.contains("\negress_partly_covered_containers{reason=\"af_packet\"} 0\n"),
+            "{text}"
+        );
     }
 }
