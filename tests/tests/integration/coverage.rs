@@ -1322,6 +1322,8 @@ fn host_network_containers_are_refused_at_once() {
             "1/hour",
             "--smtp-burst",
             "3",
+            "--metrics-addr",
+            &format!("127.0.0.1:{METRICS_PORT}"),
             "--events-socket",
             events.arg(),
         ],
@@ -1511,6 +1513,53 @@ fn host_network_containers_are_refused_at_once() {
     );
     let b = container_coverage(&loader, &dh, "bridged");
     assert_eq!(b["hook"], "veth", "{b}");
+    // CAP_NET_RAW on the host network: partly covered (AF_PACKET passes
+    // the cgroup hooks), never plainly covered; without it, covered.
+    dh.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "noraw",
+        "--network",
+        "host",
+        "--cap-drop",
+        "NET_RAW",
+        images::BUSYBOX_IMAGE,
+        "sleep",
+        "3600",
+    ])
+    .unwrap();
+    assert_eq!(s["partly_covered"], serde_json::json!(["af_packet"]), "{s}");
+    let n = container_coverage(&loader, &dh, "noraw");
+    assert_eq!(n["hook"], "cgroup", "{n}");
+    assert!(n.get("partly_covered").is_none(), "{n}");
+    assert!(b.get("partly_covered").is_none(), "{b}");
+    let af_packet = || {
+        gauge(
+            &metrics_text(dh.host(), METRICS_PORT),
+            "egress_partly_covered_containers{reason=\"af_packet\"}",
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || af_packet() == Some(1.0)),
+        "{}",
+        metrics_text(dh.host(), METRICS_PORT)
+    );
+    let text = loader.cli("status", &["--docker-host", &url]).unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    println!("---- status ----\n{text}");
+    assert!(text.contains("0 UNCOVERED, 1 PARTLY COVERED"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("sleeper")
+            && l.contains("cgroup (")
+            && l.contains("PARTLY COVERED (af_packet)")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("noraw") && !l.contains("PARTLY")),
+        "{text}"
+    );
     // `explain` names the hook the real traffic above met: the cgroup hooks
     // for a host-network container (EPERM, no packet), its veth for a
     // bridged one.
@@ -1562,5 +1611,25 @@ fn host_network_containers_are_refused_at_once() {
     assert!(v.status.success(), "{vt}");
     assert!(vt.contains(&format!("PASS  cgroup {parent}")), "{vt}");
     assert!(vt.contains("refused (EPERM); metadata_blocked +1"), "{vt}");
+    assert!(
+        vt.contains("note: container sleeper: PARTLY COVERED: holds CAP_NET_RAW"),
+        "{vt}"
+    );
+    assert!(!vt.contains("container noraw"), "{vt}");
+    // The only container with CAP_NET_RAW on the host network gone: 0, while
+    // noraw (host network, no CAP_NET_RAW) still runs.
+    dh.docker(&["rm", "-f", "sleeper"]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || af_packet() == Some(0.0)),
+        "{}",
+        metrics_text(dh.host(), METRICS_PORT)
+    );
+    assert_eq!(
+        gauge(
+            &metrics_text(dh.host(), METRICS_PORT),
+            "egress_uncovered_containers"
+        ),
+        Some(0.0)
+    );
     assert!(loader.is_running(), "{}", loader.log());
 }
