@@ -16,7 +16,7 @@ use egress_ebpf_common::{
 use crate::{
     counters, events,
     maps::{ENDPOINT_OVERFLOW, ENDPOINTS},
-    reply, skb, view,
+    reply, route, skb, view,
 };
 
 /// The endpoint entry of `id`: its `ENDPOINTS` slot when it owns it (an
@@ -25,7 +25,7 @@ use crate::{
 /// MAC is in the entry); one to the veth itself, or a broadcast, is judged
 /// with the host's policy, no exception, no own budget.
 #[inline(always)]
-fn lookup(id: u32) -> Option<&'static Endpoint> {
+pub fn lookup(id: u32) -> Option<&'static Endpoint> {
     if let Some(e) = ENDPOINTS.get(endpoint_slot(id))
         && e.id == id
     {
@@ -53,6 +53,11 @@ pub fn judge(ctx: &TcContext) -> i32 {
     let parsed = parse(&skb);
     let maps = view::EndpointMaps { ctx, id, endpoint };
     let decision = decide(&parsed, &maps);
+    // A packet passed that may carry a source route: judged, counted and
+    // marked by the route program (no return from here when it runs).
+    if !decision.verdict.drops() {
+        route::check(ctx, &parsed, &decision, id, id);
+    }
     counters::count_endpoint(decision.verdict, decision.rule, endpoint, skb.len() as u32);
     // The reply program answers, reports and returns the verdict (no
     // return from here when it runs); if it cannot run, a silent drop.
