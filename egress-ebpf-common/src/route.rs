@@ -28,11 +28,15 @@ use crate::{
 /// is a trie lookup and a rule match on every path through the program.
 pub const MAX_ROUTE_ADDRS: usize = 4;
 
-/// Most IPv4 options walked (a no-op counts as one). Stacks send one or two
-/// (a router alert, a route) and a few no-ops of padding; a header with
-/// more, where a route could still follow, is evasive. The bound is the
-/// verifier's: each step is a packet read whose offset depends on the last.
-pub const MAX_IPV4_OPTIONS: usize = 4;
+/// Most steps of the IPv4 options walk: an option, or a run of up to 8
+/// no-ops (padding), is one step, so the longest header of padding (40
+/// no-ops) is read whole and passes. A header with more options than the
+/// walk reads, where a route could still follow, is evasive (no stack sends
+/// one: a router alert, a route, a timestamp and padding are the lot). The
+/// bound is the verifier's: each step is a packet read whose offset depends
+/// on the last; 40 single-byte steps took the route program past 1M
+/// instructions.
+pub const MAX_IPV4_OPTIONS: usize = 8;
 
 /// IPv4 options: loose and strict source route (RFC 791), end of list, no-op.
 pub const IPOPT_END: u8 = 0;
@@ -133,7 +137,17 @@ fn ipv4_route<P: Packet + ?Sized>(
             break;
         }
         if o[0] == IPOPT_NOOP {
-            off += 1;
+            // A run of no-ops (padding) is one step: up to 8 at once, so
+            // the bound covers the longest header of them.
+            let n = match pkt.load::<8>(off) {
+                Some(w) => u64::from_be_bytes(w),
+                None => 0,
+            };
+            let mut run = 1;
+            while run < 8 && (n >> (56 - 8 * run)) as u8 == IPOPT_NOOP {
+                run += 1;
+            }
+            off += run;
             continue;
         }
         let len = o[1] as usize;
@@ -530,13 +544,13 @@ mod tests {
         assert_eq!(verdict(&f), CounterId::MetadataBlocked);
         let f = v4_frame(OPEN, &srr(IPOPT_LSRR, &[OPEN2; MAX_ROUTE_ADDRS + 1]));
         assert_eq!(verdict(&f), CounterId::Evasive);
-        // A route behind more options than the walk reads.
-        let mut opts = alloc::vec![IPOPT_NOOP; MAX_IPV4_OPTIONS];
-        opts.extend(srr(IPOPT_LSRR, &[OPEN2]));
-        assert_eq!(verdict(&v4_frame(OPEN, &opts)), CounterId::Evasive);
-        // The same count of no-ops, then the end of the list: nothing hidden.
-        let mut opts = alloc::vec![IPOPT_NOOP; MAX_IPV4_OPTIONS];
-        opts.extend([0, 0, 0, 0]);
+        // The walk reads the longest header whole: a route behind 32
+        // no-ops is found, and 40 no-ops are padding, not evasion.
+        let mut opts = alloc::vec![IPOPT_NOOP; 32];
+        opts.extend(srr(IPOPT_LSRR, &[IMDS]));
+        assert_eq!(opts.len(), 39);
+        assert_eq!(verdict(&v4_frame(OPEN, &opts)), CounterId::MetadataBlocked);
+        let opts = alloc::vec![IPOPT_NOOP; 40];
         assert_eq!(verdict(&v4_frame(OPEN, &opts)), CounterId::Passed);
         // Two routes in one header.
         let mut two = srr(IPOPT_LSRR, &[OPEN2]);

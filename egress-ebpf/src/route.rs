@@ -35,7 +35,7 @@ use egress_ebpf_common::{
 use crate::{
     counters, endpoint, events,
     maps::{REPLY_SCRATCH, ROUTE_PROGRAM},
-    skb, view,
+    view,
 };
 
 /// Hands a packet the classifier's `decision` passes, and that may carry a
@@ -77,7 +77,7 @@ pub fn judge(ctx: &TcContext) -> i32 {
             (*s).endpoint,
         )
     };
-    let skb = skb::Skb(ctx);
+    let skb = HelperSkb(ctx);
     // The walk's ways out (which step, which option) are states of their
     // own to the verifier, each taking the lookups after it along: over a
     // million instructions. Through a helper's copy, which the verifier
@@ -126,6 +126,24 @@ pub fn judge(ctx: &TcContext) -> i32 {
     // A rule whose action is reject drops silently here: source-routed
     // packets are too rare for a reply path of their own.
     TC_ACT_SHOT
+}
+
+/// The packet read through `bpf_skb_load_bytes` alone: `skb::Skb`'s
+/// direct read doubles the verifier's paths at every read (linear or
+/// not), and the option walk reads up to 40 times in a row. Off the pass
+/// path, the helper's cost does not matter.
+struct HelperSkb<'a>(&'a TcContext);
+
+impl Packet for HelperSkb<'_> {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len() as usize
+    }
 }
 
 /// `v` copied by `bpf_probe_read_kernel`, whose output the verifier takes
