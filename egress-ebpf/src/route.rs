@@ -33,7 +33,7 @@ use egress_ebpf_common::{
 };
 
 use crate::{
-    counters, endpoint, events,
+    counters, events,
     maps::{REPLY_SCRATCH, ROUTE_PROGRAM},
     view,
 };
@@ -89,13 +89,17 @@ pub fn judge(ctx: &TcContext) -> i32 {
     let maps = view::EndpointMaps {
         ctx,
         id,
-        endpoint: if id != 0 { endpoint::lookup(id) } else { None },
+        endpoint: if id != 0 {
+            view::endpoint_entry(id)
+        } else {
+            None
+        },
     };
     let found = route::judge_route(&skb, &maps, parsed, r, hidden);
     let bytes = skb.len() as u32;
     let count = |v: CounterId, r: u16| {
         if id != 0 {
-            counters::count_endpoint(v, r, endpoint::lookup(id), bytes);
+            counters::count_endpoint(v, r, view::endpoint_entry(id), bytes);
         } else {
             counters::count(v, r, ifindex, bytes);
         }
