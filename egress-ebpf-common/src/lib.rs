@@ -82,6 +82,7 @@ pub mod packet;
 pub mod parse;
 pub mod prefilter;
 pub mod reply;
+pub mod route;
 pub mod rules;
 pub mod shortcut;
 pub mod sockaddr;

@@ -84,6 +84,12 @@ macro_rules! for_each_map {
             /// hands to the reply program, and the bytes an ICMP error quotes (they
             /// would not fit the reply program's stack). Read by the kernel only.
             REPLY_SCRATCH: PerCpuArray<u32, $crate::reply::ReplyScratch> = 1;
+            /// `ProgramArray` with one entry: the source-route program
+            /// ([`ROUTE_PROGRAM_NAME`]) the classifiers tail-call for a packet they
+            /// pass that may carry a source route (`route`). It reads the packet
+            /// and the decision from `REPLY_SCRATCH` (a packet is either rejected
+            /// or passed: the two never share it).
+            ROUTE_PROGRAM: ProgArray<u32, u32> = 1;
         }
     };
 }
@@ -171,6 +177,9 @@ pub const CGROUP_NOOP_PROGRAM: &str = "egress_cgroup_noop";
 /// The classifier that answers a reject, tail-called from slot 0 of
 /// `REPLY_PROGRAM`; never attached.
 pub const REPLY_PROGRAM_NAME: &str = "egress_reply";
+/// The classifier that judges a source route's addresses, tail-called from
+/// slot 0 of `ROUTE_PROGRAM`; never attached.
+pub const ROUTE_PROGRAM_NAME: &str = "egress_route";
 
 /// The cgroup programs (docs/design.md, Cgroup hooks), with the hook each
 /// one is, in the order the loader attaches them.

@@ -14,7 +14,7 @@ use egress_ebpf_common::{
     parse::parse,
 };
 
-use crate::{counters, events, reply, skb, view};
+use crate::{counters, events, reply, route, skb, view};
 
 #[inline(always)]
 pub fn judge(ctx: &TcContext) -> i32 {
@@ -33,6 +33,11 @@ pub fn judge(ctx: &TcContext) -> i32 {
     let maps = view::Maps { ctx };
     let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // A packet passed that may carry a source route: judged and counted
+    // by the route program (no return from here when it runs).
+    if !decision.verdict.drops() {
+        route::check(ctx, &parsed, &decision, ifindex, 0);
+    }
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
     // The reply program answers, reports and returns the verdict (no
     // return from here when it runs); if it cannot run, a silent drop.

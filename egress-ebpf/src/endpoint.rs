@@ -8,37 +8,18 @@ use aya_ebpf::{
 };
 use egress_ebpf_common::{
     decide::{Action, decide},
-    endpoint::{Endpoint, HANDOFF_MARK, endpoint_slot, for_the_host},
+    endpoint::{HANDOFF_MARK, for_the_host},
     packet::Packet,
     parse::parse,
 };
 
-use crate::{
-    counters, events,
-    maps::{ENDPOINT_OVERFLOW, ENDPOINTS},
-    reply, skb, view,
-};
-
-/// The endpoint entry of `id`: its `ENDPOINTS` slot when it owns it (an
-/// inlined array lookup), else the overflow table. `None`: not written
-/// (yet): a frame to the bridge is left to the bridge program (the bridge's
-/// MAC is in the entry); one to the veth itself, or a broadcast, is judged
-/// with the host's policy, no exception, no own budget.
-#[inline(always)]
-fn lookup(id: u32) -> Option<&'static Endpoint> {
-    if let Some(e) = ENDPOINTS.get(endpoint_slot(id))
-        && e.id == id
-    {
-        return Some(e);
-    }
-    unsafe { ENDPOINT_OVERFLOW.get(id) }
-}
+use crate::{counters, events, reply, route, skb, view};
 
 #[inline(always)]
 pub fn judge(ctx: &TcContext) -> i32 {
     // The hook's ifindex is the veth's: the endpoint id.
     let id = unsafe { (*ctx.skb.skb).ifindex };
-    let endpoint = lookup(id);
+    let endpoint = view::endpoint_entry(id);
     let skb = skb::Skb(ctx);
     // Container to container: the bridge forwards it to another port and
     // no program of the filter judged it before endpoints; passed on as
@@ -53,6 +34,11 @@ pub fn judge(ctx: &TcContext) -> i32 {
     let parsed = parse(&skb);
     let maps = view::EndpointMaps { ctx, id, endpoint };
     let decision = decide(&parsed, &maps);
+    // A packet passed that may carry a source route: judged, counted and
+    // marked by the route program (no return from here when it runs).
+    if !decision.verdict.drops() {
+        route::check(ctx, &parsed, &decision, id, id);
+    }
     counters::count_endpoint(decision.verdict, decision.rule, endpoint, skb.len() as u32);
     // The reply program answers, reports and returns the verdict (no
     // return from here when it runs); if it cannot run, a silent drop.

@@ -20,6 +20,7 @@ mod events;
 mod log;
 mod maps;
 mod reply;
+mod route;
 mod skb;
 mod tat;
 mod tunnel;
@@ -66,6 +67,14 @@ pub fn egress_tunnel_l3(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn egress_reply(ctx: TcContext) -> i32 {
     reply::reply(&ctx)
+}
+
+/// Judges the addresses of a source route (an IPv4 LSRR/SSRR option, an
+/// IPv6 routing header) of a packet a classifier passes: tail-called by
+/// the classifiers through `ROUTE_PROGRAM`, never attached (route module).
+#[classifier]
+pub fn egress_route(ctx: TcContext) -> i32 {
+    route::judge(&ctx)
 }
 
 /// An empty classifier, never attached: `cargo xtask bench` subtracts its

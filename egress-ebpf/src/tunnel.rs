@@ -25,7 +25,7 @@ use egress_ebpf_common::{
     parse::{parse, parse_ip},
 };
 
-use crate::{counters, events, reply, skb, view};
+use crate::{counters, events, reply, route, skb, view};
 
 /// `L3`: the device hands up bare IP packets (no Ethernet header at tc
 /// ingress: the loader picks `egress_tunnel_l3` for a device whose link
@@ -37,6 +37,11 @@ pub fn judge<const L3: bool>(ctx: &TcContext) -> i32 {
     let maps = view::Maps { ctx };
     let decision = decide(&parsed, &maps);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // A packet passed that may carry a source route: judged and counted
+    // by the route program (no return from here when it runs).
+    if !decision.verdict.drops() {
+        route::check(ctx, &parsed, &decision, ifindex, 0);
+    }
     counters::count(decision.verdict, decision.rule, ifindex, skb.len() as u32);
     let reply = match decision.action {
         Action::Reject => Some(reply::refuse()),

@@ -8,6 +8,7 @@ use egress_ebpf_common::{
     decide::PolicyView,
     endpoint::{
         ENDPOINT_EXCEPTED, ENDPOINT_OWN_SMTP, ENDPOINT_SMTP_UNLIMITED, Endpoint, ExceptionKey,
+        endpoint_slot,
     },
     prefilter::{PREFILTER_V4, PREFILTER_V6, hi16},
     rules::BlockRule,
@@ -16,7 +17,10 @@ use egress_ebpf_common::{
 use crate::{
     bucket::{self, Clock},
     log,
-    maps::{ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, EXCEPTIONS, POLICY_CONFIG, PREFILTER},
+    maps::{
+        ACTIVE_CONFIG, BLOCKED_V4, BLOCKED_V6, ENDPOINT_OVERFLOW, ENDPOINTS, EXCEPTIONS,
+        POLICY_CONFIG, PREFILTER,
+    },
 };
 
 /// The longest blocked IPv4 prefix holding `dst`: none at once when the
@@ -173,4 +177,19 @@ impl PolicyView for EndpointMaps<'_> {
         };
         unsafe { EXCEPTIONS.get(key) }.is_some()
     }
+}
+
+/// The endpoint entry of `id`: its `ENDPOINTS` slot when it owns it (an
+/// inlined array lookup), else the overflow table. `None`: not written
+/// (yet): a frame to the bridge is left to the bridge program (the bridge's
+/// MAC is in the entry); one to the veth itself, or a broadcast, is judged
+/// with the host's policy, no exception, no own budget.
+#[inline(always)]
+pub fn endpoint_entry(id: u32) -> Option<&'static Endpoint> {
+    if let Some(e) = ENDPOINTS.get(endpoint_slot(id))
+        && e.id == id
+    {
+        return Some(e);
+    }
+    unsafe { ENDPOINT_OVERFLOW.get(id) }
 }

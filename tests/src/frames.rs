@@ -130,6 +130,13 @@ pub enum Ext {
     },
     /// Authentication header with `len` 32-bit words beyond the first two.
     Auth,
+    /// A routing header of type `kind` (0, 2, 4 = SRH) naming `addrs`
+    /// (for an SRH, `addrs[0]` is the last segment, RFC 8754).
+    Route {
+        kind: u8,
+        segments_left: u8,
+        addrs: Vec<Ipv6Addr>,
+    },
     /// Any other extension header in RFC 6564's uniform format (Mobility
     /// 135, HIP 139, Shim6 140, experimental 253 and 254): 8 bytes.
     Generic(u8),
@@ -139,7 +146,7 @@ impl Ext {
     fn number(&self) -> u8 {
         match self {
             Ext::HopByHop => 0,
-            Ext::Routing => 43,
+            Ext::Routing | Ext::Route { .. } => 43,
             Ext::Fragment { .. } => 44,
             Ext::Auth => 51,
             Ext::DestOpts => 60,
@@ -158,6 +165,20 @@ impl Ext {
                 let mut b = vec![next, 0];
                 b.extend_from_slice(&v.to_be_bytes());
                 b.extend_from_slice(&0xdead_beefu32.to_be_bytes());
+                b
+            }
+            Ext::Route {
+                kind,
+                segments_left,
+                addrs,
+            } => {
+                let n = addrs.len() as u8;
+                // Type 4's byte 4 is the last entry; 0 and 2 reserve it.
+                let last = if *kind == 4 { n.saturating_sub(1) } else { 0 };
+                let mut b = vec![next, 2 * n, *kind, *segments_left, last, 0, 0, 0];
+                for a in addrs {
+                    b.extend_from_slice(&a.octets());
+                }
                 b
             }
             // AH: payload len in 4-byte units minus 2: 1 => 12 bytes.

@@ -8,7 +8,8 @@ use aya::{
     programs::{Program, SchedClassifier},
 };
 use egress_ebpf_common::maps::{
-    ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM,
+    ENDPOINT_PROGRAM, PROGRAM, REPLY_PROGRAM, REPLY_PROGRAM_NAME, ROUTE_PROGRAM,
+    ROUTE_PROGRAM_NAME, TUNNEL_L3_PROGRAM, TUNNEL_PROGRAM,
 };
 
 use crate::{
@@ -42,6 +43,7 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
         &mut ebpf,
         &[
             REPLY_PROGRAM_NAME,
+            ROUTE_PROGRAM_NAME,
             PROGRAM,
             ENDPOINT_PROGRAM,
             TUNNEL_PROGRAM,
@@ -50,7 +52,8 @@ pub fn load(pins: &PinDir) -> Result<(Ebpf, Prepared), Error> {
     ) {
         result?;
     }
-    load_reply_program(&mut ebpf)?;
+    fill_slot(&mut ebpf, REPLY_PROGRAM_NAME, REPLY_PROGRAM)?;
+    fill_slot(&mut ebpf, ROUTE_PROGRAM_NAME, ROUTE_PROGRAM)?;
     Ok((ebpf, prepared))
 }
 
@@ -95,36 +98,34 @@ pub fn load_parallel<T: Send>(
     })
 }
 
-/// Puts the (loaded) reply program in slot 0 of `REPLY_PROGRAM`, where
-/// the classifier tail-calls it to answer a reject. The map is pinned, so
-/// the entry stays (a program array is emptied when its last user
-/// reference goes) and a classifier already attached calls this build's
-/// reply program from now on.
-fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), Error> {
+/// Puts the (loaded) program `name` in slot 0 of the program array `map`,
+/// where the classifiers tail-call it: the reply program (`REPLY_PROGRAM`)
+/// to answer a reject, the route program (`ROUTE_PROGRAM`) to judge a
+/// source route. The map is pinned, so the entry stays (a program array is
+/// emptied when its last user reference goes) and a classifier already
+/// attached calls this build's program from now on. Filled before any
+/// classifier of this build is attached.
+fn fill_slot(ebpf: &mut Ebpf, name: &str, map: &'static str) -> Result<(), Error> {
     let prog: &mut SchedClassifier = ebpf
-        .program_mut(REPLY_PROGRAM_NAME)
-        .ok_or_else(|| ObjectError::MissingProgram(REPLY_PROGRAM_NAME.into()))?
+        .program_mut(name)
+        .ok_or_else(|| ObjectError::MissingProgram(name.into()))?
         .try_into()
         .map_err(|source| Error::Program {
-            context: format!("program {REPLY_PROGRAM_NAME}"),
+            context: format!("program {name}"),
             source,
         })?;
     let fd = prog
         .fd()
         .map_err(|source| Error::Program {
-            context: format!("program {REPLY_PROGRAM_NAME}"),
+            context: format!("program {name}"),
             source,
         })?
         .try_clone()
         .map_err(Error::Io)?;
-    let map = ebpf
-        .map_mut(REPLY_PROGRAM)
-        .ok_or(ObjectError::MissingMap(REPLY_PROGRAM))?;
+    let array = ebpf.map_mut(map).ok_or(ObjectError::MissingMap(map))?;
     let mut slots: ProgramArray<&mut aya::maps::MapData> =
-        ProgramArray::try_from(map).map_err(|e| Error::map(REPLY_PROGRAM, e))?;
-    slots
-        .set(0, &fd, 0)
-        .map_err(|e| Error::map(REPLY_PROGRAM, e))?;
+        ProgramArray::try_from(array).map_err(|e| Error::map(map, e))?;
+    slots.set(0, &fd, 0).map_err(|e| Error::map(map, e))?;
     Ok(())
 }
 

@@ -25,7 +25,7 @@ pub const LEGACY_LAYOUT: u32 = 1;
 /// This build's map layout. Bumped by hand whenever the layout table
 /// (`kernel::layout::table`) changes; a test fails until it is
 /// (`kernel::layout`, `the_layout_table_has_its_version`).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// `statfs` magic of bpffs.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
