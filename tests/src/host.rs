@@ -4,10 +4,11 @@
 
 use egress_ebpf_common::{
     counters::CounterId,
-    decide::{Action, Decision, decide},
+    decide::{Action, Decision, PolicyView, decide},
     model::PolicyModel,
     parse::{Parsed, parse},
     reply::{self, Plan, VecFrame},
+    route::{self, RouteVerdict},
 };
 use egress_loader::policy::{Overrides, Policy, apply};
 
@@ -27,6 +28,17 @@ pub fn model(policy_toml: &str) -> PolicyModel {
 pub fn judge(model: &PolicyModel, frame: &[u8]) -> (u32, CounterId, u16) {
     let parsed = parse(frame);
     let d = decide(&parsed, model);
+    // The classifiers hand a packet they pass that may carry a source route
+    // to `egress_route`, which judges each address of the route: a blocked
+    // one is counted against its rule and dropped (passed in dry-run), with
+    // no reply (egress-ebpf/src/route.rs).
+    if !d.verdict.drops() && route::may_carry(&parsed) {
+        let r = route::judge(frame, model, &parsed);
+        if r != RouteVerdict::CLEAN {
+            let dry_run = model.config().is_some_and(|c| c.dry_run != 0);
+            return (if dry_run { PASS } else { DROP }, r.verdict, r.rule);
+        }
+    }
     (verdict(&d, frame, &parsed), d.verdict, d.rule)
 }
 
